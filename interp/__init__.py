@@ -1,0 +1,1 @@
+"""mechscope's interpretability package: models, hooks, caching and activation stores."""
