@@ -1,0 +1,138 @@
+"""Selective in-memory caching of activations.
+
+Only the named hooks are kept, optionally only at chosen positions, cast and moved as they are
+produced (so a GPU run can stream straight into CPU memory). When every requested hook lives in the
+blocks, a ``HookedTransformer`` stops after the last block needed instead of running to the logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedTransformer
+
+from interp.hooks import HookSpec, hook_layer, hooks, resolve_hooks
+
+__all__ = ["Positions", "cache_activations", "position_dim", "select_positions"]
+
+Positions = int | slice | Sequence[int] | Tensor | None
+
+# Hooks whose position axis is not axis 1: attention patterns and scores are [batch, head, query, key];
+# positions select queries.
+_QUERY_AXIS_SUFFIXES = ("hook_pattern", "hook_attn_scores")
+
+
+def position_dim(name: str) -> int:
+    """The axis of a hook's activation that indexes (query) positions."""
+    return 2 if name.endswith(_QUERY_AXIS_SUFFIXES) else 1
+
+
+def select_positions(act: Tensor, positions: Positions, dim: int) -> Tensor:
+    """Index ``act`` along ``dim`` by positions.
+
+    ``positions`` is an int (that axis is kept, with length 1), a slice, a list of ints (the same for
+    every sequence) or an integer tensor ``[batch, n]`` giving each sequence its own positions (for
+    example the last real token of each left- or right-padded sequence).
+    """
+    if positions is None:
+        return act
+    n_pos = act.shape[dim]
+    if isinstance(positions, int):
+        _check_range(torch.tensor([positions]), n_pos)
+        return act.narrow(dim, positions % n_pos, 1)
+    if isinstance(positions, slice):
+        return act[(slice(None),) * dim + (positions,)]
+    idx = torch.as_tensor(positions, device=act.device)
+    if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"positions must be integers, got dtype {idx.dtype}")
+    _check_range(idx, n_pos)
+    idx = idx.long() % n_pos
+    if idx.ndim == 1:
+        return act.index_select(dim, idx)
+    if idx.ndim != 2 or idx.shape[0] != act.shape[0]:
+        raise ValueError(
+            f"per-sequence positions must have shape [batch={act.shape[0]}, n]; got {tuple(idx.shape)}"
+        )
+    moved = act.movedim(dim, 1)  # [batch, pos, ...]
+    gather_idx = idx.view(*idx.shape, *([1] * (moved.ndim - 2))).expand(*idx.shape, *moved.shape[2:])
+    return moved.gather(1, gather_idx).movedim(1, dim)
+
+
+def _check_range(idx: Tensor, n_pos: int) -> None:
+    if idx.numel() and (int(idx.max()) >= n_pos or int(idx.min()) < -n_pos):
+        raise IndexError(
+            f"position {int(idx.max()) if int(idx.max()) >= n_pos else int(idx.min())} is out of range "
+            f"for sequences of length {n_pos} (valid: {-n_pos}..{n_pos - 1})"
+        )
+
+
+def _stop_layer(model: nn.Module, names: list[str]) -> int | None:
+    """The first block that no requested hook needs, or None when the whole model must run."""
+    if not isinstance(model, HookedTransformer):
+        return None
+    layers = [hook_layer(n) for n in names]
+    if any(layer is None for layer in layers):
+        # Embedding hooks are computed before block 0; anything else (ln_final, unembed) needs all.
+        if all(n.startswith(("hook_embed", "hook_pos_embed", "hook_tokens")) for n, la in zip(names, layers) if la is None):
+            return max((la for la in layers if la is not None), default=-1) + 1
+        return None
+    return max(la for la in layers if la is not None) + 1
+
+
+def cache_activations(
+    model: nn.Module,
+    tokens: Int[Tensor, "batch pos"] | str | list[str],
+    names: HookSpec,
+    *,
+    positions: Positions = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    stop_early: bool = True,
+    **forward_kwargs: Any,
+) -> ActivationCache:
+    """Run the model once and keep only the activations of ``names``.
+
+    Args:
+        model: a TransformerLens model.
+        tokens: token ids ``[batch, pos]``, or text (tokenized with the model's tokenizer).
+        names: a hook spec (see :mod:`interp.hooks`): names, globs, ``(site, layer)`` pairs, ...
+        positions: keep only these positions (see :func:`select_positions`).
+        dtype, device: cast and move each activation as it is produced.
+        stop_early: stop a ``HookedTransformer`` after the last block any hook needs.
+        forward_kwargs: passed to the model's forward (``attention_mask``, ``padding_side``, ...).
+
+    Returns:
+        A TransformerLens ``ActivationCache`` keyed by full hook names (``cache["resid_post", 3]`` works).
+
+    >>> cache = cache_activations(model, tokens, "blocks.*.hook_resid_post", positions=-1)
+    """
+    resolved = resolve_hooks(model, names)
+    if isinstance(tokens, (str, list)):
+        tokens = model.to_tokens(tokens)  # type: ignore[operator]
+    store: dict[str, Tensor] = {}
+
+    def make_hook(name: str):
+        dim = position_dim(name)
+
+        def hook(act: Tensor, hook: Any) -> None:
+            store[name] = select_positions(act.detach(), positions, dim).to(device=device, dtype=dtype)
+
+        return hook
+
+    kwargs = dict(forward_kwargs)
+    stop = _stop_layer(model, resolved) if stop_early else None
+    if stop is not None:
+        # Even stop == n_layers pays: it skips ln_final and the unembedding.
+        kwargs["stop_at_layer"] = stop
+    elif isinstance(model, HookedTransformer):
+        kwargs.setdefault("return_type", None)
+    with torch.no_grad(), hooks(model, fwd=[(n, make_hook(n)) for n in resolved]):
+        model(tokens, **kwargs)
+    missing = [n for n in resolved if n not in store]
+    if missing:
+        raise RuntimeError(f"the forward pass never reached these hooks: {missing}")
+    return ActivationCache({n: store[n] for n in resolved}, model)

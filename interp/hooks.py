@@ -1,0 +1,166 @@
+"""Hook names and scoped hooks: the one route by which mechscope reads and writes activations.
+
+Hook names are TransformerLens's (``blocks.3.hook_resid_post``, ``blocks.0.attn.hook_z``, ...).
+A *hook spec* may be:
+
+- an exact name: ``"blocks.3.hook_resid_post"``;
+- a TL short form ``(site, layer)``: ``("resid_post", 3)``, ``("z", 0)``, ``("pattern", 1)``;
+- a glob over names: ``"blocks.*.hook_resid_post"``, ``"blocks.1.attn.hook_*"``;
+- a compiled regular expression (matched in full);
+- a predicate ``name -> bool``;
+- a list of any of these.
+
+Every name is checked against the model; an unknown name raises :class:`UnknownHookError` with the
+closest valid names. :func:`hooks` installs hooks for the duration of a ``with`` block and removes
+exactly the ones it added on exit, exceptions included, leaving any other hooks in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, Union
+
+from torch import nn
+from transformer_lens.utilities import get_act_name
+
+__all__ = [
+    "HookFn",
+    "HookSpec",
+    "UnknownHookError",
+    "hook_layer",
+    "hook_names",
+    "hooks",
+    "resolve_hooks",
+]
+
+HookFn = Callable[..., Any]
+HookSpec = Union[str, tuple[str, int], re.Pattern[str], Callable[[str], bool], Sequence[Any]]
+
+_GLOB_CHARS = set("*?[")
+_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+class UnknownHookError(ValueError):
+    """A hook name or pattern that matches nothing in the model."""
+
+
+def hook_names(model: nn.Module) -> list[str]:
+    """All hook names of a TransformerLens model (``HookedTransformer`` or ``TransformerBridge``)."""
+    hook_dict = getattr(model, "hook_dict", None)
+    if hook_dict is None:
+        raise TypeError(
+            f"{type(model).__name__} has no hook_dict: mechscope works on TransformerLens models "
+            "(HookedTransformer or TransformerBridge); load one with interp.models.load_model"
+        )
+    return list(hook_dict)
+
+
+def hook_layer(name: str) -> int | None:
+    """The block index a hook name belongs to, or None for hooks outside the blocks (embed, ln_final)."""
+    m = _LAYER_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _suggest(target: str, names: Sequence[str], n: int = 5) -> str:
+    close = difflib.get_close_matches(target, names, n=n, cutoff=0.6)
+    if not close:
+        # Short forms like "resid_post" are far from full names by edit distance; match by suffix.
+        tail = target.rsplit(".", 1)[-1]
+        close = [x for x in names if x.endswith(tail)][:n]
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def _resolve_one(spec: Any, names: list[str], name_set: set[str]) -> list[str]:
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], int):
+        return _resolve_one(get_act_name(spec[0], spec[1]), names, name_set)
+    if isinstance(spec, re.Pattern):
+        found = [x for x in names if spec.fullmatch(x)]
+        if not found:
+            raise UnknownHookError(f"the pattern {spec.pattern!r} matches no hook name of this model.")
+        return found
+    if isinstance(spec, str):
+        if spec in name_set:
+            return [spec]
+        if _GLOB_CHARS & set(spec):
+            found = [x for x in names if fnmatch.fnmatchcase(x, spec)]
+            if not found:
+                raise UnknownHookError(
+                    f"the glob {spec!r} matches no hook name of this model.{_suggest(spec, names)}"
+                )
+            return found
+        raise UnknownHookError(
+            f"unknown hook name {spec!r}.{_suggest(spec, names)} "
+            "(list them with interp.hooks.hook_names(model); globs such as 'blocks.*.hook_resid_post' work too)"
+        )
+    if callable(spec):
+        found = [x for x in names if spec(x)]
+        if not found:
+            raise UnknownHookError(f"the filter {spec!r} accepts no hook name of this model.")
+        return found
+    raise TypeError(
+        f"a hook spec must be a name, a glob, a (site, layer) tuple, a regex, a predicate or a list of those; "
+        f"got {type(spec).__name__}"
+    )
+
+
+def resolve_hooks(model: nn.Module, spec: HookSpec) -> list[str]:
+    """Expand a hook spec into the model's hook names, in model order, without duplicates."""
+    names = hook_names(model)
+    name_set = set(names)
+    specs: Sequence[Any]
+    if isinstance(spec, (list, set, frozenset)) or (isinstance(spec, tuple) and not _is_short_form(spec)):
+        specs = list(spec)
+    else:
+        specs = [spec]
+    if not specs:
+        raise UnknownHookError("no hook names were given")
+    wanted: set[str] = set()
+    for s in specs:
+        wanted.update(_resolve_one(s, names, name_set))
+    return [x for x in names if x in wanted]
+
+
+def _is_short_form(spec: tuple[Any, ...]) -> bool:
+    return len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], int)
+
+
+@contextlib.contextmanager
+def hooks(
+    model: nn.Module,
+    fwd: Sequence[tuple[HookSpec, HookFn]] = (),
+    bwd: Sequence[tuple[HookSpec, HookFn]] = (),
+) -> Iterator[nn.Module]:
+    """Install forward and backward hooks for the duration of a ``with`` block.
+
+    Each hook function has TransformerLens's signature ``fn(activation, hook) -> activation | None``.
+    All specs are resolved before anything is installed, so a bad name installs nothing. On exit,
+    normal or not, exactly the hooks added here are removed.
+
+    >>> with hooks(model, fwd=[("blocks.0.hook_resid_post", lambda x, hook: x * 0)]):
+    ...     logits = model(tokens)
+    """
+    plan: list[tuple[str, HookFn, Literal["fwd", "bwd"]]] = []
+    for direction, pairs in (("fwd", fwd), ("bwd", bwd)):
+        for spec, fn in pairs:
+            if not callable(fn):
+                raise TypeError(f"the hook for {spec!r} is not callable: {fn!r}")
+            plan.extend((name, fn, direction) for name in resolve_hooks(model, spec))  # type: ignore[misc]
+    hook_dict = model.hook_dict  # type: ignore[attr-defined]
+    added: list[tuple[Any, Any]] = []
+    try:
+        for name, fn, direction in plan:
+            hp = hook_dict[name]
+            handles = hp.fwd_hooks if direction == "fwd" else hp.bwd_hooks
+            hp.add_hook(fn, dir=direction)
+            added.append((hp, handles[-1]))
+        yield model
+    finally:
+        for hp, handle in reversed(added):
+            handle.hook.remove()
+            for lst in (hp.fwd_hooks, hp.bwd_hooks):
+                if handle in lst:
+                    lst.remove(handle)
