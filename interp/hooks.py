@@ -22,7 +22,7 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from torch import nn
 from transformer_lens.utilities import get_act_name
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 HookFn = Callable[..., Any]
-HookSpec = Union[str, tuple[str, int], re.Pattern[str], Callable[[str], bool], Sequence[Any]]
+HookSpec = str | tuple[str, int] | re.Pattern[str] | Callable[[str], bool] | Sequence[Any]
 
 _GLOB_CHARS = set("*?[")
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
@@ -75,12 +75,19 @@ def _suggest(target: str, names: Sequence[str], n: int = 5) -> str:
 
 
 def _resolve_one(spec: Any, names: list[str], name_set: set[str]) -> list[str]:
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], int):
+    if (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and isinstance(spec[0], str)
+        and isinstance(spec[1], int)
+    ):
         return _resolve_one(get_act_name(spec[0], spec[1]), names, name_set)
     if isinstance(spec, re.Pattern):
         found = [x for x in names if spec.fullmatch(x)]
         if not found:
-            raise UnknownHookError(f"the pattern {spec.pattern!r} matches no hook name of this model.")
+            raise UnknownHookError(
+                f"the pattern {spec.pattern!r} matches no hook name of this model."
+            )
         return found
     if isinstance(spec, str):
         if spec in name_set:
@@ -112,7 +119,9 @@ def resolve_hooks(model: nn.Module, spec: HookSpec) -> list[str]:
     names = hook_names(model)
     name_set = set(names)
     specs: Sequence[Any]
-    if isinstance(spec, (list, set, frozenset)) or (isinstance(spec, tuple) and not _is_short_form(spec)):
+    if isinstance(spec, (list, set, frozenset)) or (
+        isinstance(spec, tuple) and not _is_short_form(spec)
+    ):
         specs = list(spec)
     else:
         specs = [spec]

@@ -18,13 +18,29 @@ from typing import Any
 
 from interp._io import atomic_write_json, read_json
 
-__all__ = ["RUN_MANIFEST_NAME", "git_commit", "package_versions", "read_run_manifest", "run_manifest", "write_run_manifest"]
+__all__ = [
+    "RUN_MANIFEST_NAME",
+    "git_commit",
+    "package_versions",
+    "read_run_manifest",
+    "run_manifest",
+    "write_run_manifest",
+]
 
 RUN_MANIFEST_NAME = "run.json"
 
 _PACKAGES = (
-    "mechscope", "torch", "transformer-lens", "sae-lens", "transformers", "numpy",
-    "safetensors", "triton", "einops", "plotly", "jaxtyping",
+    "mechscope",
+    "torch",
+    "transformer-lens",
+    "sae-lens",
+    "transformers",
+    "numpy",
+    "safetensors",
+    "triton",
+    "einops",
+    "plotly",
+    "jaxtyping",
 )
 
 
@@ -42,11 +58,17 @@ def git_commit() -> dict[str, Any]:
     """The commit of the mechscope checkout this code runs from, and whether it had local edits."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
         if sha.returncode != 0:
             return {"commit": None, "dirty": None}
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
@@ -72,7 +94,11 @@ def run_manifest(
         "git": git_commit(),
         "platform": {"system": platform.platform(), "machine": platform.machine()},
         "argv": list(sys.argv),
-        "env": {k: os.environ[k] for k in ("MECHSCOPE_KERNELS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+        "env": {
+            k: os.environ[k]
+            for k in ("MECHSCOPE_KERNELS", "CUDA_VISIBLE_DEVICES")
+            if k in os.environ
+        },
         **(extra or {}),
     }
 

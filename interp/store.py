@@ -38,7 +38,10 @@ MANIFEST = "manifest.json"
 META_FILES = ("token_ids.npy", "seq_ids.npy", "positions.npy", "contexts.npy")
 
 _DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
 }
 
 
@@ -99,14 +102,20 @@ class ActivationStore:
         if self.manifest.get("format") != FORMAT:
             raise StoreError(f"{manifest_path} is not a mechscope activation store manifest")
         if self.manifest.get("version") != VERSION:
-            raise StoreError(f"{manifest_path} has store format version {self.manifest.get('version')}; this mechscope reads {VERSION}")
-        self.shards: list[dict[str, Any]] = sorted(self.manifest["shards"], key=lambda s: s["index"])
+            raise StoreError(
+                f"{manifest_path} has store format version {self.manifest.get('version')}; this mechscope reads {VERSION}"
+            )
+        self.shards: list[dict[str, Any]] = sorted(
+            self.manifest["shards"], key=lambda s: s["index"]
+        )
         self._offsets = np.cumsum([0] + [s["rows"] for s in self.shards])
         self._verified: set[int] = set()
 
     # ---- writing -------------------------------------------------------------------------------
     @classmethod
-    def write(cls, path: str | os.PathLike[str], model: Any, hooks: Any, corpus: Any, **kwargs: Any) -> ActivationStore:
+    def write(
+        cls, path: str | os.PathLike[str], model: Any, hooks: Any, corpus: Any, **kwargs: Any
+    ) -> ActivationStore:
         """Write (or resume writing) a store; see :func:`interp.store_writer.write_store`."""
         from interp.store_writer import write_store
 
@@ -132,8 +141,10 @@ class ActivationStore:
         return int(self._offsets[-1])
 
     def __repr__(self) -> str:
-        return (f"ActivationStore({str(self.path)!r}, hooks={self.hooks}, rows={len(self)}, "
-                f"shards={len(self.shards)}, dtype={self.manifest['dtype']}, complete={self.complete})")
+        return (
+            f"ActivationStore({str(self.path)!r}, hooks={self.hooks}, rows={len(self)}, "
+            f"shards={len(self.shards)}, dtype={self.manifest['dtype']}, complete={self.complete})"
+        )
 
     def _hook(self, hook: str | None) -> str:
         hooks = self.hooks
@@ -145,8 +156,10 @@ class ActivationStore:
             import difflib
 
             close = difflib.get_close_matches(hook, hooks, n=3)
-            raise KeyError(f"hook {hook!r} is not in this store (it holds {hooks})"
-                           + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise KeyError(
+                f"hook {hook!r} is not in this store (it holds {hooks})"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+            )
         return hook
 
     # ---- integrity -----------------------------------------------------------------------------
@@ -159,7 +172,9 @@ class ActivationStore:
                 bad.append((self.shards[pos]["index"], problem))
         if bad:
             raise CorruptShardError(
-                "corrupted shards in " + str(self.path) + ": "
+                "corrupted shards in "
+                + str(self.path)
+                + ": "
                 + "; ".join(f"{shard_dirname(i)}: {p}" for i, p in bad)
                 + ". The other shards are intact. Delete the bad shard directories and run "
                 "ActivationStore.write again with the same arguments to rewrite only those.",
@@ -196,7 +211,9 @@ class ActivationStore:
         """Rows by global index (0 .. len-1), in the order given."""
         idx = np.asarray(index, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"row indices must be in [0, {len(self)}); got {idx.min()}..{idx.max()}")
+            raise IndexError(
+                f"row indices must be in [0, {len(self)}); got {idx.min()}..{idx.max()}"
+            )
         shard_pos = np.searchsorted(self._offsets, idx, side="right") - 1
         return self._gather(shard_pos, idx - self._offsets[shard_pos], self._hook(hook))
 
@@ -205,13 +222,17 @@ class ActivationStore:
         for pos, shard in enumerate(self.shards):
             start, end = shard["sequences"]
             if start <= seq_id < end:
-                return torch.from_numpy(np.array(self._array(pos, "contexts.npy")[seq_id - start])).long()
+                return torch.from_numpy(
+                    np.array(self._array(pos, "contexts.npy")[seq_id - start])
+                ).long()
         raise IndexError(f"context {seq_id} is not in this store")
 
     def _gather(self, shard_pos: np.ndarray, local: np.ndarray, hook: str) -> StoreBatch:
         n = len(local)
         d = self.d(hook)
-        np_dtype = np.uint16 if self.manifest["dtype"] == "bfloat16" else np.dtype(self.manifest["dtype"])
+        np_dtype = (
+            np.uint16 if self.manifest["dtype"] == "bfloat16" else np.dtype(self.manifest["dtype"])
+        )
         acts = np.empty((n, d), dtype=np_dtype)
         meta = {k: np.empty(n, dtype=np.int64) for k in ("token_ids", "seq_ids", "positions")}
         for pos in np.unique(shard_pos):
@@ -222,7 +243,10 @@ class ActivationStore:
             acts[sel[order]] = self._array(int(pos), hook_filename(hook))[sorted_rows]
             for k in meta:
                 meta[k][sel[order]] = self._array(int(pos), f"{k}.npy")[sorted_rows]
-        return StoreBatch(self._to_tensor(acts), *(torch.from_numpy(meta[k]) for k in ("token_ids", "seq_ids", "positions")))
+        return StoreBatch(
+            self._to_tensor(acts),
+            *(torch.from_numpy(meta[k]) for k in ("token_ids", "seq_ids", "positions")),
+        )
 
     def batches(
         self,
@@ -259,22 +283,36 @@ class ActivationStore:
             pending_local = np.empty(0, dtype=np.int64)
             for w in range(0, len(order), max(1, shuffle_shards)):
                 window = order[w : w + max(1, shuffle_shards)]
-                pos = np.concatenate([np.full(self.shards[p]["rows"], p, dtype=np.int64) for p in window])
-                local = np.concatenate([np.arange(self.shards[p]["rows"], dtype=np.int64) for p in window])
+                pos = np.concatenate(
+                    [np.full(self.shards[p]["rows"], p, dtype=np.int64) for p in window]
+                )
+                local = np.concatenate(
+                    [np.arange(self.shards[p]["rows"], dtype=np.int64) for p in window]
+                )
                 perm = rng.permutation(len(pos)) if shuffle else np.arange(len(pos))
                 pending_pos = np.concatenate([pending_pos, pos[perm]])
                 pending_local = np.concatenate([pending_local, local[perm]])
                 n_full = len(pending_pos) // batch_size
                 for b in range(n_full):
                     s = slice(b * batch_size, (b + 1) * batch_size)
-                    yield self._emit(pending_pos[s], pending_local[s], hook, device, dtype, with_meta)
+                    yield self._emit(
+                        pending_pos[s], pending_local[s], hook, device, dtype, with_meta
+                    )
                 pending_pos = pending_pos[n_full * batch_size :]
                 pending_local = pending_local[n_full * batch_size :]
             if len(pending_pos) and not drop_last:
                 yield self._emit(pending_pos, pending_local, hook, device, dtype, with_meta)
             epoch += 1
 
-    def _emit(self, pos: np.ndarray, local: np.ndarray, hook: str, device: Any, dtype: Any, with_meta: bool) -> Any:
+    def _emit(
+        self,
+        pos: np.ndarray,
+        local: np.ndarray,
+        hook: str,
+        device: Any,
+        dtype: Any,
+        with_meta: bool,
+    ) -> Any:
         batch = self._gather(pos, local, hook)
         acts = batch.acts.to(device=device, dtype=dtype)
         if not with_meta:

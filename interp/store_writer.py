@@ -39,8 +39,18 @@ __all__ = ["write_store"]
 log = logging.getLogger(__name__)
 
 # Fields that must agree for a resumed write to continue an existing store.
-_IDENTITY = ("hooks", "dtype", "context_size", "sequences_per_shard", "prepend_bos", "drop_bos",
-             "max_sequences", "model", "data", "tokenizer")
+_IDENTITY = (
+    "hooks",
+    "dtype",
+    "context_size",
+    "sequences_per_shard",
+    "prepend_bos",
+    "drop_bos",
+    "max_sequences",
+    "model",
+    "data",
+    "tokenizer",
+)
 
 
 def write_store(
@@ -78,8 +88,18 @@ def write_store(
     path = Path(path)
     names = resolve_hooks(model, hooks)
     prepend_bos = isinstance(corpus, Corpus)
-    spec = _store_spec(model, names, corpus, context_size, max_tokens, shard_tokens, dtype,
-                       drop_bos and prepend_bos, prepend_bos, model_name)
+    spec = _store_spec(
+        model,
+        names,
+        corpus,
+        context_size,
+        max_tokens,
+        shard_tokens,
+        dtype,
+        drop_bos and prepend_bos,
+        prepend_bos,
+        model_name,
+    )
     path.mkdir(parents=True, exist_ok=True)
     with _writer_lock(path):
         manifest = _open_or_create(path, spec)
@@ -100,7 +120,12 @@ def write_store(
             manifest["shards"].sort(key=lambda s: s["index"])
             atomic_write_json(path / MANIFEST, manifest)
             if progress:
-                log.info("shard %d written: %d contexts so far, %.0f s", index, n_seq, time.perf_counter() - started)
+                log.info(
+                    "shard %d written: %d contexts so far, %.0f s",
+                    index,
+                    n_seq,
+                    time.perf_counter() - started,
+                )
         manifest["complete"] = True
         manifest["n_sequences"] = n_seq
         manifest["n_rows"] = sum(s["rows"] for s in manifest["shards"])
@@ -108,20 +133,34 @@ def write_store(
         manifest["data"]["sha256"] = data_hash
         atomic_write_json(path / MANIFEST, manifest)
         write_run_manifest(
-            path, kind="activation-store", seed=seed,
-            config={k: spec[k] for k in _IDENTITY if k not in ("model", "data")} | {"batch_size": batch_size},
+            path,
+            kind="activation-store",
+            seed=seed,
+            config={k: spec[k] for k in _IDENTITY if k not in ("model", "data")}
+            | {"batch_size": batch_size},
             data={"corpus": manifest["data"], "model": spec["model"]},
         )
     return ActivationStore(path)
 
 
-def _store_spec(model: nn.Module, names: list[str], corpus: Any, context_size: int, max_tokens: int | None,
-                shard_tokens: int, dtype: torch.dtype, drop_bos: bool, prepend_bos: bool,
-                model_name: str | None) -> dict[str, Any]:
+def _store_spec(
+    model: nn.Module,
+    names: list[str],
+    corpus: Any,
+    context_size: int,
+    max_tokens: int | None,
+    shard_tokens: int,
+    dtype: torch.dtype,
+    drop_bos: bool,
+    prepend_bos: bool,
+    model_name: str | None,
+) -> dict[str, Any]:
     from interp.models import model_fingerprint
 
     if context_size < 2 or shard_tokens < context_size:
-        raise ValueError(f"need 2 <= context_size <= shard_tokens; got {context_size} and {shard_tokens}")
+        raise ValueError(
+            f"need 2 <= context_size <= shard_tokens; got {context_size} and {shard_tokens}"
+        )
     widths = _hook_widths(model, names, context_size)
     tok = getattr(model, "tokenizer", None)
     return {
@@ -132,9 +171,14 @@ def _store_spec(model: nn.Module, names: list[str], corpus: Any, context_size: i
         "prepend_bos": prepend_bos,
         "drop_bos": drop_bos,
         "max_sequences": None if max_tokens is None else math.ceil(max_tokens / context_size),
-        "model": {"name": model_name or getattr(model.cfg, "model_name", None), "fingerprint": model_fingerprint(model)},  # type: ignore[union-attr]
+        "model": {
+            "name": model_name or getattr(model.cfg, "model_name", None),
+            "fingerprint": model_fingerprint(model),
+        },  # type: ignore[union-attr]
         "data": corpus.describe() if isinstance(corpus, Corpus) else {"name": "token-contexts"},
-        "tokenizer": None if tok is None else {"name": getattr(tok, "name_or_path", None), "vocab_size": len(tok)},
+        "tokenizer": None
+        if tok is None
+        else {"name": getattr(tok, "name_or_path", None), "vocab_size": len(tok)},
     }
 
 
@@ -146,7 +190,9 @@ def _hook_widths(model: nn.Module, names: list[str], context_size: int) -> dict[
     for n in names:
         act = cache[n]
         if act.ndim < 2 or act.shape[1] != probe.shape[1]:
-            raise ValueError(f"hook {n} has shape {tuple(act.shape)}: a store needs [batch, pos, ...] activations")
+            raise ValueError(
+                f"hook {n} has shape {tuple(act.shape)}: a store needs [batch, pos, ...] activations"
+            )
         widths[n] = int(np.prod(act.shape[2:])) if act.ndim > 2 else 1
     return widths
 
@@ -155,13 +201,17 @@ def _open_or_create(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not mpath.exists():
         if any(p.name.startswith("shard_") for p in path.iterdir()):
-            raise StoreError(f"{path} holds shards but no {MANIFEST}: refusing to overwrite it; choose an empty directory")
+            raise StoreError(
+                f"{path} holds shards but no {MANIFEST}: refusing to overwrite it; choose an empty directory"
+            )
         manifest = {"format": FORMAT, "version": VERSION, **spec, "complete": False, "shards": []}
         atomic_write_json(mpath, manifest)
         return manifest
     manifest = read_json(mpath)
     if manifest.get("format") != FORMAT:
-        raise StoreError(f"{mpath} is not a mechscope activation store manifest; choose another directory")
+        raise StoreError(
+            f"{mpath} is not a mechscope activation store manifest; choose another directory"
+        )
     diffs = []
     for key in _IDENTITY:
         old, new = manifest.get(key), spec[key]
@@ -171,7 +221,8 @@ def _open_or_create(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
             diffs.append(f"{key}: the store has {_short(old)}, this call asks for {_short(new)}")
     if diffs:
         raise StoreMismatchError(
-            f"{path} was written with different settings, so it cannot be continued:\n  - " + "\n  - ".join(diffs)
+            f"{path} was written with different settings, so it cannot be continued:\n  - "
+            + "\n  - ".join(diffs)
             + "\nWrite to a new directory, or call again with the store's settings."
         )
     return manifest
@@ -186,7 +237,9 @@ def _discard_uncommitted(path: Path, manifest: dict[str, Any]) -> None:
     """Remove temporary shard directories and shards renamed but never entered in the manifest."""
     committed = {shard_dirname(s["index"]) for s in manifest["shards"]}
     for p in path.iterdir():
-        if p.is_dir() and (p.name.startswith(".tmp-") or (p.name.startswith("shard_") and p.name not in committed)):
+        if p.is_dir() and (
+            p.name.startswith(".tmp-") or (p.name.startswith("shard_") and p.name not in committed)
+        ):
             log.info("discarding uncommitted %s", p.name)
             remove_tree(p)
 
@@ -204,13 +257,18 @@ def _writer_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _sequences(model: nn.Module, corpus: Any, context_size: int, prepend_bos: bool,
-               max_sequences: int | None) -> Iterator[Tensor]:
+def _sequences(
+    model: nn.Module, corpus: Any, context_size: int, prepend_bos: bool, max_sequences: int | None
+) -> Iterator[Tensor]:
     if isinstance(corpus, Corpus):
         tok = getattr(model, "tokenizer", None)
         if tok is None:
-            raise ValueError("the model has no tokenizer: pass token contexts instead of a text corpus")
-        source: Iterable[Tensor] = token_sequences(corpus, tok, context_size, prepend_bos=prepend_bos)
+            raise ValueError(
+                "the model has no tokenizer: pass token contexts instead of a text corpus"
+            )
+        source: Iterable[Tensor] = token_sequences(
+            corpus, tok, context_size, prepend_bos=prepend_bos
+        )
     else:
         source = corpus
     for i, seq in enumerate(source):
@@ -218,7 +276,9 @@ def _sequences(model: nn.Module, corpus: Any, context_size: int, prepend_bos: bo
             return
         seq = torch.as_tensor(seq)
         if seq.shape != (context_size,):
-            raise ValueError(f"token context {i} has shape {tuple(seq.shape)}; expected ({context_size},)")
+            raise ValueError(
+                f"token context {i} has shape {tuple(seq.shape)}; expected ({context_size},)"
+            )
         yield seq
 
 
@@ -243,8 +303,17 @@ def _check_same_tokens(path: Path, entry: dict[str, Any], chunk: list[Tensor]) -
         )
 
 
-def _write_shard(path: Path, model: nn.Module, names: list[str], index: int, chunk: list[Tensor],
-                 spec: dict[str, Any], batch_size: int, dtype: torch.dtype, device: Any) -> dict[str, Any]:
+def _write_shard(
+    path: Path,
+    model: nn.Module,
+    names: list[str],
+    index: int,
+    chunk: list[Tensor],
+    spec: dict[str, Any],
+    batch_size: int,
+    dtype: torch.dtype,
+    device: Any,
+) -> dict[str, Any]:
     contexts = torch.stack(chunk)  # [seqs, context_size]
     first = 1 if spec["drop_bos"] else 0
     per_seq = spec["context_size"] - first
@@ -254,7 +323,9 @@ def _write_shard(path: Path, model: nn.Module, names: list[str], index: int, chu
     model_device = model.cfg.device  # type: ignore[union-attr]
     for start in range(0, len(chunk), batch_size):
         toks = contexts[start : start + batch_size].to(model_device)
-        cache = cache_activations(model, toks, names, positions=slice(first, None), dtype=dtype, device="cpu")
+        cache = cache_activations(
+            model, toks, names, positions=slice(first, None), dtype=dtype, device="cpu"
+        )
         rows = slice(start * per_seq, (start + len(toks)) * per_seq)
         for n in names:
             a = cache[n].reshape(len(toks) * per_seq, -1)
@@ -263,7 +334,9 @@ def _write_shard(path: Path, model: nn.Module, names: list[str], index: int, chu
     positions = np.tile(np.arange(first, spec["context_size"], dtype=np.int32), len(chunk))
     meta = {
         "token_ids.npy": contexts[:, first:].reshape(-1).numpy().astype(np.int32),
-        "seq_ids.npy": np.repeat(np.arange(seq_start, seq_start + len(chunk), dtype=np.int64), per_seq),
+        "seq_ids.npy": np.repeat(
+            np.arange(seq_start, seq_start + len(chunk), dtype=np.int64), per_seq
+        ),
         "positions.npy": positions,
         "contexts.npy": contexts.numpy().astype(np.int32),
     }
@@ -279,4 +352,9 @@ def _write_shard(path: Path, model: nn.Module, names: list[str], index: int, chu
     fsync_dir(tmp)
     os.rename(tmp, path / shard_dirname(index))
     fsync_dir(path)
-    return {"index": index, "sequences": [seq_start, seq_start + len(chunk)], "rows": n_rows, "files": files}
+    return {
+        "index": index,
+        "sequences": [seq_start, seq_start + len(chunk)],
+        "rows": n_rows,
+        "files": files,
+    }

@@ -29,8 +29,17 @@ def tiny_model():
 
     torch.manual_seed(0)
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=32, d_vocab=50,
-        act_fn="gelu", normalization_type="LN", seed=0, device="cpu",
+        n_layers=2,
+        d_model=16,
+        n_ctx=32,
+        d_head=4,
+        n_heads=4,
+        d_mlp=32,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=0,
+        device="cpu",
     )
     model = HookedTransformer(cfg)
     model.eval()

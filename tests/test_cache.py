@@ -8,10 +8,19 @@ from interp.hooks import UnknownHookError
 def test_matches_transformer_lens_run_with_cache(tiny_model):
     tokens = torch.randint(0, 50, (3, 7))
     _, ref = tiny_model.run_with_cache(tokens)
-    names = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_pattern", "blocks.0.attn.hook_z", "ln_final.hook_normalized"]
+    names = [
+        "blocks.0.hook_resid_post",
+        "blocks.1.attn.hook_pattern",
+        "blocks.0.attn.hook_z",
+        "ln_final.hook_normalized",
+    ]
     cache = cache_activations(tiny_model, tokens, names)
-    assert list(cache.keys()) == ["blocks.0.attn.hook_z", "blocks.0.hook_resid_post",
-                                  "blocks.1.attn.hook_pattern", "ln_final.hook_normalized"]
+    assert list(cache.keys()) == [
+        "blocks.0.attn.hook_z",
+        "blocks.0.hook_resid_post",
+        "blocks.1.attn.hook_pattern",
+        "ln_final.hook_normalized",
+    ]
     for n in names:
         torch.testing.assert_close(cache[n], ref[n], rtol=0, atol=0)
     # TL's cache API works on the result
@@ -40,7 +49,9 @@ def test_dtype_device_and_stop_early(tiny_model):
     tokens = torch.randint(0, 50, (2, 5))
     calls = []
     tiny_model.blocks[1].hook_resid_post.add_hook(lambda x, hook: calls.append(1))
-    c = cache_activations(tiny_model, tokens, "blocks.0.hook_resid_post", dtype=torch.float16, device="cpu")
+    c = cache_activations(
+        tiny_model, tokens, "blocks.0.hook_resid_post", dtype=torch.float16, device="cpu"
+    )
     assert c["blocks.0.hook_resid_post"].dtype == torch.float16
     assert calls == []  # block 1 never ran
     cache_activations(tiny_model, tokens, "blocks.0.hook_resid_post", stop_early=False)
@@ -53,7 +64,12 @@ def test_bad_positions_and_names(tiny_model):
     with pytest.raises(IndexError, match="out of range"):
         cache_activations(tiny_model, tokens, "blocks.0.hook_resid_post", positions=[0, 5])
     with pytest.raises(ValueError, match="per-sequence positions"):
-        cache_activations(tiny_model, tokens, "blocks.0.hook_resid_post", positions=torch.zeros(3, 1, dtype=torch.long))
+        cache_activations(
+            tiny_model,
+            tokens,
+            "blocks.0.hook_resid_post",
+            positions=torch.zeros(3, 1, dtype=torch.long),
+        )
     with pytest.raises(UnknownHookError, match="Did you mean"):
         cache_activations(tiny_model, tokens, "blocks.0.hook_resid_pst")
 

@@ -9,14 +9,22 @@ from interp.hooks import UnknownHookError, hook_layer, hook_names, hooks, resolv
 def test_resolve_exact_glob_short_regex_predicate(tiny_model):
     assert resolve_hooks(tiny_model, "blocks.1.hook_resid_post") == ["blocks.1.hook_resid_post"]
     assert resolve_hooks(tiny_model, "blocks.*.hook_resid_post") == [
-        "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+    ]
     assert resolve_hooks(tiny_model, ("z", 0)) == ["blocks.0.attn.hook_z"]
     assert set(resolve_hooks(tiny_model, re.compile(r"blocks\.0\.attn\.hook_[qk]"))) == {
-        "blocks.0.attn.hook_q", "blocks.0.attn.hook_k"}
+        "blocks.0.attn.hook_q",
+        "blocks.0.attn.hook_k",
+    }
     assert resolve_hooks(tiny_model, lambda n: n.endswith("mlp_out")) == [
-        "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+        "blocks.0.hook_mlp_out",
+        "blocks.1.hook_mlp_out",
+    ]
     # a list mixes kinds, drops duplicates and comes back in model order
-    both = resolve_hooks(tiny_model, ["blocks.1.hook_resid_pre", ("resid_pre", 0), "blocks.1.hook_resid_pre"])
+    both = resolve_hooks(
+        tiny_model, ["blocks.1.hook_resid_pre", ("resid_pre", 0), "blocks.1.hook_resid_pre"]
+    )
     assert both == ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
 
 
@@ -42,8 +50,10 @@ def test_hook_layer():
 
 
 def _n_hooks(model):
-    return sum(len(hp.fwd_hooks) + len(hp.bwd_hooks) + len(hp._forward_hooks) + len(hp._backward_hooks)
-               for hp in model.hook_dict.values())
+    return sum(
+        len(hp.fwd_hooks) + len(hp.bwd_hooks) + len(hp._forward_hooks) + len(hp._backward_hooks)
+        for hp in model.hook_dict.values()
+    )
 
 
 def test_hooks_edit_and_clean_up(tiny_model):
@@ -60,10 +70,13 @@ def test_hooks_removed_on_exception_and_others_kept(tiny_model):
     tokens = torch.randint(0, 50, (1, 5))
     seen = []
     tiny_model.blocks[0].hook_resid_post.add_hook(lambda x, hook: seen.append(1), is_permanent=True)
-    with pytest.raises(RuntimeError, match="boom"), hooks(
-        tiny_model,
-        fwd=[("blocks.0.hook_resid_pre", lambda x, hook: None)],
-        bwd=[("blocks.1.hook_resid_post", lambda g, hook: None)],
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        hooks(
+            tiny_model,
+            fwd=[("blocks.0.hook_resid_pre", lambda x, hook: None)],
+            bwd=[("blocks.1.hook_resid_post", lambda g, hook: None)],
+        ),
     ):
         raise RuntimeError("boom")
     # only the user's permanent hook is left
@@ -73,8 +86,12 @@ def test_hooks_removed_on_exception_and_others_kept(tiny_model):
 
 
 def test_bad_name_installs_nothing(tiny_model):
-    with pytest.raises(UnknownHookError), hooks(
-        tiny_model, fwd=[("blocks.0.hook_resid_pre", lambda x, hook: None), ("nope", lambda x, hook: None)]
+    with (
+        pytest.raises(UnknownHookError),
+        hooks(
+            tiny_model,
+            fwd=[("blocks.0.hook_resid_pre", lambda x, hook: None), ("nope", lambda x, hook: None)],
+        ),
     ):
         pass
     assert _n_hooks(tiny_model) == 0

@@ -40,8 +40,12 @@ def test_rows_equal_a_direct_forward(tmp_path, tiny_model):
     toks = torch.stack(contexts(10))
     ref = cache_activations(tiny_model, toks, [HOOK, "blocks.0.hook_mlp_out"])
     batch = store.rows(np.arange(len(store)), hook=HOOK)
-    torch.testing.assert_close(batch.acts, ref[HOOK].reshape(-1, 16))  # batching changes the last bits
-    torch.testing.assert_close(store.rows([7], hook="blocks.0.hook_mlp_out").acts[0], ref["blocks.0.hook_mlp_out"][1, 1])
+    torch.testing.assert_close(
+        batch.acts, ref[HOOK].reshape(-1, 16)
+    )  # batching changes the last bits
+    torch.testing.assert_close(
+        store.rows([7], hook="blocks.0.hook_mlp_out").acts[0], ref["blocks.0.hook_mlp_out"][1, 1]
+    )
     # every row knows its token, context and position
     assert torch.equal(batch.token_ids, toks.reshape(-1))
     assert torch.equal(batch.seq_ids, torch.arange(10).repeat_interleave(6))
@@ -57,10 +61,12 @@ def test_batches_are_seeded_shuffled_and_cover_every_row_once(tmp_path, tiny_mod
     a = [b.clone() for b in store.batches(7, seed=3)]
     b = [b.clone() for b in store.batches(7, seed=3)]
     c = [b.clone() for b in store.batches(7, seed=4)]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
     assert [len(x) for x in a] == [7] * 8 + [4]
-    seen = torch.cat([(m.seq_ids * 100 + m.positions) for m in store.batches(7, seed=3, with_meta=True)])
+    seen = torch.cat(
+        [(m.seq_ids * 100 + m.positions) for m in store.batches(7, seed=3, with_meta=True)]
+    )
     assert sorted(seen.tolist()) == sorted((s * 100 + p) for s in range(10) for p in range(6))
     ordered = torch.cat(list(store.batches(60, shuffle=False)))
     torch.testing.assert_close(ordered, store.rows(np.arange(60)).acts)
@@ -160,10 +166,20 @@ def test_mismatched_rewrite_is_refused(tmp_path, tiny_model):
         write(tmp_path / "s", other)
     # the same tokens are checked too: a changed corpus is caught on resume
     (tmp_path / "s" / "manifest.json").write_text(
-        (tmp_path / "s" / "manifest.json").read_text().replace('"complete": true', '"complete": false'))
+        (tmp_path / "s" / "manifest.json")
+        .read_text()
+        .replace('"complete": true', '"complete": false')
+    )
     with pytest.raises(StoreMismatchError, match="different tokens"):
-        ActivationStore.write(tmp_path / "s", tiny_model, HOOK, contexts(10, seed=9), context_size=6,
-                              shard_tokens=18, batch_size=2)
+        ActivationStore.write(
+            tmp_path / "s",
+            tiny_model,
+            HOOK,
+            contexts(10, seed=9),
+            context_size=6,
+            shard_tokens=18,
+            batch_size=2,
+        )
 
 
 def test_corrupted_shard_is_named_and_repairable(tmp_path, tiny_model):
@@ -204,7 +220,9 @@ def test_bad_input(tmp_path, tiny_model):
     with pytest.raises(StoreError, match="not an activation store"):
         ActivationStore(tmp_path)
     with pytest.raises(ValueError, match="shape"):
-        ActivationStore.write(tmp_path / "t", tiny_model, HOOK, [torch.zeros(5, dtype=torch.long)], context_size=6)
+        ActivationStore.write(
+            tmp_path / "t", tiny_model, HOOK, [torch.zeros(5, dtype=torch.long)], context_size=6
+        )
     (tmp_path / "u").mkdir()
     (tmp_path / "u" / "shard_00000").mkdir()
     with pytest.raises(StoreError, match="refusing"):

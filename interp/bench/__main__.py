@@ -1,0 +1,26 @@
+"""``python -m interp.bench {cache} [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m interp.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="name", required=True)
+    from interp.bench import cache as cache_bench
+
+    cache_bench.add_arguments(
+        sub.add_parser("cache", help="selective-cache overhead and store write throughput")
+    )
+    sub_child = sub.add_parser("_store_child", help=argparse.SUPPRESS)
+    cache_bench.add_child_arguments(sub_child)
+    args = parser.parse_args(argv)
+    if args.name == "cache":
+        return cache_bench.run(args)
+    return cache_bench.run_child(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
