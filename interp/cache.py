@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 from jaxtyping import Int
-from torch import Tensor, nn
+from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
-from interp.hooks import HookSpec, hook_layer, hooks, resolve_hooks
+from interp.hooks import HookSpec, TLModel, hook_layer, hooks, resolve_hooks
 
 __all__ = ["Positions", "cache_activations", "position_dim", "select_positions"]
 
@@ -72,7 +72,7 @@ def _check_range(idx: Tensor, n_pos: int) -> None:
         )
 
 
-def _stop_layer(model: nn.Module, names: list[str]) -> int | None:
+def _stop_layer(model: TLModel, names: list[str]) -> int | None:
     """The first block that no requested hook needs, or None when the whole model must run."""
     if not isinstance(model, HookedTransformer):
         return None
@@ -90,7 +90,7 @@ def _stop_layer(model: nn.Module, names: list[str]) -> int | None:
 
 
 def cache_activations(
-    model: nn.Module,
+    model: TLModel,
     tokens: Int[Tensor, "batch pos"] | str | list[str],
     names: HookSpec,
     *,
@@ -118,7 +118,7 @@ def cache_activations(
     """
     resolved = resolve_hooks(model, names)
     if isinstance(tokens, (str, list)):
-        tokens = model.to_tokens(tokens)  # type: ignore[operator]
+        tokens = model.to_tokens(tokens)
     store: dict[str, Tensor] = {}
 
     def make_hook(name: str):

@@ -14,13 +14,14 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 log = logging.getLogger("interp.demo")
 
 
-def _store_summary(model: torch.nn.Module, store_path: Path, layer: int, tokens: int) -> None:
+def _store_summary(model: Any, store_path: Path, layer: int, tokens: int) -> None:
     from interp.cache import cache_activations
     from interp.corpus import shakespeare
     from interp.store import ActivationStore
@@ -63,13 +64,13 @@ def _store_summary(model: torch.nn.Module, store_path: Path, layer: int, tokens:
         f"stored rows vs fresh forward on context {int(batch.seq_ids[0])}: max |diff| = {err:.2e}"
     )
 
-    acts = next(store.batches(8192, seed=0, with_meta=True))
+    acts: Any = next(store.batches(8192, seed=0, with_meta=True))
     norms = acts.acts.float().norm(dim=-1)
     print(
         f"residual norm over a shuffled batch: mean {norms.mean():.1f}, std {norms.std():.1f}, max {norms.max():.1f}"
     )
     top = norms.topk(5).indices
-    tok = model.tokenizer  # type: ignore[attr-defined]
+    tok = model.tokenizer
     words = [repr(tok.decode([int(acts.token_ids[i])])) for i in top]
     print("tokens with the largest residual norm:", ", ".join(words))
 
@@ -78,7 +79,7 @@ def _toy_summary() -> None:
     from interp.models import load_model
     from interp.toy import head_scores, induction_loss, repeated_random_tokens
 
-    model = load_model("toy-induction")
+    model: Any = load_model("toy-induction")
     g = torch.Generator().manual_seed(1234)
     cfg = model.cfg
     tokens = repeated_random_tokens(64, (cfg.n_ctx - 1) // 2, vocab=cfg.d_vocab, bos=0, generator=g)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     from interp.models import load_model
 
     t = time.perf_counter()
-    model = load_model("smollm2-135m")
+    model: Any = load_model("smollm2-135m")
     cfg = model.cfg
     print(
         f"== {cfg.model_name}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "

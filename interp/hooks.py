@@ -24,12 +24,12 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
-from torch import nn
 from transformer_lens.utilities import get_act_name
 
 __all__ = [
     "HookFn",
     "HookSpec",
+    "TLModel",
     "UnknownHookError",
     "hook_layer",
     "hook_names",
@@ -37,6 +37,9 @@ __all__ = [
     "resolve_hooks",
 ]
 
+# A HookedTransformer or a TransformerBridge. Typed loosely: both expose cfg, hook_dict and
+# forward, but share no base class that declares them.
+TLModel = Any
 HookFn = Callable[..., Any]
 HookSpec = str | tuple[str, int] | re.Pattern[str] | Callable[[str], bool] | Sequence[Any]
 
@@ -48,7 +51,7 @@ class UnknownHookError(ValueError):
     """A hook name or pattern that matches nothing in the model."""
 
 
-def hook_names(model: nn.Module) -> list[str]:
+def hook_names(model: TLModel) -> list[str]:
     """All hook names of a TransformerLens model (``HookedTransformer`` or ``TransformerBridge``)."""
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
@@ -114,7 +117,7 @@ def _resolve_one(spec: Any, names: list[str], name_set: set[str]) -> list[str]:
     )
 
 
-def resolve_hooks(model: nn.Module, spec: HookSpec) -> list[str]:
+def resolve_hooks(model: TLModel, spec: HookSpec) -> list[str]:
     """Expand a hook spec into the model's hook names, in model order, without duplicates."""
     names = hook_names(model)
     name_set = set(names)
@@ -139,10 +142,10 @@ def _is_short_form(spec: tuple[Any, ...]) -> bool:
 
 @contextlib.contextmanager
 def hooks(
-    model: nn.Module,
+    model: TLModel,
     fwd: Sequence[tuple[HookSpec, HookFn]] = (),
     bwd: Sequence[tuple[HookSpec, HookFn]] = (),
-) -> Iterator[nn.Module]:
+) -> Iterator[TLModel]:
     """Install forward and backward hooks for the duration of a ``with`` block.
 
     Each hook function has TransformerLens's signature ``fn(activation, hook) -> activation | None``.

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from interp._io import atomic_write_json, fsync_dir, read_json, remove_tree, sha256_file
 from interp.cache import cache_activations
 from interp.corpus import Corpus, token_sequences
-from interp.hooks import HookSpec, resolve_hooks
+from interp.hooks import HookSpec, TLModel, resolve_hooks
 from interp.manifest import write_run_manifest
 from interp.store import (
     FORMAT,
@@ -55,7 +55,7 @@ _IDENTITY = (
 
 def write_store(
     path: str | os.PathLike[str],
-    model: nn.Module,
+    model: TLModel,
     hooks: HookSpec,
     corpus: Corpus | Iterable[Tensor],
     *,
@@ -144,7 +144,7 @@ def write_store(
 
 
 def _store_spec(
-    model: nn.Module,
+    model: TLModel,
     names: list[str],
     corpus: Any,
     context_size: int,
@@ -174,7 +174,7 @@ def _store_spec(
         "model": {
             "name": model_name or getattr(model.cfg, "model_name", None),
             "fingerprint": model_fingerprint(model),
-        },  # type: ignore[union-attr]
+        },
         "data": corpus.describe() if isinstance(corpus, Corpus) else {"name": "token-contexts"},
         "tokenizer": None
         if tok is None
@@ -182,9 +182,9 @@ def _store_spec(
     }
 
 
-def _hook_widths(model: nn.Module, names: list[str], context_size: int) -> dict[str, int]:
+def _hook_widths(model: TLModel, names: list[str], context_size: int) -> dict[str, int]:
     """Width of each hook's activation per position, from one tiny forward pass."""
-    probe = torch.zeros((1, min(context_size, 4)), dtype=torch.long, device=model.cfg.device)  # type: ignore[union-attr]
+    probe = torch.zeros((1, min(context_size, 4)), dtype=torch.long, device=model.cfg.device)
     cache = cache_activations(model, probe, names)
     widths = {}
     for n in names:
@@ -258,7 +258,7 @@ def _writer_lock(path: Path) -> Iterator[None]:
 
 
 def _sequences(
-    model: nn.Module, corpus: Any, context_size: int, prepend_bos: bool, max_sequences: int | None
+    model: TLModel, corpus: Any, context_size: int, prepend_bos: bool, max_sequences: int | None
 ) -> Iterator[Tensor]:
     if isinstance(corpus, Corpus):
         tok = getattr(model, "tokenizer", None)
@@ -305,7 +305,7 @@ def _check_same_tokens(path: Path, entry: dict[str, Any], chunk: list[Tensor]) -
 
 def _write_shard(
     path: Path,
-    model: nn.Module,
+    model: TLModel,
     names: list[str],
     index: int,
     chunk: list[Tensor],
@@ -320,7 +320,7 @@ def _write_shard(
     n_rows = len(chunk) * per_seq
     np_dtype = np.uint16 if dtype == torch.bfloat16 else torch.empty(0, dtype=dtype).numpy().dtype
     acts = {n: np.empty((n_rows, spec["hooks"][n]["d"]), dtype=np_dtype) for n in names}
-    model_device = model.cfg.device  # type: ignore[union-attr]
+    model_device = model.cfg.device
     for start in range(0, len(chunk), batch_size):
         toks = contexts[start : start + batch_size].to(model_device)
         cache = cache_activations(
@@ -332,7 +332,7 @@ def _write_shard(
             acts[n][rows] = (a.view(torch.uint16) if dtype == torch.bfloat16 else a).numpy()
     seq_start = index * spec["sequences_per_shard"]
     positions = np.tile(np.arange(first, spec["context_size"], dtype=np.int32), len(chunk))
-    meta = {
+    meta: dict[str, np.ndarray] = {
         "token_ids.npy": contexts[:, first:].reshape(-1).numpy().astype(np.int32),
         "seq_ids.npy": np.repeat(
             np.arange(seq_start, seq_start + len(chunk), dtype=np.int64), per_seq
@@ -343,7 +343,11 @@ def _write_shard(
     tmp = path / f".tmp-{shard_dirname(index)}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     files = {}
-    for name, arr in [*((hook_filename(n), a) for n, a in acts.items()), *meta.items()]:
+    arrays: list[tuple[str, np.ndarray]] = [
+        *((hook_filename(n), a) for n, a in acts.items()),
+        *meta.items(),
+    ]
+    for name, arr in arrays:
         with open(tmp / name, "wb") as f:
             np.save(f, arr)
             f.flush()

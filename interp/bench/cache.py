@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.models import load_model
 
     torch.set_grad_enabled(False)
-    model = load_model(args.model)
+    model: Any = load_model(args.model)
     seqs = token_sequences(shakespeare(max_docs=2), model.tokenizer, args.seq)
     tokens = torch.stack([next(seqs) for _ in range(args.batch)])
     print(
