@@ -261,6 +261,7 @@ class ActivationStore:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         with_meta: bool = False,
+        skip: int = 0,
     ) -> Iterator[Tensor] | Iterator[StoreBatch]:
         """Batches of activation rows ``[batch_size, d]``, seeded and shuffled.
 
@@ -268,7 +269,8 @@ class ActivationStore:
         the shards in a seeded random order, ``shuffle_shards`` at a time, and draws rows from that
         window in a seeded random order. The same seed gives the same batches. ``epochs=None``
         repeats forever. With ``with_meta`` each batch is a :class:`StoreBatch` carrying the token
-        ids, context ids and positions of its rows.
+        ids, context ids and positions of its rows. ``skip`` passes over the first batches without
+        reading them (a resumed training run continues the same sequence of batches).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -294,6 +296,9 @@ class ActivationStore:
                 pending_local = np.concatenate([pending_local, local[perm]])
                 n_full = len(pending_pos) // batch_size
                 for b in range(n_full):
+                    if skip:
+                        skip -= 1
+                        continue
                     s = slice(b * batch_size, (b + 1) * batch_size)
                     yield self._emit(
                         pending_pos[s], pending_local[s], hook, device, dtype, with_meta
@@ -301,6 +306,10 @@ class ActivationStore:
                 pending_pos = pending_pos[n_full * batch_size :]
                 pending_local = pending_local[n_full * batch_size :]
             if len(pending_pos) and not drop_last:
+                if skip:
+                    skip -= 1
+                    epoch += 1
+                    continue
                 yield self._emit(pending_pos, pending_local, hook, device, dtype, with_meta)
             epoch += 1
 

@@ -227,3 +227,11 @@ def test_bad_input(tmp_path, tiny_model):
     (tmp_path / "u" / "shard_00000").mkdir()
     with pytest.raises(StoreError, match="refusing"):
         write(tmp_path / "u", tiny_model)
+
+
+def test_skip_continues_the_same_sequence_of_batches(tmp_path, tiny_model):
+    store = write(tmp_path / "s", tiny_model)
+    full = list(store.batches(7, seed=5, epochs=2))
+    rest = list(store.batches(7, seed=5, epochs=2, skip=11))
+    assert len(rest) == len(full) - 11
+    assert all(torch.equal(a, b) for a, b in zip(full[11:], rest, strict=True))

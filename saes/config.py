@@ -1,0 +1,142 @@
+"""Configuration: one frozen dataclass per concern. ``SAEConfig`` is the architecture (saved with the
+weights); ``TrainConfig`` is the training loop (saved with the run). Every field is documented and
+checked in ``__post_init__``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["ACTIVATION_NAMES", "SAEConfig", "TrainConfig", "config_from_dict"]
+
+ActivationName = Literal["topk", "batchtopk", "jumprelu", "relu"]
+ACTIVATION_NAMES: tuple[str, ...] = ("topk", "batchtopk", "jumprelu", "relu")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is out of range or unknown."""
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """The architecture of a sparse autoencoder."""
+
+    d_in: int
+    """Width of the activations it reads (``d_model`` for a residual stream)."""
+    d_sae: int
+    """Number of latents."""
+    activation: ActivationName = "topk"
+    """``topk`` (k per row), ``batchtopk`` (k·batch over the batch; a threshold at inference),
+    ``jumprelu`` (learned per-latent threshold), ``relu`` (with an L1 penalty in training)."""
+    k: int = 32
+    """Active latents per row for ``topk`` and ``batchtopk``."""
+    jumprelu_init_threshold: float = 0.001
+    """Initial threshold of every JumpReLU latent."""
+    jumprelu_bandwidth: float = 0.001
+    """Width of the rectangle kernel of the straight-through estimator for JumpReLU thresholds."""
+    normalize_activations: Literal["none", "expected_norm"] = "none"
+    """``expected_norm``: scale inputs by a fixed factor so their mean norm is sqrt(d_in); the
+    factor is estimated before training and folded into the weights at save time."""
+    dtype: str = "float32"
+    """Dtype of the parameters."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance: model name, hook name, store path, context size."""
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATION_NAMES:
+            close = difflib.get_close_matches(str(self.activation), ACTIVATION_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown activation {self.activation!r}: choose one of {ACTIVATION_NAMES}{hint}"
+            )
+        if self.d_in < 1 or self.d_sae < 1:
+            raise ConfigError(f"d_in and d_sae must be positive, got {self.d_in} and {self.d_sae}")
+        if self.activation in ("topk", "batchtopk") and not 1 <= self.k < self.d_sae:
+            raise ConfigError(f"k must satisfy 1 <= k < d_sae={self.d_sae}, got k={self.k}")
+        if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
+            raise ConfigError("jumprelu_bandwidth and jumprelu_init_threshold must be positive")
+        if self.normalize_activations not in ("none", "expected_norm"):
+            raise ConfigError(
+                f"normalize_activations must be 'none' or 'expected_norm', got {self.normalize_activations!r}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop."""
+
+    total_steps: int = 1000
+    """Optimizer steps to take."""
+    batch_size: int = 4096
+    """Activation vectors per step (global, across all data-parallel processes)."""
+    lr: float = 2e-4
+    """Peak learning rate of Adam."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's betas."""
+    lr_warmup_steps: int = 0
+    """Linear warm-up from 0 to ``lr``."""
+    lr_decay_steps: int = 0
+    """Linear decay to 0 over the last this many steps."""
+    sparsity_coefficient: float = 0.0
+    """L1 coefficient (relu) or L0 coefficient (jumprelu); unused by topk and batchtopk."""
+    sparsity_warmup_steps: int = 0
+    """Linear warm-up of the sparsity coefficient from 0."""
+    aux_k: int | None = None
+    """Latents the aux-k loss may use to model the residual error (default d_in // 2); 0 turns it off."""
+    aux_coefficient: float = 1 / 32
+    """Weight of the aux-k loss."""
+    dead_after_tokens: int = 10_000_000
+    """A latent is dead once it has not fired for this many training tokens."""
+    grad_clip_norm: float | None = 1.0
+    """Clip the global gradient norm to this (None: no clipping)."""
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    """How to initialise the decoder bias from the first batches of data."""
+    init_batches: int = 4
+    """Batches read for the b_dec and normalisation estimates."""
+    mixed_precision: bool = True
+    """bfloat16 autocast on CUDA (ignored on CPU, where training stays fp32 and bit-reproducible)."""
+    seed: int = 0
+    """Seeds the SAE initialisation and the data order."""
+    checkpoint_every: int = 0
+    """Write an atomic checkpoint every this many steps (0: only at the end)."""
+    log_every: int = 10
+    """Append metrics to metrics.jsonl every this many steps."""
+    wandb_project: str | None = None
+    """Also log to this Weights & Biases project."""
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.batch_size < 1:
+            raise ConfigError("total_steps and batch_size must be positive")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.lr_warmup_steps + self.lr_decay_steps > self.total_steps:
+            raise ConfigError("lr_warmup_steps + lr_decay_steps must not exceed total_steps")
+        if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
+            raise ConfigError(
+                f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}"
+            )
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build ``cls`` from a dict, naming unknown keys and their closest valid names."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, names, n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"unknown {cls.__name__} fields: {', '.join(hints)}; valid fields: {names}"
+        )
+    kwargs = dict(data)
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return cls(**kwargs)
+
+
+def config_to_json(cfg: Any) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2)

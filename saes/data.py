@@ -1,0 +1,83 @@
+"""Activation sources for training: anything that yields ``[batch, d_in]`` tensors.
+
+- :func:`store_source`: an :class:`~interp.store.ActivationStore`, seeded and resumable.
+- :func:`model_source`: a model run on the fly over a corpus, stopping after the hooked layer,
+  with a shuffle buffer so rows of one context are spread over many batches.
+- :func:`rebatch`: any iterator of row blocks cut into exact batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+__all__ = ["model_source", "rebatch", "store_source"]
+
+
+def store_source(
+    store: Any, batch_size: int, *, seed: int = 0, skip: int = 0, hook: str | None = None
+) -> Iterator[Tensor]:
+    """Endless seeded batches from a store; ``skip`` resumes after that many batches."""
+    return store.batches(batch_size, hook=hook, seed=seed, epochs=None, drop_last=True, skip=skip)  # type: ignore[no-any-return]
+
+
+def rebatch(blocks: Iterable[Tensor], batch_size: int) -> Iterator[Float[Tensor, "batch d"]]:
+    """Cut a stream of ``[n_i, d]`` blocks into ``[batch_size, d]`` batches (a short tail is dropped)."""
+    pending: list[Tensor] = []
+    n = 0
+    for block in blocks:
+        pending.append(block)
+        n += len(block)
+        while n >= batch_size:
+            joined = torch.cat(pending)
+            yield joined[:batch_size]
+            rest = joined[batch_size:]
+            pending, n = ([rest] if len(rest) else []), len(rest)
+
+
+def model_source(
+    model: Any,
+    hook: str,
+    contexts: Iterable[Tensor],
+    batch_size: int,
+    *,
+    model_batch: int = 8,
+    buffer_batches: int = 8,
+    drop_bos: bool = True,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[Float[Tensor, "batch d"]]:
+    """Stream activations of ``hook`` straight from the model (``stop_at_layer``: no wasted layers).
+
+    Rows fill a buffer of ``buffer_batches`` batches that is shuffled (seeded) before it is served,
+    so consecutive training rows rarely share a context.
+    """
+    from interp.cache import cache_activations
+
+    gen = torch.Generator().manual_seed(seed)
+    first = 1 if drop_bos else 0
+
+    def blocks() -> Iterator[Tensor]:
+        chunk: list[Tensor] = []
+        for ctx in contexts:
+            chunk.append(torch.as_tensor(ctx))
+            if len(chunk) == model_batch:
+                yield _acts(chunk)
+                chunk = []
+        if chunk:
+            yield _acts(chunk)
+
+    def _acts(chunk: list[Tensor]) -> Tensor:
+        toks = torch.stack(chunk).to(model.cfg.device)
+        act = cache_activations(
+            model, toks, hook, positions=slice(first, None), dtype=dtype, device="cpu"
+        )[hook]
+        return act.reshape(-1, act.shape[-1])
+
+    for big in rebatch(blocks(), batch_size * buffer_batches):
+        big = big[torch.randperm(len(big), generator=gen)]
+        yield from big.split(batch_size)

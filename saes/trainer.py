@@ -1,0 +1,345 @@
+"""``Trainer``: the SAE training loop. It needs only an iterator of activation batches.
+
+Run directory::
+
+    train_config.json   the TrainConfig
+    metrics.jsonl       one JSON line every ``log_every`` steps
+    checkpoints/step_000100/  cfg.json, sae.safetensors (unfolded), optimizer.pt, state.json,
+                              last_fired.safetensors   (written to a temp dir, then renamed)
+    checkpoints/latest        the name of the newest complete checkpoint (replaced atomically)
+    final/                    the trained SAE, input scale folded, with run.json
+
+On CPU with a fixed seed, a run resumed from a checkpoint ends with the same weights, bit for bit,
+as one that never stopped. Under ``torch.distributed`` each process takes its slice of every global
+batch and gradients are averaged, so the result matches one process up to float rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from interp._io import atomic_write_bytes, atomic_write_json, fsync_dir, read_json
+from interp.manifest import run_manifest
+from saes.config import TrainConfig
+from saes.losses import sae_loss
+from saes.sae import SAE
+
+__all__ = ["NonFiniteLossError", "Trainer"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class Trainer:
+    """Train ``sae`` on batches from ``data``.
+
+    ``data`` is an iterator of ``[batch_size, d_in]`` tensors, or a callable ``skip -> iterator``
+    that can start after ``skip`` batches (what a resumed run needs; :func:`saes.data.store_source`
+    fits with ``functools.partial``). A plain iterator is fast-forwarded on resume instead.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        sae: SAE,
+        data: Iterator[Tensor] | Callable[[int], Iterator[Tensor]],
+        *,
+        run_dir: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+        data_info: dict[str, Any] | None = None,
+    ):
+        self.cfg = cfg
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.sae = sae.to(self.device)
+        self.data = data
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.data_info = data_info or {}
+        self.rank, self.world = (
+            (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        )
+        if cfg.batch_size % self.world:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must divide evenly over {self.world} processes"
+            )
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.step = 0
+        self.tokens_seen = 0
+        self.last_fired = torch.zeros(
+            sae.cfg.d_sae, dtype=torch.long, device=self.device
+        )  # tokens_seen at last firing
+        self.k_aux = sae.cfg.d_in // 2 if cfg.aux_k is None else cfg.aux_k
+        self._initialised = False
+
+    # ---- schedules -----------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        if c.lr_warmup_steps and step < c.lr_warmup_steps:
+            return c.lr * (step + 1) / c.lr_warmup_steps
+        decay_start = c.total_steps - c.lr_decay_steps
+        if c.lr_decay_steps and step >= decay_start:
+            return c.lr * (c.total_steps - step) / c.lr_decay_steps
+        return c.lr
+
+    def sparsity_at(self, step: int) -> float:
+        c = self.cfg
+        if c.sparsity_warmup_steps and step < c.sparsity_warmup_steps:
+            return c.sparsity_coefficient * (step + 1) / c.sparsity_warmup_steps
+        return c.sparsity_coefficient
+
+    def dead_mask(self) -> Tensor:
+        return (self.tokens_seen - self.last_fired) >= self.cfg.dead_after_tokens
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _batches(self) -> Iterator[Tensor]:
+        if callable(self.data) and not isinstance(self.data, Iterator):
+            return self.data(self.step)
+        it = iter(self.data)
+        for _ in range(self.step):  # fast-forward a plain iterator on resume
+            next(it)
+        return it
+
+    def _local(self, x: Tensor) -> Tensor:
+        if x.shape[0] != self.cfg.batch_size:
+            raise ValueError(
+                f"the data gave a batch of {x.shape[0]} rows; batch_size is {self.cfg.batch_size}"
+            )
+        if x.shape[-1] != self.sae.cfg.d_in:
+            raise ValueError(
+                f"the data has width {x.shape[-1]} but the SAE reads d_in={self.sae.cfg.d_in}: "
+                "train on the hook the SAE was configured for"
+            )
+        per = self.cfg.batch_size // self.world
+        return x[self.rank * per : (self.rank + 1) * per].to(self.device, non_blocking=True)
+
+    def fit(self) -> SAE:
+        """Train to ``total_steps`` (from the current step) and return the SAE."""
+        batches = self._batches()
+        if self.step == 0 and not self._initialised:
+            sample = [next(batches) for _ in range(self.cfg.init_batches)]
+            self.sae.init_from_data_(torch.cat(sample)[:16384].to(self.device), self.cfg.b_dec_init)
+            self._initialised = True
+            batches = itertools.chain(
+                sample, batches
+            )  # the sample is trained on too: step n reads batch n
+        if self.run_dir is not None and self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "train_config.json", dataclasses.asdict(self.cfg))
+        bar = self._progress_bar()
+        window_start, window_tokens = time.perf_counter(), 0
+        while self.step < self.cfg.total_steps:
+            x = next(batches)
+            metrics = self.train_step(self._local(x))
+            window_tokens += self.cfg.batch_size
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.4g}",
+                    l0=f"{metrics['l0']:.1f}",
+                    ev=f"{metrics['explained_variance']:.3f}",
+                )
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.total_steps:
+                metrics["tokens_per_s"] = window_tokens / max(
+                    time.perf_counter() - window_start, 1e-9
+                )
+                self._log(metrics)
+                window_start, window_tokens = time.perf_counter(), 0
+            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        if self.run_dir is not None and self.rank == 0:
+            self.save_checkpoint()
+            self.sae.save(self.run_dir / "final", run_manifest=self._manifest())
+        return self.sae
+
+    def train_step(self, x: Tensor) -> dict[str, float]:
+        """One optimizer step on this process's rows; returns the step's metrics."""
+        sae, cfg = self.sae, self.cfg
+        sae.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        use_amp = cfg.mixed_precision and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss, out = sae_loss(
+                sae,
+                x,
+                sparsity_coefficient=self.sparsity_at(self.step),
+                dead=self.dead_mask(),
+                k_aux=self.k_aux,
+                aux_coefficient=cfg.aux_coefficient,
+            )
+        if not torch.isfinite(loss.total):
+            raise NonFiniteLossError(
+                f"the loss became {loss.total.item()} at step {self.step} (batch {self.step} of the data stream; "
+                f"mse {loss.mse.item()}, sparsity {loss.sparsity.item()}, aux {loss.aux.item()}). Training stopped; "
+                f"the last good checkpoint is kept"
+                + (f" under {self.run_dir / 'checkpoints'}" if self.run_dir else "")
+                + ". Lower lr, clip gradients, or check the data for infinities."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        if self.world > 1:
+            for p in sae.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+        sae.remove_parallel_grad_()
+        if cfg.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
+        self.optimizer.step()
+        sae.normalize_decoder_()
+        self._track_firing(out.acts)
+        self.step += 1
+        return self._step_metrics(x, loss, out)
+
+    def _track_firing(self, acts: Tensor) -> None:
+        fired = (acts.detach() != 0).any(0)
+        if self.world > 1:
+            fired_i = fired.to(torch.int32)
+            dist.all_reduce(fired_i, op=dist.ReduceOp.MAX)
+            fired = fired_i.bool()
+        self.tokens_seen += self.cfg.batch_size
+        self.last_fired[fired] = self.tokens_seen
+
+    @torch.no_grad()
+    def _step_metrics(self, x: Tensor, loss: Any, out: Any) -> dict[str, float]:
+        xf, rf = x.float(), out.recon.float()
+        resid = (xf - rf).pow(2).sum()
+        total = (xf - xf.mean(0)).pow(2).sum().clamp_min(1e-12)
+        return {
+            "step": self.step,
+            "tokens": self.tokens_seen,
+            "lr": self.lr_at(self.step - 1),
+            "loss": loss.total.item(),
+            "mse": loss.mse.item(),
+            "sparsity_loss": loss.sparsity.item(),
+            "aux_loss": loss.aux.item(),
+            "l0": (out.acts != 0).sum(-1).float().mean().item(),
+            "explained_variance": 1 - (resid / total).item(),
+            "dead_fraction": self.dead_mask().float().mean().item(),
+        }
+
+    # ---- logging -------------------------------------------------------------------------------
+    def _progress_bar(self) -> Any:
+        if not self.progress or self.rank != 0:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.cfg.total_steps, initial=self.step, desc="SAE", dynamic_ncols=True)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        if self.cfg.wandb_project:
+            self._wandb().log(metrics, step=int(metrics["step"]))
+
+    def _wandb(self) -> Any:
+        if not hasattr(self, "_wandb_run"):
+            import wandb
+
+            self._wandb_run = wandb.init(
+                project=self.cfg.wandb_project, config=dataclasses.asdict(self.cfg)
+            )
+        return self._wandb_run
+
+    def _manifest(self) -> dict[str, Any]:
+        return run_manifest(
+            kind="sae",
+            seed=self.cfg.seed,
+            config={"sae": dataclasses.asdict(self.sae.cfg), "train": dataclasses.asdict(self.cfg)},
+            data=self.data_info,
+            extra={"steps": self.step, "tokens": self.tokens_seen, "world_size": self.world},
+        )
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path | None:
+        if self.run_dir is None or self.rank != 0:
+            return None
+        root = self.run_dir / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"step_{self.step:07d}"
+        final = root / name
+        if final.exists():
+            return final
+        tmp = root / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.sae.save(tmp, fold=False)
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({"last_fired": self.last_fired.cpu()}, str(tmp / "last_fired.safetensors"))
+        atomic_write_json(
+            tmp / "state.json",
+            {
+                "step": self.step,
+                "tokens_seen": self.tokens_seen,
+                "train_config": dataclasses.asdict(self.cfg),
+            },
+        )
+        fsync_dir(tmp)
+        os.rename(tmp, final)
+        fsync_dir(root)
+        atomic_write_bytes(root / "latest", name.encode())
+        for old in sorted(p for p in root.glob("step_*") if p.name != name)[:-1]:
+            shutil.rmtree(old, ignore_errors=True)  # keep the newest two
+        return final
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | os.PathLike[str],
+        data: Any,
+        *,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+        data_info: dict[str, Any] | None = None,
+    ) -> Trainer:
+        """A trainer restored from ``run_dir``'s latest checkpoint, ready to ``fit()`` to the end."""
+        root = Path(run_dir) / "checkpoints"
+        latest = root / "latest"
+        if not latest.exists():
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from (no {latest})")
+        ckpt = root / latest.read_text().strip()
+        state = read_json(ckpt / "state.json")
+        cfg = TrainConfig(
+            **{**state["train_config"], "betas": tuple(state["train_config"]["betas"])}
+        )
+        trainer = cls(
+            cfg,
+            SAE.load(ckpt),
+            data,
+            run_dir=run_dir,
+            device=device,
+            progress=progress,
+            data_info=data_info,
+        )
+        trainer.optimizer.load_state_dict(
+            torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=trainer.device)
+        )
+        trainer.last_fired = load_file(str(ckpt / "last_fired.safetensors"))["last_fired"].to(
+            trainer.device
+        )
+        trainer.step, trainer.tokens_seen = state["step"], state["tokens_seen"]
+        trainer._initialised = True
+        return trainer
