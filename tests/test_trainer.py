@@ -1,0 +1,221 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from saes.config import SAEConfig, TrainConfig
+from saes.sae import SAE
+from saes.trainer import NonFiniteLossError, Trainer
+
+D, N_FEAT = 12, 48
+
+
+def synthetic(skip=0, batch=64, seed=1):
+    """Sparse combinations of fixed unit directions plus an offset: an SAE can recover them."""
+    feats = torch.randn(N_FEAT, D, generator=torch.Generator().manual_seed(0))
+    feats /= feats.norm(dim=-1, keepdim=True)
+    g = torch.Generator().manual_seed(seed)
+    i = 0
+    while True:
+        on = (torch.rand(batch, N_FEAT, generator=g) < 0.06).float()
+        x = (on * torch.rand(batch, N_FEAT, generator=g) * 3) @ feats + 0.5
+        if i >= skip:
+            yield x
+        i += 1
+
+
+def cfg(**kw):
+    base = dict(
+        total_steps=40,
+        batch_size=64,
+        lr=3e-3,
+        lr_warmup_steps=5,
+        lr_decay_steps=10,
+        log_every=5,
+        checkpoint_every=10,
+        dead_after_tokens=640,
+        init_batches=2,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def sae(act="topk"):
+    return SAE(
+        SAEConfig(d_in=D, d_sae=64, activation=act, k=4, normalize_activations="expected_norm"),
+        seed=0,
+    )
+
+
+@pytest.mark.parametrize("act", ["topk", "batchtopk", "jumprelu", "relu"])
+def test_training_learns_and_logs(tmp_path, act):
+    c = cfg(total_steps=150, sparsity_coefficient={"relu": 0.05, "jumprelu": 0.01}.get(act, 0.0))
+    Trainer(c, sae(act), synthetic, run_dir=tmp_path, progress=False).fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 150 and rows[-1]["explained_variance"] > 0.6
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    loaded = SAE.load(tmp_path / "final")
+    assert (tmp_path / "final" / "run.json").exists()
+    assert loaded.cfg.normalize_activations == "none"  # the scale was folded in
+
+
+def test_schedules():
+    t = Trainer(
+        cfg(
+            total_steps=100,
+            lr=1.0,
+            lr_warmup_steps=10,
+            lr_decay_steps=20,
+            sparsity_coefficient=2.0,
+            sparsity_warmup_steps=4,
+        ),
+        sae(),
+        synthetic(),
+        progress=False,
+    )
+    assert [t.lr_at(s) for s in (0, 9, 50, 80, 99)] == [0.1, 1.0, 1.0, 1.0, 0.05]
+    assert [t.sparsity_at(s) for s in (0, 3, 10)] == [0.5, 2.0, 2.0]
+
+
+def killed_at(step):
+    def data(skip=0):
+        for i, x in enumerate(synthetic(skip), start=skip):
+            if i == step:
+                raise KeyboardInterrupt(f"killed before batch {step}")
+            yield x
+
+    return data
+
+
+def test_resume_is_bit_exact_on_cpu(tmp_path):
+    whole = Trainer(cfg(), sae(), synthetic, run_dir=tmp_path / "a", progress=False).fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg(), sae(), killed_at(23), run_dir=tmp_path / "b", progress=False).fit()
+    assert (tmp_path / "b" / "checkpoints" / "latest").read_text() == "step_0000020"
+    resumed = Trainer.resume(tmp_path / "b", synthetic, progress=False)
+    assert resumed.step == 20
+    resumed.fit()
+    for (name, a), (_, b) in zip(
+        whole.state_dict().items(), resumed.sae.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_resume_fast_forwards_a_plain_iterator(tmp_path):
+    whole = Trainer(cfg(), sae(), synthetic(), run_dir=tmp_path / "a", progress=False).fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg(), sae(), killed_at(12)(), run_dir=tmp_path / "b", progress=False).fit()
+    resumed = Trainer.resume(tmp_path / "b", synthetic(), progress=False)
+    assert resumed.step == 10
+    resumed.fit()
+    assert all(
+        torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.sae.parameters(), strict=True)
+    )
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    def poisoned(skip=0):
+        for i, x in enumerate(synthetic(skip)):
+            if i + skip == 15:
+                x = x.clone()
+                x[3, 2] = float("inf")
+            yield x
+
+    t = Trainer(cfg(), sae(), poisoned, run_dir=tmp_path, progress=False)
+    with pytest.raises(NonFiniteLossError, match="step 15"):
+        t.fit()
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_0000010"
+    assert SAE.load(tmp_path / "checkpoints" / "step_0000010")  # intact and loadable
+
+
+def test_width_mismatch_is_refused():
+    def wrong(skip=0):
+        while True:
+            yield torch.randn(64, D + 1)
+
+    with pytest.raises(ValueError, match="d_in=12"):
+        Trainer(cfg(init_batches=1), sae(), wrong, progress=False).fit()
+
+
+def test_dead_latents_are_tracked_and_get_the_aux_loss(tmp_path):
+    def hobbled():
+        s = sae()
+        with (
+            torch.no_grad()
+        ):  # half the latents see nothing and sit just above zero: they never win the top-k
+            s.W_enc[:, 32:] = 0.0
+            s.b_enc[32:] = 0.01
+        return s
+
+    quiet = Trainer(
+        cfg(total_steps=30, checkpoint_every=0, aux_coefficient=0.0),
+        hobbled(),
+        synthetic,
+        progress=False,
+    )
+    quiet.fit()
+    dead = quiet.dead_mask()
+    assert dead[32:].float().mean() > 0.8 and not dead[:32].any() and quiet.tokens_seen == 30 * 64
+    cols = torch.nonzero(dead).flatten()
+    before = hobbled().W_enc[:, 32:].clone()
+    aux = Trainer(
+        cfg(total_steps=30, checkpoint_every=0, aux_coefficient=1.0),
+        hobbled(),
+        synthetic,
+        run_dir=tmp_path,
+        progress=False,
+    )
+    aux.fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert (
+        rows[0]["aux_loss"] == 0.0 and rows[-1]["aux_loss"] > 0
+    )  # dead after 640 tokens, then aux-k
+    trained = (aux.sae.W_enc[:, cols] != before[:, cols - 32]).any(0)
+    assert trained.sum() >= aux.k_aux  # the aux loss trains dead latents
+    assert torch.equal(
+        quiet.sae.W_enc[:, cols], before[:, cols - 32]
+    )  # without it nothing reaches them
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, sys, torch, torch.distributed as dist
+        sys.path.insert(0, {os.getcwd()!r})
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_trainer import cfg, sae, synthetic
+        from saes.trainer import Trainer
+        if "RANK" in os.environ:
+            dist.init_process_group("gloo")
+        t = Trainer(cfg(total_steps=25, checkpoint_every=0), sae(), synthetic, progress=False)
+        t.fit()
+        if t.rank == 0:
+            torch.save({{k: v.clone() for k, v in t.sae.state_dict().items()}}, sys.argv[1])
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    """)
+    (tmp_path / "dp.py").write_text(script)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, str(tmp_path / "dp.py"), str(tmp_path / "one.pt")], check=True, env=env
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            str(tmp_path / "dp.py"),
+            str(tmp_path / "two.pt"),
+        ],
+        check=True,
+        env=env,
+    )
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-5, msg=k)
