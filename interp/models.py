@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from interp._io import atomic_write_json, fsync_dir, read_json, remove_tree, sha256_file
+from interp.hooks import TLModel
 from interp.manifest import write_run_manifest
 
 __all__ = [
@@ -138,8 +139,14 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     **kwargs: Any,
-) -> nn.Module:
-    """A TransformerLens model (``HookedTransformer`` or ``TransformerBridge``) in eval mode."""
+) -> TLModel:
+    """A TransformerLens model (``HookedTransformer`` or ``TransformerBridge``) in eval mode.
+
+    >>> model = load_model("smollm2-135m")        # the offline model, converted once and cached
+    >>> toy = load_model("toy-induction")         # the project's trained 2-layer induction model
+    >>> model = load_model("/path/to/hf_folder")  # a local Hugging Face folder
+    >>> model = load_model("gpt2")                # a TransformerLens name (needs the hub)
+    """
     from transformer_lens.utilities.devices import get_device
 
     torch_dtype = resolve_dtype(dtype)

@@ -64,6 +64,8 @@ class BatchTopK(nn.Module):
     during training), so each row's code no longer depends on the rest of its batch.
     """
 
+    threshold: Tensor  # buffer
+
     def __init__(self, cfg: Any, momentum: float = 0.01):
         super().__init__()
         self.k = cfg.k

@@ -49,6 +49,8 @@ class SAEOutput(NamedTuple):
 
 
 class SAE(nn.Module):
+    input_scale: Tensor  # buffer: fixed input normalisation factor s (1 when off or folded)
+
     def __init__(self, cfg: SAEConfig, *, seed: int | None = None):
         super().__init__()
         self.cfg = cfg
@@ -97,7 +99,7 @@ class SAE(nn.Module):
     def normalize_decoder_(self) -> None:
         """Project decoder rows back to unit norm (after an optimizer step)."""
         if self.unit_norm_decoder:
-            self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
     @torch.no_grad()
     def remove_parallel_grad_(self) -> None:
