@@ -25,21 +25,24 @@ __all__ = ["Corpus", "shakespeare", "texts_corpus", "token_sequences"]
 class Corpus:
     """A named, re-iterable stream of ``(doc_name, text)`` pairs.
 
-    ``describe()`` gives what a manifest records before the data is read (name, documents);
-    ``sha256`` is filled in by iterating and covers every name and text yielded, in order.
+    ``describe()`` gives what a manifest records before the data is read (name, documents).
+    Iterating keeps ``sha256`` (over every name and text yielded so far, in order) and
+    ``documents_read`` current, so a consumer that stops early still knows exactly what it read.
     """
 
     name: str
     documents: Callable[[], Iterable[tuple[str, str]]]
     info: dict[str, Any] = field(default_factory=dict)
     sha256: str | None = None
+    documents_read: int = 0
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         h = hashlib.sha256()
+        self.documents_read = 0
         for doc_name, text in self.documents():
             h.update(doc_name.encode() + b"\0" + text.encode() + b"\0")
+            self.sha256, self.documents_read = h.hexdigest(), self.documents_read + 1
             yield doc_name, text
-        self.sha256 = h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.info}

@@ -129,8 +129,9 @@ def write_store(
         manifest["complete"] = True
         manifest["n_sequences"] = n_seq
         manifest["n_rows"] = sum(s["rows"] for s in manifest["shards"])
-        data_hash = corpus.sha256 if isinstance(corpus, Corpus) else None
-        manifest["data"]["sha256"] = data_hash
+        if isinstance(corpus, Corpus):  # the documents actually read, and their hash
+            manifest["data"]["documents_read"] = corpus.documents_read
+            manifest["data"]["sha256"] = corpus.sha256
         atomic_write_json(path / MANIFEST, manifest)
         write_run_manifest(
             path,
@@ -216,7 +217,7 @@ def _open_or_create(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     for key in _IDENTITY:
         old, new = manifest.get(key), spec[key]
         if key == "data" and isinstance(old, dict):
-            old = {k: v for k, v in old.items() if k != "sha256"}
+            old = {k: v for k, v in old.items() if k not in ("sha256", "documents_read")}
         if old != new:
             diffs.append(f"{key}: the store has {_short(old)}, this call asks for {_short(new)}")
     if diffs:
