@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ACTIVATION_NAMES", "SAEConfig", "TrainConfig", "config_from_dict"]
+__all__ = ["ACTIVATION_NAMES", "DataConfig", "SAEConfig", "TrainConfig", "config_from_dict"]
 
 ActivationName = Literal["topk", "batchtopk", "jumprelu", "relu"]
 ACTIVATION_NAMES: tuple[str, ...] = ("topk", "batchtopk", "jumprelu", "relu")
@@ -117,6 +117,32 @@ class TrainConfig:
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ConfigError(
                 f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}"
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training activations come from: a store on disk, or a model run on the fly."""
+
+    store: str | None = None
+    """Path of an ActivationStore; takes precedence over ``model``."""
+    model: str | None = None
+    """A name for ``interp.models.load_model``, streamed with ``stop_at_layer``."""
+    hook: str | None = None
+    """The hook to read (required with ``model``; with a store, needed only if it holds several)."""
+    corpus: Literal["shakespeare"] = "shakespeare"
+    """Text the model reads when streaming."""
+    context_size: int = 128
+    """Tokens per context when streaming."""
+    max_tokens: int | None = None
+    """Stop streaming after this many tokens (None: the whole corpus, then stop)."""
+
+    def __post_init__(self) -> None:
+        if self.store is None and self.model is None:
+            raise ConfigError("data needs either 'store' (a path) or 'model' (plus 'hook')")
+        if self.store is None and self.hook is None:
+            raise ConfigError(
+                "streaming from a model needs 'hook', e.g. 'blocks.15.hook_resid_post'"
             )
 
 

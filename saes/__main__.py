@@ -1,0 +1,110 @@
+"""``python -m saes train --config FILE [section.field=value ...] [--resume]`` and ``python -m saes eval RUN_DIR``.
+
+A config file is JSON with three sections and the run directory::
+
+    {"run_dir": "runs/sae_l15",
+     "sae":   {"d_sae": 4608, "activation": "topk", "k": 32},        # d_in defaults to the data's width
+     "train": {"total_steps": 2000, "batch_size": 4096, "lr": 2e-4},
+     "data":  {"store": "runs/demo/store_l15"}}
+
+Overrides on the command line use dotted names and JSON values: ``train.lr=1e-3 sae.k=16``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from saes.config import ConfigError
+
+log = logging.getLogger("saes")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        section, dot, field = key.partition(".")
+        if not sep or not dot or section not in ("sae", "train", "data"):
+            raise ConfigError(
+                f"override {pair!r} must look like section.field=value with section sae, train or data"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string such as a path
+        out.setdefault(section, {})[field] = value
+    return out
+
+
+def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"sae": {}, "train": {}, "data": {}}
+    if path is not None:
+        try:
+            loaded = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+        unknown = set(loaded) - {"sae", "train", "data", "run_dir"}
+        if unknown:
+            raise ConfigError(
+                f"unknown config sections {sorted(unknown)}; expected sae, train, data, run_dir"
+            )
+        cfg.update(loaded)
+    for section, fields in parse_overrides(overrides).items():
+        cfg[section] = {**cfg.get(section, {}), **fields}
+    if not cfg.get("run_dir"):
+        raise ConfigError("the config needs a run_dir (where checkpoints, metrics and the SAE go)")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m saes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train an SAE from a config file")
+    train.add_argument("--config", help="JSON config file")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("overrides", nargs="*", help="section.field=value")
+    ev = sub.add_parser("eval", help="evaluate a trained run")
+    ev.add_argument("run_dir")
+    ev.add_argument("--batches", type=int, default=8)
+    ev.add_argument("--batch-size", type=int, default=4096)
+    ev.add_argument(
+        "--ce-contexts", type=int, default=32, help="contexts for CE loss recovered (0: skip)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from saes.run import evaluate_run, train_run
+
+    try:
+        if args.command == "train":
+            cfg = load_run_config(args.config, args.overrides)
+            train_run(cfg, resume=args.resume, progress=not args.no_progress)
+        else:
+            report = evaluate_run(
+                args.run_dir,
+                n_batches=args.batches,
+                batch_size=args.batch_size,
+                n_ce_contexts=args.ce_contexts,
+            )
+            print(json.dumps(report, indent=2))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""A training run from a config dict (what the CLI and the demo use), and its evaluation."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from interp._io import atomic_write_json, read_json
+from saes.config import ConfigError, DataConfig, SAEConfig, TrainConfig, config_from_dict
+from saes.sae import SAE
+from saes.trainer import Trainer
+
+__all__ = ["evaluate_run", "make_data", "train_run"]
+
+log = logging.getLogger(__name__)
+
+RUN_CONFIG = "config.json"
+
+
+def make_data(
+    data: DataConfig, batch_size: int, seed: int
+) -> tuple[Callable[[int], Iterator[Tensor]], int, dict[str, Any]]:
+    """The batch source (``skip -> iterator``), the data's width, and its description for manifests."""
+    if data.store is not None:
+        from interp.store import ActivationStore
+        from saes.data import store_source
+
+        store = ActivationStore(data.store)
+        hook = store._hook(data.hook)
+        info = {
+            "store": str(Path(data.store).resolve()),
+            "hook": hook,
+            "model": store.manifest["model"],
+            "corpus": store.manifest["data"],
+            "rows": len(store),
+        }
+        return (
+            functools.partial(store_source, store, batch_size, seed=seed, hook=hook),
+            store.d(hook),
+            info,
+        )
+
+    from interp.cache import cache_activations
+    from interp.corpus import shakespeare, token_sequences
+    from interp.models import load_model
+    from saes.data import model_source
+
+    assert data.model is not None and data.hook is not None
+    model = load_model(data.model)
+    probe = model.to_tokens("width probe") if hasattr(model, "to_tokens") else None
+    d_in = int(cache_activations(model, probe, data.hook)[data.hook].shape[-1])
+
+    def stream(skip: int) -> Iterator[Tensor]:
+        contexts = token_sequences(shakespeare(), model.tokenizer, data.context_size)
+        if data.max_tokens is not None:
+            contexts = (
+                c for i, c in enumerate(contexts) if i * data.context_size < data.max_tokens
+            )
+        it = model_source(model, data.hook, contexts, batch_size, seed=seed)
+        for _ in range(skip):  # exact but not free: the skipped batches are recomputed
+            next(it)
+        return it
+
+    info = {
+        "model": data.model,
+        "hook": data.hook,
+        "corpus": data.corpus,
+        "context_size": data.context_size,
+    }
+    return stream, d_in, info
+
+
+def train_run(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -> Trainer:
+    """Train (or resume) the run described by ``cfg`` (sections ``sae``, ``train``, ``data``, and ``run_dir``)."""
+    run_dir = Path(cfg["run_dir"])
+    train_cfg: TrainConfig = config_from_dict(TrainConfig, cfg.get("train", {}))
+    data_cfg: DataConfig = config_from_dict(DataConfig, cfg.get("data", {}))
+    data, width, info = make_data(data_cfg, train_cfg.batch_size, train_cfg.seed)
+    if resume:
+        trainer = Trainer.resume(run_dir, data, progress=progress, data_info=info)
+        if trainer.sae.cfg.d_in != width:
+            raise ConfigError(
+                f"the data has width {width} but the checkpoint's SAE reads d_in={trainer.sae.cfg.d_in}"
+            )
+    else:
+        if (run_dir / "checkpoints").exists():
+            raise ConfigError(
+                f"{run_dir} already holds a run: pass --resume to continue it, or choose another run_dir"
+            )
+        sae_fields = {"d_in": width, **cfg.get("sae", {})}
+        sae_fields.setdefault("metadata", {}).update(
+            {k: v for k, v in info.items() if k in ("hook", "store")}
+        )
+        if isinstance(info.get("model"), dict):
+            sae_fields["metadata"]["model"] = info["model"].get("name")
+        elif info.get("model"):
+            sae_fields["metadata"]["model"] = info["model"]
+        sae_cfg: SAEConfig = config_from_dict(SAEConfig, sae_fields)
+        if sae_cfg.d_in != width:
+            raise ConfigError(
+                f"the data has width {width} but sae.d_in is {sae_cfg.d_in}: they must agree"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / RUN_CONFIG, {**cfg, "run_dir": str(run_dir)})
+        trainer = Trainer(
+            train_cfg,
+            SAE(sae_cfg, seed=train_cfg.seed),
+            data,
+            run_dir=run_dir,
+            progress=progress,
+            data_info=info,
+        )
+    trainer.fit()
+    return trainer
+
+
+def evaluate_run(
+    run_dir: str | Path, *, n_batches: int = 8, batch_size: int = 4096, n_ce_contexts: int = 32
+) -> dict[str, Any]:
+    """Evaluate ``run_dir/final`` on its store (and CE loss recovered on the store's model); writes eval.json."""
+    from interp.store import ActivationStore
+    from saes.evals import evaluate
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_CONFIG).exists():
+        raise ConfigError(f"{run_dir} is not a training run: it has no {RUN_CONFIG}")
+    cfg = read_json(run_dir / RUN_CONFIG)
+    sae = SAE.load(run_dir / "final")
+    data = DataConfig(**cfg.get("data", {}))
+    if data.store is None:
+        raise ConfigError(
+            "eval reads an activation store; this run streamed from a model (write a store first)"
+        )
+    store = ActivationStore(data.store)
+    model = None
+    if n_ce_contexts:
+        from interp.models import load_model
+
+        model = load_model(store.manifest["model"]["name"] or "")
+    report = evaluate(
+        sae, store, model, n_batches=n_batches, batch_size=batch_size, n_ce_contexts=n_ce_contexts
+    )
+    result: dict[str, Any] = report.to_dict()
+    atomic_write_json(run_dir / "eval.json", result)
+    return result
