@@ -19,7 +19,7 @@ __all__ = ["model_source", "rebatch", "store_source"]
 
 
 def store_source(
-    store: Any, batch_size: int, *, seed: int = 0, skip: int = 0, hook: str | None = None
+    store: Any, batch_size: int, skip: int = 0, *, seed: int = 0, hook: str | None = None
 ) -> Iterator[Tensor]:
     """Endless seeded batches from a store; ``skip`` resumes after that many batches."""
     return store.batches(batch_size, hook=hook, seed=seed, epochs=None, drop_last=True, skip=skip)  # type: ignore[no-any-return]

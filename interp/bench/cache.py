@@ -52,7 +52,10 @@ def forward_overhead(model: Any, tokens: torch.Tensor, repeats: int) -> dict[str
     names = [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
     runs = {
         "plain": lambda: model(tokens),
-        "mechscope": lambda: cache_activations(model, tokens, names, stop_early=False),
+        # the same work as the plain forward: every block, the unembedding, logits returned
+        "mechscope": lambda: cache_activations(model, tokens, names, stop_early=False, return_type="logits"),
+        # what cache_activations does by default: stop after the last hooked block (here: skip the unembedding)
+        "mechscope_default": lambda: cache_activations(model, tokens, names),
         "transformer_lens": lambda: model.run_with_cache(tokens, names_filter=names),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -67,6 +70,7 @@ def forward_overhead(model: Any, tokens: torch.Tensor, repeats: int) -> dict[str
         "plain_s": med["plain"],
         "cached_s": med["mechscope"],
         "ratio": med["mechscope"] / med["plain"],
+        "default_ratio": med["mechscope_default"] / med["plain"],
         "tl_run_with_cache_ratio": med["transformer_lens"] / med["plain"],
     }
 
@@ -123,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         f"one hook per layer, {model.cfg.n_layers} hooks)"
     )
     print(f"TL run_with_cache, same  ratio {fo['tl_run_with_cache_ratio']:.3f}")
+    print(f"mechscope default        ratio {fo['default_ratio']:.3f}  (stops after the last hooked block: no unembedding)")
     results: dict[str, Any] = {"forward": fo, "store": []}
     if not args.skip_store:
         del model

@@ -1,0 +1,418 @@
+"""Convert between mechscope SAEs and SAELens (``sae_lens`` 6.x) SAEs, in memory or on disk.
+
+==================  =====================================================================
+mechscope           SAELens (inference form)
+==================  =====================================================================
+``topk``            ``topk`` (``TopKSAE``, ``rescale_acts_by_decoder_norm=False``)
+``batchtopk``       ``jumprelu`` with every threshold = the BatchTopK inference threshold
+                    (how SAELens saves its own BatchTopK SAEs); metadata records
+                    ``training_architecture="batchtopk"`` and ``k`` so it imports back
+``jumprelu``        ``jumprelu`` (``threshold = exp(log_threshold)``)
+``relu``            ``standard`` (``StandardSAE``)
+==================  =====================================================================
+
+Exports always use the folded SAE (input scale in the weights), ``apply_b_dec_to_input=True`` and
+``normalize_activations="none"``, so ``encode``/``decode`` agree with ours on raw activations.
+``sae_lens`` is imported lazily: it pulls in TransformerLens and takes seconds to import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from interp._io import fsync_dir, read_json
+from saes.config import SAEConfig
+from saes.sae import _DTYPES, FORMAT, SAE
+
+if TYPE_CHECKING:
+    import sae_lens
+
+__all__ = [
+    "SUPPORTED_SAELENS_ARCHITECTURES",
+    "InteropError",
+    "UnsupportedArchitectureError",
+    "export_to_saelens",
+    "from_saelens",
+    "import_from_saelens",
+    "to_saelens",
+]
+
+log = logging.getLogger(__name__)
+
+# SAELens architecture names we can represent exactly ("batchtopk" is its training-only class).
+SUPPORTED_SAELENS_ARCHITECTURES: tuple[str, ...] = ("topk", "batchtopk", "jumprelu", "standard")
+_SAELENS_CFG = "cfg.json"
+_SAELENS_WEIGHTS = "sae_weights.safetensors"
+_TRAINING_ARCH = {
+    "topk": "topk",
+    "batchtopk": "batchtopk",
+    "jumprelu": "jumprelu",
+    "relu": "standard",
+}
+# Normalisations SAELens's encode/decode ignore at inference (the trainer applies and folds them).
+_INERT_NORMS = ("expected_average_only_in", "covariance_whitening")
+
+
+class InteropError(ValueError):
+    """An SAE that cannot be converted, or a path that does not hold one."""
+
+
+class UnsupportedArchitectureError(InteropError):
+    """A SAELens architecture mechscope has no equivalent for."""
+
+
+# ---- mechscope -> SAELens --------------------------------------------------------------------------
+def _export_metadata(sae: SAE, extra: dict[str, Any] | None) -> dict[str, Any]:
+    md: dict[str, Any] = {}
+    for key, value in sae.cfg.metadata.items():
+        if _jsonable(value):
+            md[key] = value
+    # SAELens reads hook_name/model_name; mechscope metadata is free-form, so accept short aliases.
+    for ours, theirs in (("hook", "hook_name"), ("model", "model_name")):
+        if theirs not in md and isinstance(md.get(ours), str):
+            md[theirs] = md[ours]
+    md["training_architecture"] = _TRAINING_ARCH[sae.cfg.activation]
+    if sae.cfg.activation in ("topk", "batchtopk"):
+        md["training_architecture_details"] = {"k": sae.cfg.k}
+    md["exported_from"] = "mechscope"
+    md["mechscope_activation"] = sae.cfg.activation
+    md.update(extra or {})
+    bad = [k for k, v in md.items() if not _jsonable(v)]
+    if bad:
+        raise InteropError(f"metadata values must be JSON-serialisable; these are not: {bad}")
+    return md
+
+
+def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.SAE[Any]:
+    """The SAELens inference SAE computing the same ``encode``/``decode`` as ``sae`` (in eval mode)."""
+    from sae_lens import (
+        JumpReLUSAE,
+        JumpReLUSAEConfig,
+        StandardSAE,
+        StandardSAEConfig,
+        TopKSAE,
+        TopKSAEConfig,
+    )
+    from sae_lens.saes.sae import SAEMetadata
+
+    src = sae.folded() if float(sae.input_scale) != 1.0 else sae
+    act = src.cfg.activation
+    common: dict[str, Any] = {
+        "d_in": src.cfg.d_in,
+        "d_sae": src.cfg.d_sae,
+        "dtype": src.cfg.dtype,
+        "device": "meta",  # as SAELens's own loader: skip the random init, weights are assigned
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "metadata": SAEMetadata(**_export_metadata(sae, metadata)),
+    }
+    state = {
+        name: getattr(src, name).detach().to("cpu").clone().contiguous()
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec")
+    }
+    cls: Any
+    if act == "topk":
+        # Our TopK ranks raw pre-activations; SAELens's rescaling would rank pre·‖W_dec‖ and
+        # divide codes by ‖W_dec‖ (≠ 1 once an input scale is folded), so it must be off.
+        cfg: Any = TopKSAEConfig(k=src.cfg.k, rescale_acts_by_decoder_norm=False, **common)
+        cls = TopKSAE
+    elif act in ("batchtopk", "jumprelu"):
+        if act == "batchtopk":
+            t = float(src.act.threshold)
+            if t < 0:
+                raise InteropError(
+                    "this BatchTopK SAE has no inference threshold yet (it was never trained); "
+                    "SAELens runs BatchTopK SAEs as JumpReLU with that threshold"
+                )
+            threshold = torch.full((src.cfg.d_sae,), t, dtype=state["b_enc"].dtype)
+        else:
+            threshold = src.act.threshold.detach().to("cpu", state["b_enc"].dtype).clone()
+        state["threshold"] = threshold.contiguous()
+        cfg, cls = JumpReLUSAEConfig(**common), JumpReLUSAE
+    elif act == "relu":
+        cfg, cls = StandardSAEConfig(**common), StandardSAE
+    else:  # pragma: no cover - SAEConfig validates activation names
+        raise InteropError(f"no SAELens equivalent for activation {act!r}")
+    out = cls(cfg)
+    out.cfg.device = "cpu"
+    out.load_state_dict(state, assign=True)
+    return out.to(device="cpu", dtype=_DTYPES[src.cfg.dtype]).eval()  # type: ignore[no-any-return]
+
+
+def export_to_saelens(
+    sae: SAE,
+    directory: str | os.PathLike[str],
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``sae`` as a folder that ``sae_lens.SAE.load_from_disk`` loads.
+
+    The folder is written under a temporary name next to ``directory`` and renamed into place, so
+    ``directory`` is either absent/unchanged or complete. An existing non-empty ``directory`` is
+    replaced only with ``overwrite=True``. ``metadata`` adds or overrides SAELens metadata keys.
+    """
+    directory = Path(directory)
+    if directory.exists() and not overwrite and not _is_empty_dir(directory):
+        raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True)")
+    converted = to_saelens(sae, metadata=metadata)  # conversion errors surface before any write
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        converted.save_model(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        _move_into_place(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(directory.parent)
+    log.info("exported %s SAE to %s (SAELens format)", sae.cfg.activation, directory)
+    return directory
+
+
+def _move_into_place(tmp: Path, directory: Path) -> None:
+    if not directory.exists():
+        os.rename(tmp, directory)
+        return
+    if _is_empty_dir(directory):
+        directory.rmdir()
+        os.rename(tmp, directory)
+        return
+    old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(directory, old)
+    try:
+        os.rename(tmp, directory)
+    except BaseException:
+        os.rename(old, directory)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- SAELens -> mechscope --------------------------------------------------------------------------
+def import_from_saelens(
+    source: sae_lens.SAE[Any] | str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+) -> SAE:
+    """A mechscope ``SAE`` (eval mode) with the same ``encode``/``decode`` as a SAELens SAE.
+
+    ``source`` is a SAELens ``SAE`` object or a folder saved by SAELens (``cfg.json`` +
+    ``sae_weights.safetensors``). Architectures without a mechscope equivalent are refused.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        source = _load_saelens_folder(Path(source))
+    out = from_saelens(source)
+    return out.to(device) if device is not None else out
+
+
+def _load_saelens_folder(path: Path) -> sae_lens.SAE[Any]:
+    if not path.is_dir():
+        raise InteropError(f"{path} is not a folder holding a SAELens SAE")
+    cfg_path, w_path = path / _SAELENS_CFG, path / _SAELENS_WEIGHTS
+    raw: Any = None
+    if cfg_path.exists():
+        try:
+            raw = read_json(cfg_path)
+        except ValueError as err:
+            raise InteropError(f"{cfg_path} is not valid JSON: {err}") from err
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        raise InteropError(f"{path} is a mechscope SAE, not a SAELens one: use saes.sae.SAE.load")
+    if not isinstance(raw, dict) or not w_path.exists():
+        raise InteropError(
+            f"{path} is not a SAELens SAE folder: it needs {_SAELENS_CFG} (a JSON object) "
+            f"and {_SAELENS_WEIGHTS}"
+        )
+    from sae_lens import SAE as SLSAE
+    from sae_lens import TrainingSAE
+    from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
+
+    arch = handle_config_defaulting(dict(raw)).get("architecture", "standard")
+    _check_architecture(arch)
+    # BatchTopK exists in SAELens only as a training class (its inference form is JumpReLU).
+    loader: Any = TrainingSAE if arch == "batchtopk" else SLSAE
+    try:
+        return loader.load_from_disk(path, device="cpu")  # type: ignore[no-any-return]
+    except Exception as err:  # SAELens raises KeyError/TypeError/safetensors errors alike
+        raise InteropError(f"SAELens could not load {path}: {type(err).__name__}: {err}") from err
+
+
+def _check_architecture(arch: str) -> None:
+    if arch not in SUPPORTED_SAELENS_ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"SAELens architecture {arch!r} has no mechscope equivalent; supported: "
+            f"{', '.join(SUPPORTED_SAELENS_ARCHITECTURES)} (mechscope activations topk, batchtopk, "
+            "jumprelu, relu)"
+        )
+
+
+def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
+    """Convert an in-memory SAELens SAE (inference or training class); see :func:`import_from_saelens`."""
+    import sae_lens as slm
+
+    known = {
+        slm.TopKSAE: "topk",
+        slm.TopKTrainingSAE: "topk",
+        slm.BatchTopKTrainingSAE: "batchtopk",
+        slm.JumpReLUSAE: "jumprelu",
+        slm.JumpReLUTrainingSAE: "jumprelu",
+        slm.StandardSAE: "standard",
+        slm.StandardTrainingSAE: "standard",
+    }
+    arch_fn = getattr(getattr(sl, "cfg", None), "architecture", None)
+    arch = arch_fn() if callable(arch_fn) else type(sl).__name__
+    _check_architecture(arch)
+    if type(sl) not in known:  # a subclass may change encode (e.g. transcoders, matryoshka)
+        raise UnsupportedArchitectureError(
+            f"{type(sl).__name__} is not supported; supported classes: "
+            f"{', '.join(sorted(c.__name__ for c in known))}"
+        )
+    arch = known[type(sl)]
+    cfg = sl.cfg
+    norm = cfg.normalize_activations
+    if norm in ("constant_norm_rescale", "layer_norm"):
+        raise InteropError(
+            f"normalize_activations={norm!r} rescales each input at run time; mechscope SAEs "
+            "only have a fixed input scale"
+        )
+    if norm in _INERT_NORMS:
+        log.warning(
+            "SAELens SAE has normalize_activations=%r that was never folded into its weights; "
+            "its encode/decode (and so the imported SAE) expect already-normalised inputs",
+            norm,
+        )
+    if getattr(cfg, "reshape_activations", "none") != "none":
+        log.warning(
+            "SAELens SAE reshapes %s inputs; the imported SAE reads the flattened vectors",
+            cfg.reshape_activations,
+        )
+
+    with torch.no_grad():
+        w_enc = sl.W_enc.detach().to("cpu").clone()
+        b_enc = sl.b_enc.detach().to("cpu").clone()
+        w_dec = sl.W_dec.detach().to("cpu").clone()
+        b_dec = sl.b_dec.detach().to("cpu").clone()
+        if getattr(cfg, "rescale_acts_by_decoder_norm", False):
+            # SAELens ranks pre·‖W_dec_i‖ and decodes codes/‖W_dec_i‖: fold the norms in.
+            norms = w_dec.norm(dim=-1)
+            w_enc, b_enc, w_dec = w_enc * norms, b_enc * norms, w_dec / norms[:, None]
+        if not cfg.apply_b_dec_to_input:
+            # We always subtract b_dec before encoding; compensate in b_enc.
+            b_enc = b_enc + b_dec @ w_enc
+        threshold = _threshold(sl, arch)
+
+    activation, k = _our_activation(sl, arch, threshold)
+    dtype_name = _dtype_name(w_enc.dtype)
+    ours_cfg = SAEConfig(
+        d_in=cfg.d_in,
+        d_sae=cfg.d_sae,
+        activation=activation,  # type: ignore[arg-type]
+        k=k if k is not None else 32,
+        dtype=dtype_name,
+        metadata=_import_metadata(cfg, arch, norm),
+    )
+    out = SAE(ours_cfg)
+    with torch.no_grad():
+        out.W_enc.copy_(w_enc)
+        out.b_enc.copy_(b_enc)
+        out.W_dec.copy_(w_dec)
+        out.b_dec.copy_(b_dec)
+        if activation == "jumprelu":
+            assert threshold is not None
+            # Ours needs θ > 0; SAELens's relu(z)·[z > θ] with θ ≤ 0 is relu(z) ≈ z·[z > tiny].
+            tiny = torch.finfo(threshold.dtype).tiny
+            out.act.log_threshold.copy_(threshold.clamp_min(tiny).log())
+        elif activation == "batchtopk":
+            assert threshold is not None
+            out.act.threshold.fill_(float(threshold.flatten()[0]))
+    return out.eval()
+
+
+def _threshold(sl: Any, arch: str) -> Tensor | None:
+    if arch == "batchtopk":
+        return torch.tensor(float(sl.topk_threshold))
+    if arch != "jumprelu":
+        return None
+    t = sl.threshold.detach().to("cpu", sl.W_enc.dtype).clone()
+    if type(sl).__name__ == "JumpReLUTrainingSAE" and bool((t < 0).any()):
+        # The training class gates z·[z > θ] without a ReLU: negative θ lets negative codes through.
+        raise InteropError(
+            "this JumpReLUTrainingSAE has negative thresholds (SAELens clamps them at each "
+            "training step); mechscope's JumpReLU needs positive thresholds"
+        )
+    return t
+
+
+def _our_activation(sl: Any, arch: str, threshold: Tensor | None) -> tuple[str, int | None]:
+    if arch == "standard":
+        return "relu", None
+    if arch == "topk":
+        return "topk", _int_k(sl.cfg.k)
+    if arch == "batchtopk":
+        return "batchtopk", _int_k(sl.cfg.k)
+    # A JumpReLU that SAELens (or we) saved from a BatchTopK SAE: one shared threshold and an
+    # integer k in the metadata give back the BatchTopK SAE, whose eval mode is the same function.
+    md = sl.cfg.metadata
+    details = md.get("training_architecture_details") or {}
+    k = details.get("k") if isinstance(details, dict) else None
+    if (
+        md.get("training_architecture") == "batchtopk"
+        and isinstance(k, (int, float))
+        and float(k).is_integer()
+        and 1 <= int(k) < sl.cfg.d_sae
+        and threshold is not None
+        and threshold.numel()
+        and bool((threshold == threshold.flatten()[0]).all())
+        and float(threshold.flatten()[0]) >= 0
+    ):
+        return "batchtopk", int(k)
+    return "jumprelu", None
+
+
+def _int_k(k: float) -> int:
+    if not float(k).is_integer():
+        raise InteropError(f"mechscope needs an integer k; this SAELens SAE has k={k}")
+    return int(k)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, dt in _DTYPES.items():
+        if dt == dtype:
+            return name
+    raise InteropError(f"unsupported parameter dtype {dtype}; supported: {list(_DTYPES)}")
+
+
+def _import_metadata(cfg: Any, arch: str, norm: str) -> dict[str, Any]:
+    md = {k: v for k, v in cfg.metadata.items() if _jsonable(v)}
+    md["imported_from"] = "sae_lens"
+    md["saelens_architecture"] = arch
+    if norm != "none":
+        md["saelens_normalize_activations"] = norm
+    if getattr(cfg, "reshape_activations", "none") != "none":
+        md["saelens_reshape_activations"] = cfg.reshape_activations
+    return md
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())

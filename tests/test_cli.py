@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+
+from interp.store import ActivationStore
+from saes.__main__ import main, parse_overrides
+from saes.config import ConfigError
+from saes.sae import SAE
+
+
+@pytest.fixture()
+def store(tmp_path, tiny_model):
+    g = torch.Generator().manual_seed(0)
+    contexts = [torch.randint(0, 50, (8,), generator=g) for _ in range(64)]
+    return ActivationStore.write(
+        tmp_path / "store",
+        tiny_model,
+        "blocks.1.hook_resid_post",
+        contexts,
+        context_size=8,
+        shard_tokens=128,
+    )
+
+
+def config(tmp_path, store, **train):
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "sae": {"d_sae": 32, "k": 4},
+        "train": {
+            "total_steps": 12,
+            "batch_size": 32,
+            "checkpoint_every": 5,
+            "log_every": 2,
+            **train,
+        },
+        "data": {"store": str(store.path)},
+    }
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_train_from_a_config_file_with_overrides(tmp_path, store):
+    path = config(tmp_path, store)
+    assert main(["train", "--config", str(path), "--no-progress", "train.lr=0.001", "sae.k=3"]) == 0
+    sae = SAE.load(tmp_path / "run" / "final")
+    assert sae.cfg.d_in == 16 and sae.cfg.k == 3  # d_in taken from the store
+    assert sae.cfg.metadata["hook"] == "blocks.1.hook_resid_post"
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["lr"] == 0.001
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(metrics[-1])["step"] == 12
+
+
+def test_existing_run_needs_resume(tmp_path, store, capsys):
+    path = config(tmp_path, store)
+    assert main(["train", "--config", str(path), "--no-progress"]) == 0
+    before = (tmp_path / "run" / "final" / "sae.safetensors").read_bytes()
+    assert main(["train", "--config", str(path), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "final" / "sae.safetensors").read_bytes() == before  # nothing lost
+    assert main(["train", "--config", str(path), "--no-progress", "--resume"]) == 0
+
+
+def test_bad_configs(tmp_path, store, capsys):
+    path = config(tmp_path, store)
+    assert main(["train", "--config", str(path), "--no-progress", "train.batchsize=3"]) == 2
+    assert "did you mean 'batch_size'" in capsys.readouterr().err
+    assert main(["train", "--config", str(path), "--no-progress", "sae.d_in=17"]) == 2
+    assert "width 16" in capsys.readouterr().err
+    assert main(["train", "--config", str(path), "--no-progress", "sae.k=32"]) == 2
+    assert "k must satisfy" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "nope.json")]) == 2
+    with pytest.raises(ConfigError, match="section.field=value"):
+        parse_overrides(["lr=3"])
+    assert parse_overrides(["data.store=runs/x", "train.betas=[0.9, 0.99]"]) == {
+        "data": {"store": "runs/x"},
+        "train": {"betas": [0.9, 0.99]},
+    }
