@@ -1,15 +1,9 @@
 """Convert between mechscope SAEs and SAELens (``sae_lens`` 6.x) SAEs, in memory or on disk.
 
-==================  =====================================================================
-mechscope           SAELens (inference form)
-==================  =====================================================================
-``topk``            ``topk`` (``TopKSAE``, ``rescale_acts_by_decoder_norm=False``)
-``batchtopk``       ``jumprelu`` with every threshold = the BatchTopK inference threshold
-                    (how SAELens saves its own BatchTopK SAEs); metadata records
-                    ``training_architecture="batchtopk"`` and ``k`` so it imports back
-``jumprelu``        ``jumprelu`` (``threshold = exp(log_threshold)``)
-``relu``            ``standard`` (``StandardSAE``)
-==================  =====================================================================
+- ``topk`` ↔ ``topk`` (``TopKSAE``, exported with ``rescale_acts_by_decoder_norm=False``)
+- ``batchtopk`` → ``jumprelu`` with every threshold = the BatchTopK inference threshold (how SAELens
+  saves its own BatchTopK SAEs); metadata ``training_architecture="batchtopk"`` + ``k`` bring it back
+- ``jumprelu`` ↔ ``jumprelu`` (``threshold = exp(log_threshold)``); ``relu`` ↔ ``standard``
 
 Exports always use the folded SAE (input scale in the weights), ``apply_b_dec_to_input=True`` and
 ``normalize_activations="none"``, so ``encode``/``decode`` agree with ours on raw activations.
@@ -20,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import uuid
@@ -53,12 +46,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_SAELENS_ARCHITECTURES: tuple[str, ...] = ("topk", "batchtopk", "jumprelu", "standard")
 _SAELENS_CFG = "cfg.json"
 _SAELENS_WEIGHTS = "sae_weights.safetensors"
-_TRAINING_ARCH = {
-    "topk": "topk",
-    "batchtopk": "batchtopk",
-    "jumprelu": "jumprelu",
-    "relu": "standard",
-}
+_SAELENS_NAME = {"relu": "standard"}  # the other activations keep their names
 # Normalisations SAELens's encode/decode ignore at inference (the trainer applies and folds them).
 _INERT_NORMS = ("expected_average_only_in", "covariance_whitening")
 
@@ -73,15 +61,12 @@ class UnsupportedArchitectureError(InteropError):
 
 # ---- mechscope -> SAELens --------------------------------------------------------------------------
 def _export_metadata(sae: SAE, extra: dict[str, Any] | None) -> dict[str, Any]:
-    md: dict[str, Any] = {}
-    for key, value in sae.cfg.metadata.items():
-        if _jsonable(value):
-            md[key] = value
+    md = {k: v for k, v in sae.cfg.metadata.items() if _jsonable(v)}
     # SAELens reads hook_name/model_name; mechscope metadata is free-form, so accept short aliases.
     for ours, theirs in (("hook", "hook_name"), ("model", "model_name")):
         if theirs not in md and isinstance(md.get(ours), str):
             md[theirs] = md[ours]
-    md["training_architecture"] = _TRAINING_ARCH[sae.cfg.activation]
+    md["training_architecture"] = _SAELENS_NAME.get(sae.cfg.activation, sae.cfg.activation)
     if sae.cfg.activation in ("topk", "batchtopk"):
         md["training_architecture_details"] = {"k": sae.cfg.k}
     md["exported_from"] = "mechscope"
@@ -127,8 +112,9 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
         cfg: Any = TopKSAEConfig(k=src.cfg.k, rescale_acts_by_decoder_norm=False, **common)
         cls = TopKSAE
     elif act in ("batchtopk", "jumprelu"):
+        act_mod: Any = src.act
         if act == "batchtopk":
-            t = float(src.act.threshold)
+            t = float(act_mod.threshold)
             if t < 0:
                 raise InteropError(
                     "this BatchTopK SAE has no inference threshold yet (it was never trained); "
@@ -136,13 +122,11 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
                 )
             threshold = torch.full((src.cfg.d_sae,), t, dtype=state["b_enc"].dtype)
         else:
-            threshold = src.act.threshold.detach().to("cpu", state["b_enc"].dtype).clone()
+            threshold = act_mod.threshold.detach().to("cpu", state["b_enc"].dtype).clone()
         state["threshold"] = threshold.contiguous()
         cfg, cls = JumpReLUSAEConfig(**common), JumpReLUSAE
-    elif act == "relu":
+    else:  # relu (SAEConfig validates activation names)
         cfg, cls = StandardSAEConfig(**common), StandardSAE
-    else:  # pragma: no cover - SAEConfig validates activation names
-        raise InteropError(f"no SAELens equivalent for activation {act!r}")
     out = cls(cfg)
     out.cfg.device = "cpu"
     out.load_state_dict(state, assign=True)
@@ -163,6 +147,8 @@ def export_to_saelens(
     replaced only with ``overwrite=True``. ``metadata`` adds or overrides SAELens metadata keys.
     """
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} exists and is not a folder")
     if directory.exists() and not overwrite and not _is_empty_dir(directory):
         raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True)")
     converted = to_saelens(sae, metadata=metadata)  # conversion errors surface before any write
@@ -301,10 +287,9 @@ def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
         )
 
     with torch.no_grad():
-        w_enc = sl.W_enc.detach().to("cpu").clone()
-        b_enc = sl.b_enc.detach().to("cpu").clone()
-        w_dec = sl.W_dec.detach().to("cpu").clone()
-        b_dec = sl.b_dec.detach().to("cpu").clone()
+        w_enc, b_enc, w_dec, b_dec = (
+            getattr(sl, n).detach().to("cpu").clone() for n in ("W_enc", "b_enc", "W_dec", "b_dec")
+        )
         if getattr(cfg, "rescale_acts_by_decoder_norm", False):
             # SAELens ranks pre·‖W_dec_i‖ and decodes codes/‖W_dec_i‖: fold the norms in.
             norms = w_dec.norm(dim=-1)
@@ -325,19 +310,18 @@ def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
         metadata=_import_metadata(cfg, arch, norm),
     )
     out = SAE(ours_cfg)
+    out_act: Any = out.act
     with torch.no_grad():
-        out.W_enc.copy_(w_enc)
-        out.b_enc.copy_(b_enc)
-        out.W_dec.copy_(w_dec)
-        out.b_dec.copy_(b_dec)
+        for name, value in {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": b_dec}.items():
+            getattr(out, name).copy_(value)
         if activation == "jumprelu":
             assert threshold is not None
             # Ours needs θ > 0; SAELens's relu(z)·[z > θ] with θ ≤ 0 is relu(z) ≈ z·[z > tiny].
             tiny = torch.finfo(threshold.dtype).tiny
-            out.act.log_threshold.copy_(threshold.clamp_min(tiny).log())
+            out_act.log_threshold.copy_(threshold.clamp_min(tiny).log())
         elif activation == "batchtopk":
             assert threshold is not None
-            out.act.threshold.fill_(float(threshold.flatten()[0]))
+            out_act.threshold.fill_(float(threshold.flatten()[0]))
     return out.eval()
 
 
@@ -359,10 +343,10 @@ def _threshold(sl: Any, arch: str) -> Tensor | None:
 def _our_activation(sl: Any, arch: str, threshold: Tensor | None) -> tuple[str, int | None]:
     if arch == "standard":
         return "relu", None
-    if arch == "topk":
-        return "topk", _int_k(sl.cfg.k)
-    if arch == "batchtopk":
-        return "batchtopk", _int_k(sl.cfg.k)
+    if arch in ("topk", "batchtopk"):
+        if not float(sl.cfg.k).is_integer():
+            raise InteropError(f"mechscope needs an integer k; this SAELens SAE has k={sl.cfg.k}")
+        return arch, int(sl.cfg.k)
     # A JumpReLU that SAELens (or we) saved from a BatchTopK SAE: one shared threshold and an
     # integer k in the metadata give back the BatchTopK SAE, whose eval mode is the same function.
     md = sl.cfg.metadata
@@ -382,16 +366,9 @@ def _our_activation(sl: Any, arch: str, threshold: Tensor | None) -> tuple[str, 
     return "jumprelu", None
 
 
-def _int_k(k: float) -> int:
-    if not float(k).is_integer():
-        raise InteropError(f"mechscope needs an integer k; this SAELens SAE has k={k}")
-    return int(k)
-
-
 def _dtype_name(dtype: torch.dtype) -> str:
-    for name, dt in _DTYPES.items():
-        if dt == dtype:
-            return name
+    if names := [name for name, dt in _DTYPES.items() if dt == dtype]:
+        return names[0]
     raise InteropError(f"unsupported parameter dtype {dtype}; supported: {list(_DTYPES)}")
 
 
@@ -409,9 +386,9 @@ def _import_metadata(cfg: Any, arch: str, norm: str) -> dict[str, Any]:
 def _jsonable(value: Any) -> bool:
     try:
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # allow_nan=False also refuses NaN/inf (invalid JSON)
         return False
-    return not (isinstance(value, float) and not math.isfinite(value))
+    return True
 
 
 def _is_empty_dir(path: Path) -> bool:
