@@ -1,0 +1,203 @@
+"""Eager PyTorch for every kernel op: the specification, and the CPU path.
+
+Every op computes in float32 whatever the storage dtype, like the kernels do, and returns the
+promoted storage dtype of its inputs. Shapes: ``B`` rows, ``k`` kept latents per row, ``d_sae``
+latents, ``d_in`` (or ``d``) features.
+
+- ``decode``: out[b] = Σ_j values[b, j] · W_dec[indices[b, j]] + bias
+- ``decode_values_grad``: dv[b, j] = ⟨grad_out[b], W_dec[indices[b, j]]⟩
+- ``sparse_t_dense``: out[n] = Σ_{(b, j): indices[b, j] = n} values[b, j] · dense[b]
+  (dW_dec with dense = grad of the reconstruction; dW_encᵀ with dense = x − b_dec and values =
+  grad of the pre-activations at the kept entries); ``sparse_t_dense_and_sums`` also returns
+  Σ values per latent (db_enc).
+- ``topk_with_aux``: the k largest pre-activations per row, rectified, and the k_aux largest among
+  dead latents (also rectified), as in ``saes.losses``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from kernels._checks import (
+    check_float,
+    check_indices,
+    check_rows_contiguous,
+    check_same_device,
+    check_shape,
+)
+
+__all__ = [
+    "TopKResult",
+    "check_decode_args",
+    "check_sparse_t_dense_args",
+    "check_topk_args",
+    "check_values_grad_args",
+    "decode",
+    "decode_values_grad",
+    "fp32_math",
+    "n_aux",
+    "out_dtype_of",
+    "sparse_t_dense",
+    "sparse_t_dense_and_sums",
+    "topk_with_aux",
+]
+
+
+class TopKResult(NamedTuple):
+    values: Tensor  # [B, k] rectified pre-activations, pre's dtype
+    indices: Tensor  # [B, k] int64 latent ids
+    aux_values: Tensor  # [B, k_aux'] rectified, among dead latents; k_aux' = min(k_aux, n_dead)
+    aux_indices: Tensor  # [B, k_aux'] int64
+
+
+# ---- argument checks (shared with the Triton launchers) ------------------------------------------
+def check_decode_args(
+    values: Tensor, indices: Tensor, W_dec: Tensor, bias: Tensor | None = None
+) -> None:
+    check_float(values, "values")
+    check_float(W_dec, "W_dec")
+    if bias is not None:
+        check_float(bias, "bias")
+    check_same_device(values=values, indices=indices, W_dec=W_dec, bias=bias)
+    check_shape(W_dec, "W_dec", (None, None), "[d_sae, d_in]")
+    check_indices(indices, W_dec.shape[0])
+    check_shape(values, "values", tuple(indices.shape), "the shape of indices [batch, k]")
+    check_rows_contiguous(W_dec, "W_dec")
+    if bias is not None:
+        check_shape(bias, "bias", (W_dec.shape[1],), "[d_in]")
+
+
+def check_values_grad_args(grad_out: Tensor, indices: Tensor, W_dec: Tensor) -> None:
+    check_float(grad_out, "grad_out")
+    check_float(W_dec, "W_dec")
+    check_same_device(grad_out=grad_out, indices=indices, W_dec=W_dec)
+    check_shape(W_dec, "W_dec", (None, None), "[d_sae, d_in]")
+    check_indices(indices, W_dec.shape[0])
+    check_shape(grad_out, "grad_out", (indices.shape[0], W_dec.shape[1]), "[batch, d_in]")
+    check_rows_contiguous(W_dec, "W_dec")
+
+
+def check_sparse_t_dense_args(indices: Tensor, values: Tensor, dense: Tensor, n_rows: int) -> None:
+    check_float(values, "values")
+    check_float(dense, "dense")
+    check_same_device(indices=indices, values=values, dense=dense)
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be at least 1; got {n_rows}")
+    check_indices(indices, n_rows)
+    check_shape(values, "values", tuple(indices.shape), "the shape of indices [batch, k]")
+    check_shape(dense, "dense", (indices.shape[0], None), "[batch, d]")
+
+
+def check_topk_args(pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> None:
+    check_float(pre, "pre")
+    check_shape(pre, "pre", (None, None), "[batch, d_sae]")
+    if not 1 <= k <= pre.shape[1]:
+        raise ValueError(f"k must be in [1, d_sae={pre.shape[1]}]; got {k}")
+    if k_aux < 0:
+        raise ValueError(f"k_aux must be >= 0; got {k_aux}")
+    if dead_mask is not None:
+        if dead_mask.dtype != torch.bool:
+            raise TypeError(f"dead_mask must be a bool tensor; got {dead_mask.dtype}")
+        check_shape(dead_mask, "dead_mask", (pre.shape[1],), "[d_sae]")
+        check_same_device(pre=pre, dead_mask=dead_mask)
+
+
+def n_aux(dead_mask: Tensor | None, k_aux: int) -> int:
+    """How many aux latents a row gets: min(k_aux, n_dead). Reads n_dead (a sync on GPU)."""
+    if dead_mask is None or k_aux <= 0:
+        return 0
+    return min(k_aux, int(dead_mask.sum()))
+
+
+def fp32_math(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Autocast off: the ops promise fp32 math whatever context they are called in."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def out_dtype_of(*tensors: Tensor | None) -> torch.dtype:
+    dtype = tensors[0].dtype  # type: ignore[union-attr]
+    for t in tensors[1:]:
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+# ---- the ops -------------------------------------------------------------------------------------
+def decode(values: Tensor, indices: Tensor, W_dec: Tensor, bias: Tensor | None = None) -> Tensor:
+    """[B, k] values at latents ``indices`` times decoder rows, summed, plus bias → [B, d_in]."""
+    check_decode_args(values, indices, W_dec, bias)
+    with fp32_math(W_dec.device):
+        rows = W_dec.float()[indices]  # [B, k, d_in]
+        out = torch.einsum("bk,bkd->bd", values.float(), rows)
+        if bias is not None:
+            out = out + bias.float()
+    return out.to(out_dtype_of(values, W_dec, bias))
+
+
+def decode_values_grad(grad_out: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:
+    """Gradient of ``decode`` w.r.t. its values: ⟨grad_out[b], W_dec[indices[b, j]]⟩ → [B, k]."""
+    check_values_grad_args(grad_out, indices, W_dec)
+    with fp32_math(W_dec.device):
+        rows = W_dec.float()[indices]  # [B, k, d_in]
+        out = torch.einsum("bd,bkd->bk", grad_out.float(), rows)
+    return out.to(out_dtype_of(grad_out, W_dec))
+
+
+def sparse_t_dense_and_sums(
+    indices: Tensor,
+    values: Tensor,
+    dense: Tensor,
+    n_rows: int,
+    *,
+    transpose: bool = False,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(Sᵀ·dense, Σ values per latent), S the [B, n_rows] matrix holding ``values`` at ``indices``.
+
+    ``transpose=True`` returns the product as [d, n_rows] (the layout of W_enc's gradient).
+    Repeated (row, latent) pairs add up.
+    """
+    check_sparse_t_dense_args(indices, values, dense, n_rows)
+    dtype = out_dtype or out_dtype_of(values, dense)
+    S = dense.new_zeros(indices.shape[0], n_rows, dtype=torch.float32)
+    S.scatter_add_(1, indices, values.float())
+    with fp32_math(dense.device):
+        out = S.T @ dense.float()  # [n_rows, d]
+    out = out.T if transpose else out
+    return out.contiguous().to(dtype), S.sum(0).to(dtype)
+
+
+def sparse_t_dense(
+    indices: Tensor,
+    values: Tensor,
+    dense: Tensor,
+    n_rows: int,
+    *,
+    transpose: bool = False,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Σ_{(b, j): indices[b, j] = n} values[b, j] · dense[b] → [n_rows, d] (see the module doc)."""
+    return sparse_t_dense_and_sums(
+        indices, values, dense, n_rows, transpose=transpose, out_dtype=out_dtype
+    )[0]
+
+
+def topk_with_aux(
+    pre: Tensor, k: int, dead_mask: Tensor | None = None, k_aux: int = 0
+) -> TopKResult:
+    """Row top-k of ``pre`` (rectified) and the aux-k choice among dead latents."""
+    check_topk_args(pre, k, dead_mask, k_aux)
+    values, indices = pre.topk(k, dim=-1)
+    ka = n_aux(dead_mask, k_aux)
+    if ka == 0:
+        empty = pre.new_zeros(pre.shape[0], 0)
+        return TopKResult(values.relu(), indices, empty, empty.long())
+    assert dead_mask is not None
+    aux_values, aux_indices = pre.masked_fill(~dead_mask, float("-inf")).topk(ka, dim=-1)
+    return TopKResult(values.relu(), indices, aux_values.relu(), aux_indices)
