@@ -96,6 +96,9 @@ class TrainConfig:
     """How to initialise the decoder bias from the first batches of data."""
     init_batches: int = 4
     """Batches read for the b_dec and normalisation estimates."""
+    sparse_path: Literal["auto", "on", "off"] = "auto"
+    """TopK only: compute the step sparsely through ``kernels`` (Triton on CUDA, the eager
+    reference on CPU). ``auto`` turns it on for TopK SAEs; the dense path is the reference."""
     mixed_precision: bool = True
     """bfloat16 autocast on CUDA (ignored on CPU, where training stays fp32 and bit-reproducible)."""
     seed: int = 0
@@ -114,6 +117,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.lr_warmup_steps + self.lr_decay_steps > self.total_steps:
             raise ConfigError("lr_warmup_steps + lr_decay_steps must not exceed total_steps")
+        if self.sparse_path not in ("auto", "on", "off"):
+            raise ConfigError(f"sparse_path must be auto, on or off, got {self.sparse_path!r}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ConfigError(
                 f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}"

@@ -18,7 +18,7 @@ from torch import Tensor
 from saes.activations import topk_mask_values
 from saes.sae import SAE, SAEOutput
 
-__all__ = ["LossOutput", "aux_k_loss", "sae_loss"]
+__all__ = ["LossOutput", "StepStats", "aux_k_loss", "sae_loss", "sparse_topk_loss"]
 
 
 class LossOutput(NamedTuple):
@@ -26,6 +26,55 @@ class LossOutput(NamedTuple):
     mse: Float[Tensor, ""]
     sparsity: Float[Tensor, ""]
     aux: Float[Tensor, ""]
+
+
+class StepStats(NamedTuple):
+    """What the trainer needs from a step besides the loss, from either path."""
+
+    recon: Float[Tensor, "batch d_in"]  # in the input's (raw) space
+    fired: Bool[Tensor, " d_sae"]  # latents active on at least one row
+    l0: Float[Tensor, ""]  # mean active latents per row
+
+
+def dense_stats(out: SAEOutput) -> StepStats:
+    active = out.acts.detach() != 0
+    return StepStats(out.recon.detach(), active.any(0), active.sum(-1).float().mean())
+
+
+def sparse_topk_loss(
+    sae: SAE,
+    x: Float[Tensor, "batch d_in"],
+    *,
+    dead: Bool[Tensor, " d_sae"] | None = None,
+    k_aux: int = 0,
+    aux_coefficient: float = 0.0,
+) -> tuple[LossOutput, StepStats]:
+    """The TopK loss of :func:`sae_loss`, computed sparsely through ``kernels`` (Triton on CUDA,
+    the eager reference elsewhere): only the encoder GEMM is dense; decode, the value gradient
+    and the weight gradients touch the k kept latents per row."""
+    from kernels.autograd import sparse_sae_loss
+
+    if sae.cfg.activation != "topk":
+        raise ValueError(f"the sparse path covers topk SAEs; this one is {sae.cfg.activation!r}")
+    scale = sae.input_scale.to(sae.W_enc.dtype)
+    use_aux = dead is not None and bool(aux_coefficient) and k_aux > 0
+    loss, out = sparse_sae_loss(
+        x.to(sae.W_enc.dtype) * scale,
+        sae.W_enc,
+        sae.b_enc,
+        sae.W_dec,
+        sae.b_dec,
+        sae.cfg.k,
+        dead_mask=dead if use_aux else None,
+        k_aux=k_aux if use_aux else 0,
+        aux_coefficient=aux_coefficient if use_aux else 0.0,
+    )
+    active = out.values.detach() > 0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
+    fired[out.indices[active]] = True
+    stats = StepStats((out.recon.detach() / scale), fired, active.sum(-1).float().mean())
+    zero = loss.mse.new_zeros(())
+    return LossOutput(loss.total, loss.mse, zero, loss.aux), stats
 
 
 def aux_k_loss(

@@ -35,7 +35,7 @@ from torch import Tensor
 from interp._io import atomic_write_bytes, atomic_write_json, fsync_dir, read_json
 from interp.manifest import run_manifest
 from saes.config import TrainConfig
-from saes.losses import sae_loss
+from saes.losses import StepStats, dense_stats, sae_loss, sparse_topk_loss
 from saes.sae import SAE
 
 __all__ = ["NonFiniteLossError", "Trainer"]
@@ -88,6 +88,21 @@ class Trainer:
         )  # tokens_seen at last firing
         self.k_aux = sae.cfg.d_in // 2 if cfg.aux_k is None else cfg.aux_k
         self._initialised = False
+        if cfg.sparse_path == "on" and sae.cfg.activation != "topk":
+            raise ValueError(
+                f"sparse_path='on' needs a topk SAE; this one is {sae.cfg.activation!r}"
+            )
+        self.sparse = sae.cfg.activation == "topk" and cfg.sparse_path != "off"
+        self.path_reason = self._path_reason()
+        log.info("SAE step: %s", self.path_reason)
+
+    def _path_reason(self) -> str:
+        if not self.sparse:
+            return f"dense PyTorch path ({self.sae.cfg.activation} SAE, sparse_path={self.cfg.sparse_path})"
+        from kernels.dispatch import backend_choice
+
+        backend, why = backend_choice(self.device)
+        return f"sparse path through kernels, backend {backend}: {why}"
 
     # ---- schedules -----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -179,14 +194,24 @@ class Trainer:
             group["lr"] = self.lr_at(self.step)
         use_amp = cfg.mixed_precision and self.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss, out = sae_loss(
-                sae,
-                x,
-                sparsity_coefficient=self.sparsity_at(self.step),
-                dead=self.dead_mask(),
-                k_aux=self.k_aux,
-                aux_coefficient=cfg.aux_coefficient,
-            )
+            if self.sparse:
+                loss, stats = sparse_topk_loss(
+                    sae,
+                    x,
+                    dead=self.dead_mask(),
+                    k_aux=self.k_aux,
+                    aux_coefficient=cfg.aux_coefficient,
+                )
+            else:
+                loss, out = sae_loss(
+                    sae,
+                    x,
+                    sparsity_coefficient=self.sparsity_at(self.step),
+                    dead=self.dead_mask(),
+                    k_aux=self.k_aux,
+                    aux_coefficient=cfg.aux_coefficient,
+                )
+                stats = dense_stats(out)
         if not torch.isfinite(loss.total):
             raise NonFiniteLossError(
                 f"the loss became {loss.total.item()} at step {self.step} (batch {self.step} of the data stream; "
@@ -207,12 +232,11 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
         self.optimizer.step()
         sae.normalize_decoder_()
-        self._track_firing(out.acts)
+        self._track_firing(stats.fired)
         self.step += 1
-        return self._step_metrics(x, loss, out)
+        return self._step_metrics(x, loss, stats)
 
-    def _track_firing(self, acts: Tensor) -> None:
-        fired = (acts.detach() != 0).any(0)
+    def _track_firing(self, fired: Tensor) -> None:
         if self.world > 1:
             fired_i = fired.to(torch.int32)
             dist.all_reduce(fired_i, op=dist.ReduceOp.MAX)
@@ -221,8 +245,8 @@ class Trainer:
         self.last_fired[fired] = self.tokens_seen
 
     @torch.no_grad()
-    def _step_metrics(self, x: Tensor, loss: Any, out: Any) -> dict[str, float]:
-        xf, rf = x.float(), out.recon.float()
+    def _step_metrics(self, x: Tensor, loss: Any, stats: StepStats) -> dict[str, float]:
+        xf, rf = x.float(), stats.recon.float()
         resid = (xf - rf).pow(2).sum()
         total = (xf - xf.mean(0)).pow(2).sum().clamp_min(1e-12)
         return {
@@ -233,7 +257,7 @@ class Trainer:
             "mse": loss.mse.item(),
             "sparsity_loss": loss.sparsity.item(),
             "aux_loss": loss.aux.item(),
-            "l0": (out.acts != 0).sum(-1).float().mean().item(),
+            "l0": stats.l0.item(),
             "explained_variance": 1 - (resid / total).item(),
             "dead_fraction": self.dead_mask().float().mean().item(),
         }

@@ -219,3 +219,20 @@ def test_two_gloo_processes_match_one(tmp_path):
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_sparse_path_trains_like_the_dense_reference():
+    runs = {}
+    for path in ("on", "off"):
+        c = cfg(total_steps=15, checkpoint_every=0, dead_after_tokens=320, sparse_path=path)
+        t = Trainer(c, sae(), synthetic, progress=False)
+        assert t.sparse == (path == "on")
+        runs[path] = t.fit()
+    pairs = zip(runs["on"].state_dict().items(), runs["off"].state_dict().items(), strict=True)
+    for (name, a), (_, b) in pairs:
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sparse_path_refuses_other_activations():
+    with pytest.raises(ValueError, match="needs a topk SAE"):
+        Trainer(cfg(sparse_path="on"), sae("relu"), synthetic(), progress=False)
