@@ -60,11 +60,16 @@ def bench_ops(cfg: Cfg, ops: Backend) -> dict[str, dict[str, float | str]]:
     t = _inputs(cfg)
     res = ops.topk_with_aux(t["pre"], k, t["dead"], d_in // 2)
     v, i = res.values, res.indices
+    n_dead = int(t["dead"].sum())
     acts = torch.zeros_like(t["pre"]).scatter_(1, i, v)
     W, g, x = t["W_dec"], t["g"], t["x"]
     pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
-        "topk+aux": (
-            lambda: ops.topk_with_aux(t["pre"], k, t["dead"], d_in // 2),
+        "topk+aux kernel": (
+            lambda: triton_ops.topk_with_aux(t["pre"], k, t["dead"], d_in // 2, kernel=True),
+            lambda: REFERENCE.topk_with_aux(t["pre"], k, t["dead"], d_in // 2),
+        ),
+        "topk+aux default": (
+            lambda: ops.topk_with_aux(t["pre"], k, t["dead"], d_in // 2, n_dead=n_dead),
             lambda: REFERENCE.topk_with_aux(t["pre"], k, t["dead"], d_in // 2),
         ),
         "decode": (lambda: ops.decode(v, i, W), lambda: acts @ W),
@@ -127,7 +132,9 @@ def tile_sweep(cfg: Cfg) -> list[dict[str, Any]]:
         "decode_values_grad": lambda s: triton_ops.decode_values_grad(g, i, W, tiles=s),
         "dW_dec": lambda s: triton_ops.sparse_t_dense(i, v, g, d_sae, tiles=s),
         "dW_enc^T": lambda s: triton_ops.sparse_t_dense(i, v, x, d_sae, transpose=True, tiles=s),
-        "topk+aux": lambda s: triton_ops.topk_with_aux(t["pre"], k, t["dead"], d_in // 2, tiles=s),
+        "topk+aux": lambda s: triton_ops.topk_with_aux(
+            t["pre"], k, t["dead"], d_in // 2, tiles=s, kernel=True
+        ),
     }
     out: list[dict[str, Any]] = []
     for op, choices in SWEEP.items():
@@ -144,8 +151,8 @@ def tile_sweep(cfg: Cfg) -> list[dict[str, Any]]:
 
 def print_sweep(rows: list[dict[str, Any]]) -> None:
     print(
-        "\ntile sweep (first size; launcher defaults: decode BM16 BD128, values_grad BM16 BK8 "
-        "BD64, dW BL32 BE16 BD64, topk BM1 BN512 BA512)"
+        "\ntile sweep (first size; launcher defaults: decode BM16 BD64, values_grad BM8 BK8 "
+        "BD128, dW BL16 BE16 BD128, topk BM1 BN512 BA512)"
     )
     for r in rows:
         tiles = " ".join(f"{k}={v}" for k, v in r["tiles"].items())

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from kernels.dispatch import Backend, get_backend
-from kernels.reference import TopKResult, fp32_math
+from kernels.reference import TopKResult, count_dead, fp32_math
 
 __all__ = [
     "SparseLossOutput",
@@ -153,14 +153,14 @@ class _EncodeSelectFn(torch.autograd.Function):
 
 # ---- activations ---------------------------------------------------------------------------------
 def _batchtopk_select(
-    pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int, ops: Backend
+    pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int, ops: Backend, n_dead: int | None
 ) -> TopKResult:
     B, N = pre.shape
     n_keep = min(k * B, B * N)
     # Kept: rectified values >= the (k·B)-th largest rectified value, and positive.
     threshold = pre.flatten().topk(n_keep, sorted=False).values.min()
     k_max = int(((pre >= threshold) & (pre > 0)).sum(1).max().clamp_min(1))  # a sync
-    res = ops.topk_with_aux(pre, min(k_max, N), dead_mask, k_aux)
+    res = ops.topk_with_aux(pre, min(k_max, N), dead_mask, k_aux, n_dead=n_dead)
     keep = (res.values >= threshold) & (res.values > 0)
     values = torch.where(keep, res.values, 0)
     return TopKResult(values, res.indices, res.aux_values, res.aux_indices)
@@ -187,13 +187,14 @@ def sae_forward(
     threshold: Tensor | None = None,
     dead_mask: Tensor | None = None,
     k_aux: int = 0,
+    n_dead: int | None = None,
     backend: Backend | None = None,
 ) -> SparseSAEOutput:
     """Sparse SAE forward, differentiable w.r.t. W_enc, b_enc, W_dec, b_dec (and x).
 
     Shapes as ``saes.sae.SAE``: W_enc [d_in, d_sae], W_dec [d_sae, d_in]. ``k`` for topk and
     batchtopk; ``threshold`` [d_sae] (θ, not log θ) for jumprelu; aux-k (``dead_mask``, ``k_aux``)
-    for topk and batchtopk.
+    for topk and batchtopk; ``n_dead`` (= dead_mask.sum(), if known) saves a device sync.
     """
     ops = backend or get_backend(x.device)
     select: Selector
@@ -201,7 +202,7 @@ def sae_forward(
         if k is None:
             raise ValueError(f"activation={activation!r} needs k")
         rule = ops.topk_with_aux if activation == "topk" else partial(_batchtopk_select, ops=ops)
-        select = partial(rule, k=k, dead_mask=dead_mask, k_aux=k_aux)
+        select = partial(rule, k=k, dead_mask=dead_mask, k_aux=k_aux, n_dead=n_dead)
     elif activation == "jumprelu":
         if threshold is None:
             raise ValueError("activation='jumprelu' needs threshold (θ per latent, [d_sae])")
@@ -245,6 +246,7 @@ def sparse_sae_loss(
     dead_mask: Tensor | None = None,
     k_aux: int = 0,
     aux_coefficient: float = 0.0,
+    n_dead: int | None = None,
     backend: Backend | None = None,
 ) -> tuple[SparseLossOutput, SparseSAEOutput]:
     """The TopK/BatchTopK training loss of ``saes.losses.sae_loss`` through the kernels.
@@ -252,9 +254,15 @@ def sparse_sae_loss(
     x is in the SAE's normalised space (multiply raw activations by the input scale first).
     mse = mean over rows of ‖x̂ − x‖²; aux = α · min(n_dead/k_aux', 1) · ‖ê − e‖² / ‖e − mean e‖²
     with e = x − x̂ (detached) and ê the aux latents decoded without bias.
+
+    n_dead (= dead_mask.sum()) is read once here (one device sync per step) unless passed in.
     """
     ops = backend or get_backend(x.device)
-    ka = k_aux if aux_coefficient else 0
+    ka = k_aux if aux_coefficient and dead_mask is not None else 0
+    if ka > 0 and dead_mask is not None:
+        n_dead = count_dead(dead_mask, n_dead)
+        if n_dead == 0:  # fast path: no aux work at all
+            ka = 0
     out = sae_forward(
         x,
         W_enc,
@@ -265,12 +273,13 @@ def sparse_sae_loss(
         k=k,
         dead_mask=dead_mask,
         k_aux=ka,
+        n_dead=n_dead,
         backend=ops,
     )
     mse = (out.recon - x.to(out.recon.dtype)).pow(2).sum(-1).mean()
     aux = mse.new_zeros(())
-    if out.aux_indices.shape[1] and dead_mask is not None:
-        n_dead, kk = int(dead_mask.sum()), out.aux_indices.shape[1]
+    if out.aux_indices.shape[1] and n_dead:
+        kk = out.aux_indices.shape[1]
         err = (x.to(out.recon.dtype) - out.recon).detach()
         err_hat = sparse_decode(out.aux_values, out.aux_indices, W_dec, backend=ops)
         variance = (err - err.mean(0)).pow(2).sum().clamp_min(1e-8)

@@ -3,19 +3,24 @@ dense PyTorch path, with the GEMM and copy ceilings measured in the same run.
 
 A step is what ``saes.trainer`` does: forward and loss (mse + aux-k, α = 1/32, k_aux = d_in/2,
 1/16 of the latents dead), backward, decoder-parallel gradient removal, Adam, decoder renorm.
-Precision, both paths alike: fp32 parameters and Adam state, bf16 autocast (the trainer's
-``mixed_precision``). Paths: ``dense`` (``saes.SAE`` + ``saes.losses.sae_loss``), ``kernels``
-(``kernels.sparse_sae_loss``, Triton backend) and ``kernels+torch.topk`` (the same with the
-selection done by torch.topk, to show what the top-k kernel buys). Without a GPU the reference
-path runs on CPU at a small size, and says so. Prints tables, then one ``BENCH_JSON`` line.
+Precision, both paths alike: fp32 parameters and Adam state (``Adam(fused=True)`` for every
+path), bf16 autocast on GPU (the trainer's ``mixed_precision``). Paths: ``dense`` (``saes.SAE`` +
+``saes.losses.sae_loss``), ``kernels`` (``kernels.sparse_sae_loss``, Triton backend, torch.topk
+selection) and ``kernels+topk kernel`` (selection by the Triton top-k kernel). The kernel paths
+get n_dead from the host (as a trainer caching its dead count would), so they make no device
+sync. Without a GPU: the full step at (576, 4608, 32, 4096) on CPU, dense vs the reference
+backend, interleaved, medians. ``--profile`` adds a torch.profiler summary per path (GPU).
+Prints tables, then one ``BENCH_JSON`` line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +35,7 @@ from saes.losses import sae_loss
 from saes.sae import SAE
 
 CONFIGS = [(768, 24576, 32, 4096), (2304, 65536, 64, 4096)]  # (d_in, d_sae, k, batch)
-CPU_CONFIG = (64, 1024, 8, 256)
+CPU_CONFIG = (576, 4608, 32, 4096)
 AUX = 1 / 32  # aux-k coefficient, the trainer's default
 
 
@@ -65,10 +70,11 @@ def make_step(
 ) -> Callable[[], None]:
     d_in, d_sae, k, batch = cfg
     sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, activation="topk"), seed=0).to(device)
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, d_in, device=device, generator=gen)
     dead = torch.arange(d_sae, device=device) % 16 == 0
+    n_dead = len(range(0, d_sae, 16))
     amp = device.type == "cuda"
 
     def step() -> None:
@@ -78,7 +84,8 @@ def make_step(
             else:
                 total = sparse_sae_loss(
                     x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, k,
-                    dead_mask=dead, k_aux=d_in // 2, aux_coefficient=AUX, backend=backend,
+                    dead_mask=dead, k_aux=d_in // 2, aux_coefficient=AUX, n_dead=n_dead,
+                    backend=backend,
                 )[0].total  # fmt: skip
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -164,28 +171,97 @@ def print_steps(cfg: tuple[int, int, int, int], steps: dict[str, dict]) -> None:
 
 
 def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
-    print(
-        "NO GPU: running the reference path on CPU at a small size. These are NOT kernel numbers."
-    )
+    threads = torch.get_num_threads()
+    print(f"NO GPU: the full step on CPU ({threads} threads), dense vs the reference backend")
     device = torch.device("cpu")
-    paths: dict[str, Backend | None] = {"dense": None, "kernels(reference)": REFERENCE}
-    steps = bench_steps(CPU_CONFIG, device, paths, args.iters, 1)
-    if not args.no_saelens:
-        steps["saelens"] = saelens_step(CPU_CONFIG, device, args.iters, 1)
-    print_steps(CPU_CONFIG, steps)
+    cfg = CPU_CONFIG
+    steps = {
+        "dense": make_step("dense", cfg, device, None),
+        "kernels(reference)": make_step("kernels", cfg, device, REFERENCE),
+    }
+    times: dict[str, list[float]] = {p: [] for p in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(args.cpu_iters):  # interleaved: load from other processes hits both alike
+        for p, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[p].append((time.perf_counter() - t0) * 1e3)
+    out: dict[str, dict] = {}
+    for p, ts in times.items():
+        ms = statistics.median(ts)
+        out[p] = {"ms": ms, "ms_all": [round(t, 1) for t in ts], "tokens_per_s": cfg[3] / ms * 1e3,
+                  "peak_mib": None}  # fmt: skip
+    print_steps(cfg, out)
+    ratio = out["dense"]["ms"] / out["kernels(reference)"]["ms"]
+    print(f"  kernels(reference) vs dense: {ratio:.2f}x (medians of {args.cpu_iters})")
     return {
         "device": "cpu",
-        "note": "no GPU: reference path at a small size",
-        "configs": [
-            {
-                "d_in": CPU_CONFIG[0],
-                "d_sae": CPU_CONFIG[1],
-                "k": CPU_CONFIG[2],
-                "batch": CPU_CONFIG[3],
-                "steps": steps,
-            }
-        ],
+        "threads": threads,
+        "note": "no GPU: reference backend on CPU; Adam(fused=True) for both paths",
+        "configs": [dict(zip(("d_in", "d_sae", "k", "batch"), cfg, strict=True), steps=out)],
+        "speedup": ratio,
     }
+
+
+def profile_steps(
+    cfg: tuple[int, int, int, int], paths: dict[str, Backend | None], n_steps: int = 5
+) -> dict[str, Any]:
+    """torch.profiler over ``n_steps`` of each path: the top CUDA kernels by total time, the
+    GPU-busy time per step against the wall time, and the host syncs seen."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device("cuda")
+    out: dict[str, Any] = {}
+    for path, backend in paths.items():
+        try:
+            step = make_step(path, cfg, device, backend)
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(n_steps):
+                    step()
+                torch.cuda.synchronize()
+            wall = (time.perf_counter() - t0) * 1e3 / n_steps
+            kernels: dict[str, list[float]] = {}
+            syncs = launches = 0
+            for ev in prof.events():
+                name = ev.name
+                if ev.device_type == torch.autograd.DeviceType.CUDA:
+                    tot = kernels.setdefault(name, [0.0, 0])
+                    tot[0] += ev.time_range.elapsed_us()
+                    tot[1] += 1
+                elif "Synchronize" in name or name in ("cudaMemcpyAsync", "aten::item"):
+                    syncs += name != "aten::item"
+                elif name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"):
+                    launches += 1
+            busy = sum(v[0] for v in kernels.values()) / 1e3 / n_steps
+            top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:15]
+            out[path] = {
+                "wall_ms_per_step (profiled)": wall,
+                "gpu_busy_ms_per_step": busy,
+                "launches_per_step": launches / n_steps,
+                "sync_calls_per_step": syncs / n_steps,
+                "top": [(nm[:90], v[0] / 1e3 / n_steps, v[1] // n_steps) for nm, v in top],
+            }
+        except Exception as err:  # a profiler problem must not lose the rest of the bench
+            out[path] = {"error": f"{type(err).__name__}: {err}"[:400]}
+        gc.collect()
+        torch.cuda.empty_cache()
+    for path, r in out.items():
+        if "error" in r:
+            print(f"\nprofile {path}: {r['error']}")
+            continue
+        print(
+            f"\nprofile {path}: wall {r['wall_ms_per_step (profiled)']:.3f} ms/step, GPU busy "
+            f"{r['gpu_busy_ms_per_step']:.3f} ms/step, {r['launches_per_step']:.0f} launches, "
+            f"{r['sync_calls_per_step']:.1f} sync/memcpy calls per step"
+        )
+        for nm, ms, calls in r["top"]:
+            print(f"  {ms:8.3f} ms {calls:4d}x  {nm}")
+    return out
 
 
 def run_cuda(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,13 +284,17 @@ def run_cuda(args: argparse.Namespace) -> dict[str, Any]:
         "precision": "fp32 params + Adam, bf16 autocast",
     }
     result["triton"] = ops_bench.triton_version()
+    from kernels import triton_ops
+
     paths: dict[str, Backend | None] = {
         "dense": None,
         "kernels": triton_backend,
-        "kernels+torch.topk": dataclasses.replace(
-            triton_backend, topk_with_aux=REFERENCE.topk_with_aux
+        "kernels+topk kernel": dataclasses.replace(
+            triton_backend, topk_with_aux=functools.partial(triton_ops.topk_with_aux, kernel=True)
         ),
     }
+    if args.profile:
+        result["profile"] = profile_steps(CONFIGS[0], {p: paths[p] for p in ("dense", "kernels")})
     configs = CONFIGS[:1] if args.quick else CONFIGS
     for cfg in configs:
         if time.perf_counter() - t0 > args.budget_s:
@@ -249,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-sweep", action="store_true", help="skip the tile-size sweep")
     p.add_argument("--no-saelens", action="store_true", help="skip the SAELens step")
+    p.add_argument("--profile", action="store_true", help="torch.profiler summary (first size)")
+    p.add_argument("--cpu-iters", type=int, default=5, help="timed steps per path on CPU")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     result = run_cuda(args) if torch.cuda.is_available() else run_cpu(args)

@@ -6,6 +6,8 @@ the interpreter). Exits 1 if any check fails, 0 if all pass, 2 without a GPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import os
 import sys
 import time
@@ -47,25 +49,26 @@ def check_ops(T: Backend, dtype: torch.dtype) -> None:
     g = torch.randn(BATCH, D_IN, device=DEVICE, generator=gen).to(dtype)
     dead = torch.rand(D_SAE, device=DEVICE, generator=gen) < 0.3
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    for k_aux in (100, 1100):  # 1100 → a 2048-long list > MAX_KERNEL_K: the torch fallback
-        got, want = (
-            T.topk_with_aux(pre, K, dead, k_aux),
-            REFERENCE.topk_with_aux(pre, K, dead, k_aux),
-        )
+    variants: list[tuple[str, Callable[..., Any]]] = [("", T.topk_with_aux)]
+    if T.name == "triton":  # the default (torch.topk on CUDA) and the one-pass kernel
+        from kernels import triton_ops
+
+        variants.append((" kernel", functools.partial(triton_ops.topk_with_aux, kernel=True)))
+    for (label, topk), k_aux in itertools.product(variants, (100, 1100)):
+        # 1100 → a 2048-long list > MAX_KERNEL_K: the torch fallback; n_dead passed once
+        n_dead = int(dead.sum()) if k_aux == 100 else None
+        got = topk(pre, K, dead, k_aux, n_dead=n_dead)
+        want = REFERENCE.topk_with_aux(pre, K, dead, k_aux)
+        name = f"{tag}{label} k_aux={k_aux}"
+        record(f"topk values {name}", got.values.sort(1).values, want.values.sort(1).values, 0)
         record(
-            f"topk values {tag} k_aux={k_aux}",
-            got.values.sort(1).values,
-            want.values.sort(1).values,
-            0,
-        )
-        record(
-            f"topk aux values {tag} k_aux={k_aux}",
+            f"topk aux values {name}",
             got.aux_values.sort(1).values,
             want.aux_values.sort(1).values,
             0,
         )
         flag(
-            f"topk gather == values {tag} k_aux={k_aux}",
+            f"topk gather == values {name}",
             torch.equal(pre.gather(1, got.indices).relu(), got.values)
             and torch.equal(pre.gather(1, got.aux_indices).relu(), got.aux_values)
             and bool(dead[got.aux_indices].all()),

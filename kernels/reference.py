@@ -17,9 +17,11 @@ latents, ``d_in`` (or ``d``) features.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from kernels._checks import (
@@ -36,6 +38,8 @@ __all__ = [
     "check_sparse_t_dense_args",
     "check_topk_args",
     "check_values_grad_args",
+    "count_dead",
+    "dead_columns",
     "decode",
     "decode_values_grad",
     "fp32_math",
@@ -106,11 +110,24 @@ def check_topk_args(pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -
         check_same_device(pre=pre, dead_mask=dead_mask)
 
 
-def n_aux(dead_mask: Tensor | None, k_aux: int) -> int:
-    """How many aux latents a row gets: min(k_aux, n_dead). Reads n_dead (a sync on GPU)."""
+def n_aux(dead_mask: Tensor | None, k_aux: int, n_dead: int | None = None) -> int:
+    """How many aux latents a row gets: min(k_aux, n_dead). Reads n_dead (a sync on GPU) unless
+    the caller passes it."""
     if dead_mask is None or k_aux <= 0:
         return 0
-    return min(k_aux, int(dead_mask.sum()))
+    return min(k_aux, count_dead(dead_mask, n_dead))
+
+
+def count_dead(dead_mask: Tensor, n_dead: int | None = None) -> int:
+    """``n_dead`` if given (trusted: the caller knows it, e.g. from host-side counters), else
+    dead_mask.sum() read back (a device sync)."""
+    return int(dead_mask.sum()) if n_dead is None else int(n_dead)
+
+
+def dead_columns(dead_mask: Tensor, n_dead: int) -> Tensor:
+    """The ids of the dead latents, ascending, int64; a stable sort, so no host sync (unlike
+    nonzero, whose output size must be read back)."""
+    return torch.argsort((~dead_mask).to(torch.uint8), stable=True)[:n_dead]
 
 
 def fp32_math(device: torch.device) -> contextlib.AbstractContextManager[object]:
@@ -129,12 +146,22 @@ def out_dtype_of(*tensors: Tensor | None) -> torch.dtype:
 
 
 # ---- the ops -------------------------------------------------------------------------------------
+# CPU gets sparse formulations (embedding_bag, SDDMM, sparse·dense) that never build a dense
+# [B, d_sae] matrix or a [B, k, d] gather; other devices keep the direct gather/scatter forms,
+# chunked by rows so the [rows, k, d] gather stays bounded.
+_GATHER_CHUNK = 1 << 24  # elements of one [rows, k, d] gather on non-CPU devices
+
+
 def decode(values: Tensor, indices: Tensor, W_dec: Tensor, bias: Tensor | None = None) -> Tensor:
     """[B, k] values at latents ``indices`` times decoder rows, summed, plus bias → [B, d_in]."""
     check_decode_args(values, indices, W_dec, bias)
+    B, k = indices.shape
     with fp32_math(W_dec.device):
-        rows = W_dec.float()[indices]  # [B, k, d_in]
-        out = torch.einsum("bk,bkd->bd", values.float(), rows)
+        W = W_dec.float()
+        if k == 0 or B == 0:
+            out = W.new_zeros(B, W.shape[1])
+        else:
+            out = F.embedding_bag(indices, W, per_sample_weights=values.float(), mode="sum")
         if bias is not None:
             out = out + bias.float()
     return out.to(out_dtype_of(values, W_dec, bias))
@@ -143,9 +170,27 @@ def decode(values: Tensor, indices: Tensor, W_dec: Tensor, bias: Tensor | None =
 def decode_values_grad(grad_out: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:
     """Gradient of ``decode`` w.r.t. its values: ⟨grad_out[b], W_dec[indices[b, j]]⟩ → [B, k]."""
     check_values_grad_args(grad_out, indices, W_dec)
+    B, k = indices.shape
     with fp32_math(W_dec.device):
-        rows = W_dec.float()[indices]  # [B, k, d_in]
-        out = torch.einsum("bd,bkd->bk", grad_out.float(), rows)
+        W, g = W_dec.float(), grad_out.float()
+        if B == 0 or k == 0:
+            out = g.new_zeros(B, k)
+        elif W.device.type == "cpu":
+            # SDDMM: g Wᵀ evaluated only at the (b, indices[b, j]) entries, one per entry.
+            crow = torch.arange(0, B * k + 1, k, device=W.device)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                pattern = torch.sparse_csr_tensor(
+                    crow, indices.reshape(-1), g.new_zeros(B * k), (B, W.shape[0])
+                )
+            out = torch.sparse.sampled_addmm(pattern, g, W.T, beta=0.0).values().view(B, k)
+        else:
+            step = max(1, _GATHER_CHUNK // (k * W.shape[1]))
+            parts = [
+                torch.bmm(W[indices[s : s + step]], g[s : s + step, :, None]).squeeze(-1)
+                for s in range(0, B, step)
+            ]
+            out = torch.cat(parts)
     return out.to(out_dtype_of(grad_out, W_dec))
 
 
@@ -165,12 +210,22 @@ def sparse_t_dense_and_sums(
     """
     check_sparse_t_dense_args(indices, values, dense, n_rows)
     dtype = out_dtype or out_dtype_of(values, dense)
-    S = dense.new_zeros(indices.shape[0], n_rows, dtype=torch.float32)
-    S.scatter_add_(1, indices, values.float())
+    B, k = indices.shape
+    flat_idx, flat_v = indices.reshape(-1), values.reshape(-1).float()
+    sums = torch.zeros(n_rows, device=dense.device).index_add_(0, flat_idx, flat_v)
     with fp32_math(dense.device):
-        out = S.T @ dense.float()  # [n_rows, d]
+        if dense.device.type == "cpu":
+            rows = torch.arange(B, device=dense.device).repeat_interleave(k)
+            St = torch.sparse_coo_tensor(
+                torch.stack([flat_idx, rows]), flat_v, (n_rows, B), check_invariants=False
+            )  # duplicates are summed when mm coalesces
+            out = torch.sparse.mm(St, dense.float())  # [n_rows, d]
+        else:
+            S = dense.new_zeros(B, n_rows, dtype=torch.float32)
+            S.scatter_add_(1, indices, flat_v.view(B, k))
+            out = S.T @ dense.float()
     out = out.T if transpose else out
-    return out.contiguous().to(dtype), S.sum(0).to(dtype)
+    return out.contiguous().to(dtype), sums.to(dtype)
 
 
 def sparse_t_dense(
@@ -189,15 +244,23 @@ def sparse_t_dense(
 
 
 def topk_with_aux(
-    pre: Tensor, k: int, dead_mask: Tensor | None = None, k_aux: int = 0
+    pre: Tensor,
+    k: int,
+    dead_mask: Tensor | None = None,
+    k_aux: int = 0,
+    *,
+    n_dead: int | None = None,
 ) -> TopKResult:
-    """Row top-k of ``pre`` (rectified) and the aux-k choice among dead latents."""
+    """Row top-k of ``pre`` (rectified) and the aux-k choice among dead latents. ``n_dead``
+    (= dead_mask.sum(), if the caller knows it) saves a device sync."""
     check_topk_args(pre, k, dead_mask, k_aux)
     values, indices = pre.topk(k, dim=-1)
-    ka = n_aux(dead_mask, k_aux)
+    ka = n_aux(dead_mask, k_aux, n_dead)
     if ka == 0:
         empty = pre.new_zeros(pre.shape[0], 0)
         return TopKResult(values.relu(), indices, empty, empty.long())
     assert dead_mask is not None
-    aux_values, aux_indices = pre.masked_fill(~dead_mask, float("-inf")).topk(ka, dim=-1)
-    return TopKResult(values.relu(), indices, aux_values.relu(), aux_indices)
+    # Only the dead columns are searched (a [B, n_dead] copy, not a masked [B, d_sae] one).
+    cols = dead_columns(dead_mask, count_dead(dead_mask, n_dead))
+    aux_values, j = pre.index_select(1, cols).topk(ka, dim=-1)
+    return TopKResult(values.relu(), indices, aux_values.relu(), cols[j])

@@ -7,7 +7,7 @@ on first use). Whether it runs compiled (CUDA tensors) or interpreted (CPU tenso
 
 Tiles are picked from the shapes (no autotune: it cannot run under the interpreter). Interpreted
 runs cost about 5 ms per program per loop iteration whatever the tile size, so there the tiles
-cover the whole (tiny) problem.
+cover the whole (tiny) problem. GPU tiles: the best of the H200 sweep at d_in=768, d_sae=24576.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from kernels.reference import (
     check_sparse_t_dense_args,
     check_topk_args,
     check_values_grad_args,
+    count_dead,
+    dead_columns,
     n_aux,
     out_dtype_of,
 )
@@ -95,7 +97,7 @@ def decode(
     if out.numel() == 0 or k == 0:  # (empty tensors may have null pointers: no launch)
         return out.copy_(bias.expand(B, D)) if bias is not None else out.zero_()
     cpu = _on_cpu(W_dec)
-    t = _tiles({"BM": min(_p2(B), 64), "BD": min(_p2(D), 256)} if cpu else {"BM": 16, "BD": 128},
+    t = _tiles({"BM": min(_p2(B), 64), "BD": min(_p2(D), 256)} if cpu else {"BM": 16, "BD": 64},
                tiles)  # fmt: skip
     grid = (triton.cdiv(B, t["BM"]), triton.cdiv(D, t["BD"]))
     K.decode_kernel[grid](
@@ -120,7 +122,7 @@ def decode_values_grad(
     if _on_cpu(W_dec):
         default = {"BM": min(_p2(B), 32), "BK": min(_p2(k), 32), "BD": min(_p2(D), 128)}
     else:
-        default = {"BM": 16, "BK": 8, "BD": 64}
+        default = {"BM": 8, "BK": 8, "BD": 128}
     t = _tiles(default, tiles)
     grid = (triton.cdiv(B, t["BM"]), triton.cdiv(k, t["BK"]))
     K.decode_values_grad_kernel[grid](
@@ -135,9 +137,10 @@ def decode_values_grad(
 def _group_by_latent(indices: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
     """(entry ids sorted by latent, stable; offsets [n_rows + 1]) — deterministic glue (a radix
     sort and a binary search; no atomics)."""
-    flat = indices.reshape(-1)
+    # int32 keys: half the radix passes of int64 (latent ids fit: d_sae < 2³¹).
+    flat = indices.reshape(-1).to(torch.int32)
     sorted_lat, order = torch.sort(flat, stable=True)
-    bounds = torch.arange(n_rows + 1, device=flat.device, dtype=flat.dtype)
+    bounds = torch.arange(n_rows + 1, device=flat.device, dtype=torch.int32)
     return order, torch.searchsorted(sorted_lat, bounds)
 
 
@@ -167,7 +170,7 @@ def sparse_t_dense_and_sums(
     if _on_cpu(dense):
         default = {"BL": min(_p2(n_rows), 64), "BD": min(_p2(D), 256), "BE": min(_p2(B * k), 32)}
     else:
-        default = {"BL": 32, "BD": 64, "BE": 16}
+        default = {"BL": 16, "BD": 128, "BE": 16}
     t = _tiles(default, tiles)
     stride_on, stride_od = (1, n_rows) if transpose else (D, 1)
     grid = (triton.cdiv(n_rows, t["BL"]), triton.cdiv(D, t["BD"]))
@@ -196,8 +199,7 @@ def sparse_t_dense(
 
 # ---- row top-k with aux-k --------------------------------------------------------------------------
 def _torch_topk(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """torch.topk, for lists too long for registers (logged at debug level)."""
-    log.debug("top-k: a list of %d is beyond MAX_KERNEL_K=%d: torch.topk instead", k, MAX_KERNEL_K)
+    """torch.topk: the CUDA default, and the fallback for lists too long for registers."""
     values, indices = pre.topk(k, dim=-1)
     return values.relu(), indices
 
@@ -208,24 +210,34 @@ def topk_with_aux(
     dead_mask: Tensor | None = None,
     k_aux: int = 0,
     *,
+    n_dead: int | None = None,
     tiles: Mapping[str, int] | None = None,
+    kernel: bool | None = None,
 ) -> TopKResult:
-    """One pass over each row of ``pre``: top-k (rectified) and the aux top-k among dead latents.
+    """Top-k (rectified) and the aux top-k among dead latents.
+
+    ``kernel``: one pass of the Triton kernel over each row (the interpreter's default), or
+    torch.topk for the main list and for the aux list over the dead columns only (the CUDA
+    default: on H200 torch.topk ran 1.65x faster than the kernel at d_sae=24576, k=32).
+    ``n_dead`` (= dead_mask.sum(), if known) saves the device sync that reads it.
 
     ``tl.topk`` needs a power-of-two k: the running lists hold K = next_pow2(k) ≥ 2 keys and the
-    first k (they come sorted) are kept. Ties break towards the lower latent id. A list longer
-    than MAX_KERNEL_K is chosen by torch.topk instead (the aux one over the dead columns only).
+    first k (they come sorted) are kept. Ties break towards the lower latent id in the kernel.
+    A list longer than MAX_KERNEL_K is chosen by torch.topk instead.
     """
     check_topk_args(pre, k, dead_mask, k_aux)
     _check_runnable(pre)
     pre = pre if pre.stride(-1) == 1 else pre.contiguous()
     B, N = pre.shape
-    ka = n_aux(dead_mask, k_aux)
-    # The dead columns, compacted once here (a sync, as is reading n_dead).
-    dead_idx = torch.nonzero(dead_mask).flatten() if ka and dead_mask is not None else None
+    ka = n_aux(dead_mask, k_aux, n_dead)
+    # Dead columns, compacted by a sort (no sync once n_dead is known).
+    dead_idx = None
+    if ka and dead_mask is not None:
+        dead_idx = dead_columns(dead_mask, count_dead(dead_mask, n_dead))
+    use_kernel = _on_cpu(pre) if kernel is None else kernel
     Kp, Kap = max(_p2(k), 2), (max(_p2(ka), 2) if ka else 0)
-    aux_in_kernel = 0 < Kap <= MAX_KERNEL_K
-    if Kp <= MAX_KERNEL_K and B > 0:
+    aux_in_kernel = use_kernel and 0 < Kap <= MAX_KERNEL_K
+    if use_kernel and Kp <= MAX_KERNEL_K and B > 0:
         values, indices, aux_values, aux_indices = _launch_topk(
             pre, k, ka if aux_in_kernel else 0, dead_idx, tiles
         )

@@ -101,6 +101,20 @@ def test_reference_topk_with_aux() -> None:
     assert torch.equal(res.aux_values, pre[:, 6:].topk(3).values.relu())
     assert R.topk_with_aux(pre, 2, dead, 9).aux_indices.shape == (3, 4)  # min(k_aux, n_dead)
     assert R.topk_with_aux(pre, 2, torch.zeros(10, dtype=torch.bool), 3).aux_values.shape == (3, 0)
+    with_count = R.topk_with_aux(pre, 2, dead, 3, n_dead=4)  # n_dead passed: no read-back
+    assert all(torch.equal(a, b) for a, b in zip(with_count, res, strict=True))
+    assert torch.equal(R.dead_columns(dead, 4), torch.arange(6, 10))
+
+
+def test_reference_loss_without_dead_latents_skips_aux() -> None:
+    sae = make_sae()
+    x = torch.randn(5, 12, generator=torch.Generator().manual_seed(6))
+    none_dead = torch.zeros(40, dtype=torch.bool)
+    W = (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)
+    loss, out = sparse_sae_loss(
+        x, *W, 4, dead_mask=none_dead, k_aux=5, aux_coefficient=0.5, backend=REFERENCE
+    )
+    assert out.aux_indices.shape == (5, 0) and float(loss.aux) == 0.0
 
 
 # ---- the training step through the reference backend, against the dense SAE ------------------------
