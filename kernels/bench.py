@@ -292,6 +292,10 @@ def run_cuda(args: argparse.Namespace) -> dict[str, Any]:
         "kernels+topk kernel": dataclasses.replace(
             triton_backend, topk_with_aux=functools.partial(triton_ops.topk_with_aux, kernel=True)
         ),
+        # the other weight-gradient implementation than the dispatch default (see dispatch.py)
+        "kernels+by-latent dW kernel": dataclasses.replace(
+            triton_backend, sparse_t_dense_and_sums=triton_ops.sparse_t_dense_and_sums
+        ),
     }
     if args.profile:
         result["profile"] = profile_steps(CONFIGS[0], {p: paths[p] for p in ("dense", "kernels")})

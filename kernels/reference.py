@@ -264,3 +264,32 @@ def topk_with_aux(
     cols = dead_columns(dead_mask, count_dead(dead_mask, n_dead))
     aux_values, j = pre.index_select(1, cols).topk(ka, dim=-1)
     return TopKResult(values.relu(), indices, aux_values.relu(), cols[j])
+
+
+def sparse_t_dense_and_sums_gemm(
+    indices: Tensor,
+    values: Tensor,
+    dense: Tensor,
+    n_rows: int,
+    *,
+    transpose: bool = False,
+    out_dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype = torch.bfloat16,
+) -> tuple[Tensor, Tensor]:
+    """``sparse_t_dense_and_sums`` as scatter + one low-precision cuBLAS GEMM.
+
+    The alternative to the by-latent kernel that the H200 profile pointed at: at B·k/d_sae ≈ 5
+    entries per latent a bf16 GEMM over the scattered [B, n_rows] matrix ran 4.5× faster than the
+    kernel. Operands are rounded to ``compute_dtype`` (what bf16 autocast does to the dense path's
+    GEMMs); accumulation is fp32 inside the GEMM; the sums stay fp32. Deterministic: each (row,
+    latent) cell gets at most two scattered values (a main and an aux entry), and a + b = b + a.
+    """
+    check_sparse_t_dense_args(indices, values, dense, n_rows)
+    dtype = out_dtype or out_dtype_of(values, dense)
+    S = dense.new_zeros(indices.shape[0], n_rows, dtype=compute_dtype)
+    S.scatter_add_(1, indices, values.to(compute_dtype))
+    d = dense.to(compute_dtype)
+    out = (d.T @ S) if transpose else (S.T @ d)  # [d, n_rows] or [n_rows, d]
+    sums = torch.zeros(n_rows, device=dense.device, dtype=torch.float32)
+    sums.index_add_(0, indices.reshape(-1), values.reshape(-1).float())
+    return out.to(dtype), sums.to(dtype)

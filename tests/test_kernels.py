@@ -274,3 +274,26 @@ def test_reference_rejects_bad_input() -> None:
         R.topk_with_aux(torch.randn(2, 4), 1, torch.zeros(4), 1)
     with pytest.raises(ValueError, match="activation must be one of"):
         sae_forward(g, W.T, torch.zeros(4), W, torch.zeros(5), activation="relu", k=1)  # type: ignore[arg-type]
+
+
+def test_gemm_weight_gradient_matches_the_reference_to_bf16_precision():
+    import torch
+
+    from kernels import reference
+
+    g = torch.Generator().manual_seed(0)
+    B, k, n, d = 33, 5, 70, 19
+    idx = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(B)])
+    idx = torch.cat([idx, idx[:, :1]], 1)  # a duplicate (row, latent) pair, as main + aux can give
+    vals = torch.randn(B, k + 1, generator=g)
+    dense = torch.randn(B, d, generator=g)
+    for transpose in (False, True):
+        ref, ref_sums = reference.sparse_t_dense_and_sums(idx, vals, dense, n, transpose=transpose)
+        out, sums = reference.sparse_t_dense_and_sums_gemm(idx, vals, dense, n, transpose=transpose)
+        assert out.shape == ref.shape and out.dtype == ref.dtype
+        torch.testing.assert_close(out, ref, rtol=2e-2, atol=5e-2)
+        torch.testing.assert_close(sums, ref_sums)
+        exact, _ = reference.sparse_t_dense_and_sums_gemm(
+            idx, vals, dense, n, transpose=transpose, compute_dtype=torch.float64
+        )
+        torch.testing.assert_close(exact, ref)
