@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def forward_overhead(model: Any, tokens: torch.Tensor, repeats: int) -> dict[str
     runs = {
         "plain": lambda: model(tokens),
         # the same work as the plain forward: every block, the unembedding, logits returned
-        "mechscope": lambda: cache_activations(model, tokens, names, stop_early=False, return_type="logits"),
+        "mechscope": lambda: cache_activations(
+            model, tokens, names, stop_early=False, return_type="logits"
+        ),
         # what cache_activations does by default: stop after the last hooked block (here: skip the unembedding)
         "mechscope_default": lambda: cache_activations(model, tokens, names),
         "transformer_lens": lambda: model.run_with_cache(tokens, names_filter=names),
@@ -75,33 +78,59 @@ def forward_overhead(model: Any, tokens: torch.Tensor, repeats: int) -> dict[str
     }
 
 
+class _RSSSampler:
+    """Highest resident set size seen while the block runs (ru_maxrss would include model loading)."""
+
+    def __init__(self, interval: float = 0.02):
+        import psutil
+
+        self._proc, self.interval, self.peak = psutil.Process(), interval, 0
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> _RSSSampler:
+        self.start = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
 def run_child(args: argparse.Namespace) -> int:
     from interp.corpus import shakespeare
     from interp.models import load_model
     from interp.store import ActivationStore
 
     model = load_model(args.model)
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    store = ActivationStore.write(
-        args.out,
-        model,
-        f"blocks.{args.layer}.hook_resid_post",
-        shakespeare(),
-        max_tokens=args.tokens,
-        context_size=128,
-        batch_size=8,
-    )
+    with _RSSSampler() as rss:
+        store = ActivationStore.write(
+            args.out,
+            model,
+            f"blocks.{args.layer}.hook_resid_post",
+            shakespeare(),
+            max_tokens=args.tokens,
+            context_size=128,
+            batch_size=8,
+        )
     seconds = time.perf_counter() - t
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "tokens": len(store),
                 "seconds": seconds,
                 "tokens_per_s": len(store) / seconds,
-                "peak_rss_mb": rss_peak,
-                "rss_after_load_mb": rss_loaded,
+                "peak_rss_mb": rss.peak / 2**20,
+                "rss_before_write_mb": rss.start / 2**20,
+                "max_rss_incl_load_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "shards": len(store.shards),
             }
         )
@@ -127,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
         f"one hook per layer, {model.cfg.n_layers} hooks)"
     )
     print(f"TL run_with_cache, same  ratio {fo['tl_run_with_cache_ratio']:.3f}")
-    print(f"mechscope default        ratio {fo['default_ratio']:.3f}  (stops after the last hooked block: no unembedding)")
+    print(
+        f"mechscope default        ratio {fo['default_ratio']:.3f}  (stops after the last hooked block: no unembedding)"
+    )
     results: dict[str, Any] = {"forward": fo, "store": []}
     if not args.skip_store:
         del model
