@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument(
         "--ce-contexts", type=int, default=32, help="contexts for CE loss recovered (0: skip)"
     )
+    ev.add_argument(
+        "--store", help="evaluate on this store (held-out data) instead of the training one"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from saes.run import evaluate_run, train_run
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_batches=args.batches,
                 batch_size=args.batch_size,
                 n_ce_contexts=args.ce_contexts,
+                store_path=args.store,
             )
             print(json.dumps(report, indent=2))
     except ConfigError as err:

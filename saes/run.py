@@ -120,9 +120,16 @@ def train_run(cfg: dict[str, Any], *, resume: bool = False, progress: bool = Tru
 
 
 def evaluate_run(
-    run_dir: str | Path, *, n_batches: int = 8, batch_size: int = 4096, n_ce_contexts: int = 32
+    run_dir: str | Path,
+    *,
+    n_batches: int = 8,
+    batch_size: int = 4096,
+    n_ce_contexts: int = 32,
+    store_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``run_dir/final`` on its store (and CE loss recovered on the store's model); writes eval.json."""
+    """Evaluate ``run_dir/final`` on its training store, or on ``store_path`` (held-out data, same
+    model and hook), with CE loss recovered on the store's model; writes eval.json (or
+    eval_<store name>.json for another store)."""
     from interp.store import ActivationStore
     from saes.evals import evaluate
 
@@ -132,11 +139,11 @@ def evaluate_run(
     cfg = read_json(run_dir / RUN_CONFIG)
     sae = SAE.load(run_dir / "final")
     data = DataConfig(**cfg.get("data", {}))
-    if data.store is None:
+    if store_path is None and data.store is None:
         raise ConfigError(
-            "eval reads an activation store; this run streamed from a model (write a store first)"
+            "this run streamed from a model: name a store to evaluate on with --store"
         )
-    store = ActivationStore(data.store)
+    store = ActivationStore(store_path if store_path is not None else str(data.store))
     model = None
     if n_ce_contexts:
         from interp.models import load_model
@@ -146,5 +153,7 @@ def evaluate_run(
         sae, store, model, n_batches=n_batches, batch_size=batch_size, n_ce_contexts=n_ce_contexts
     )
     result: dict[str, Any] = report.to_dict()
-    atomic_write_json(run_dir / "eval.json", result)
+    result["store"] = str(store.path)
+    name = "eval.json" if store_path is None else f"eval_{Path(store_path).name}.json"
+    atomic_write_json(run_dir / name, result)
     return result

@@ -78,3 +78,56 @@ def test_bad_configs(tmp_path, store, capsys):
         "data": {"store": "runs/x"},
         "train": {"betas": [0.9, 0.99]},
     }
+
+
+def test_eval_writes_a_report(tmp_path, store, tiny_model, capsys):
+    path = config(tmp_path, store)
+    assert main(["train", "--config", str(path), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run"),
+                "--batches",
+                "2",
+                "--batch-size",
+                "32",
+                "--ce-contexts",
+                "0",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert (
+        report["reconstruction"]["l0"] <= 4
+        and 0 < report["reconstruction"]["explained_variance"] <= 1
+    )
+    assert json.loads(capsys.readouterr().out)["store"] == str(store.path)
+    g = torch.Generator().manual_seed(5)
+    other = ActivationStore.write(
+        tmp_path / "other",
+        tiny_model,
+        "blocks.1.hook_resid_post",
+        [torch.randint(0, 50, (8,), generator=g) for _ in range(8)],
+        context_size=8,
+        shard_tokens=128,
+    )
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run"),
+                "--store",
+                str(other.path),
+                "--batch-size",
+                "16",
+                "--ce-contexts",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "run" / "eval_other.json").exists()
+    assert main(["eval", str(tmp_path)]) == 2  # not a run

@@ -187,13 +187,14 @@ def run(args: argparse.Namespace) -> int:
             results["store"].append(r)
             print(
                 f"store write {r['tokens']:>8} tokens (layer {args.layer} resid_post, fp32): "
-                f"{r['tokens_per_s']:8.0f} tokens/s, {r['seconds']:6.1f} s, peak RSS {r['peak_rss_mb']:7.0f} MB "
-                f"(after model load {r['rss_after_load_mb']:.0f} MB), {r['shards']} shards"
+                f"{r['tokens_per_s']:8.0f} tokens/s, {r['seconds']:6.1f} s, peak RSS while writing "
+                f"{r['peak_rss_mb']:6.0f} MB (before writing {r['rss_before_write_mb']:.0f} MB; with "
+                f"model loading {r['max_rss_incl_load_mb']:.0f} MB), {r['shards']} shards"
             )
         if len(results["store"]) > 1:
             a, b = results["store"][0], results["store"][-1]
             print(
-                f"peak RSS ratio {b['tokens']} / {a['tokens']} tokens: {b['peak_rss_mb'] / a['peak_rss_mb']:.3f} "
+                f"peak RSS (while writing) ratio {b['tokens']} / {a['tokens']} tokens: {b['peak_rss_mb'] / a['peak_rss_mb']:.3f} "
                 "(flat = does not grow with corpus size)"
             )
     print(json.dumps(results))
