@@ -162,16 +162,22 @@ class Trainer:
         window_start, window_tokens = time.perf_counter(), 0
         while self.step < self.cfg.total_steps:
             x = next(batches)
-            metrics = self.train_step(self._local(x))
+            log_now = (
+                self.step + 1
+            ) % self.cfg.log_every == 0 or self.step + 1 == self.cfg.total_steps
+            # Metrics read values off the device: only on logging steps (others sync once, for the
+            # finiteness check).
+            metrics = self.train_step(self._local(x), with_metrics=log_now)
             window_tokens += self.cfg.batch_size
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{metrics['loss']:.4g}",
-                    l0=f"{metrics['l0']:.1f}",
-                    ev=f"{metrics['explained_variance']:.3f}",
-                )
-            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.total_steps:
+                if log_now:
+                    bar.set_postfix(
+                        loss=f"{metrics['loss']:.4g}",
+                        l0=f"{metrics['l0']:.1f}",
+                        ev=f"{metrics['explained_variance']:.3f}",
+                    )
+            if log_now:
                 metrics["tokens_per_s"] = window_tokens / max(
                     time.perf_counter() - window_start, 1e-9
                 )
@@ -186,8 +192,8 @@ class Trainer:
             self.sae.save(self.run_dir / "final", run_manifest=self._manifest())
         return self.sae
 
-    def train_step(self, x: Tensor) -> dict[str, float]:
-        """One optimizer step on this process's rows; returns the step's metrics."""
+    def train_step(self, x: Tensor, *, with_metrics: bool = True) -> dict[str, float]:
+        """One optimizer step on this process's rows; returns the step's metrics (or {})."""
         sae, cfg = self.sae, self.cfg
         sae.train()
         for group in self.optimizer.param_groups:
@@ -234,7 +240,7 @@ class Trainer:
         sae.normalize_decoder_()
         self._track_firing(stats.fired)
         self.step += 1
-        return self._step_metrics(x, loss, stats)
+        return self._step_metrics(x, loss, stats) if with_metrics else {}
 
     def _track_firing(self, fired: Tensor) -> None:
         if self.world > 1:
