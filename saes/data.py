@@ -78,6 +78,18 @@ def model_source(
         )[hook]
         return act.reshape(-1, act.shape[-1])
 
-    for big in rebatch(blocks(), batch_size * buffer_batches):
-        big = big[torch.randperm(len(big), generator=gen)]
-        yield from big.split(batch_size)
+    buffer: list[Tensor] = []
+    n = 0
+    for block in blocks():
+        buffer.append(block)
+        n += len(block)
+        if n >= batch_size * buffer_batches:
+            rows = torch.cat(buffer)
+            rows = rows[torch.randperm(len(rows), generator=gen)]
+            n_full = len(rows) // batch_size * batch_size
+            yield from rows[:n_full].split(batch_size)
+            buffer, n = [rows[n_full:]], len(rows) - n_full
+    if n >= batch_size:  # the last, partly filled buffer: its full batches too
+        rows = torch.cat(buffer)
+        rows = rows[torch.randperm(len(rows), generator=gen)]
+        yield from rows[: len(rows) // batch_size * batch_size].split(batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,18 +51,18 @@ def make_data(
     from interp.models import load_model
     from saes.data import model_source
 
-    assert data.model is not None and data.hook is not None
+    if data.model is None or data.hook is None:
+        raise ConfigError("streaming from a model needs data.model and data.hook")
+    stream_hook: str = data.hook
     model = load_model(data.model)
-    probe = model.to_tokens("width probe") if hasattr(model, "to_tokens") else None
-    d_in = int(cache_activations(model, probe, data.hook)[data.hook].shape[-1])
+    d_in = int(cache_activations(model, "width probe", stream_hook)[stream_hook].shape[-1])
+    max_contexts = None if data.max_tokens is None else -(-data.max_tokens // data.context_size)
 
     def stream(skip: int) -> Iterator[Tensor]:
-        contexts = token_sequences(shakespeare(), model.tokenizer, data.context_size)
-        if data.max_tokens is not None:
-            contexts = (
-                c for i, c in enumerate(contexts) if i * data.context_size < data.max_tokens
-            )
-        it = model_source(model, data.hook, contexts, batch_size, seed=seed)
+        contexts = itertools.islice(
+            token_sequences(shakespeare(), model.tokenizer, data.context_size), max_contexts
+        )
+        it = model_source(model, stream_hook, contexts, batch_size, seed=seed)
         for _ in range(skip):  # exact but not free: the skipped batches are recomputed
             next(it)
         return it

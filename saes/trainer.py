@@ -38,9 +38,13 @@ from saes.config import TrainConfig
 from saes.losses import StepStats, dense_stats, sae_loss, sparse_topk_loss
 from saes.sae import SAE
 
-__all__ = ["NonFiniteLossError", "Trainer"]
+__all__ = ["DataExhaustedError", "NonFiniteLossError", "Trainer"]
 
 log = logging.getLogger(__name__)
+
+
+class DataExhaustedError(RuntimeError):
+    """The data source ended before ``total_steps``."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -161,7 +165,14 @@ class Trainer:
         bar = self._progress_bar()
         window_start, window_tokens = time.perf_counter(), 0
         while self.step < self.cfg.total_steps:
-            x = next(batches)
+            x = next(batches, None)
+            if x is None:
+                raise DataExhaustedError(
+                    f"the data ran out after {self.step} steps of {self.cfg.batch_size} vectors; "
+                    f"total_steps={self.cfg.total_steps} needs {self.cfg.total_steps * self.cfg.batch_size:,}. "
+                    "Use a larger store or corpus, fewer steps, or a repeating source (store batches repeat). "
+                    + ("Checkpoints so far are kept." if self.run_dir else "")
+                )
             log_now = (
                 self.step + 1
             ) % self.cfg.log_every == 0 or self.step + 1 == self.cfg.total_steps

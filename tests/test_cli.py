@@ -131,3 +131,27 @@ def test_eval_writes_a_report(tmp_path, store, tiny_model, capsys):
     )
     assert (tmp_path / "run" / "eval_other.json").exists()
     assert main(["eval", str(tmp_path)]) == 2  # not a run
+
+
+@pytest.mark.slow
+def test_train_streaming_from_the_model(tmp_path, smollm2):
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "sae": {"d_sae": 64, "k": 4},
+        "train": {"total_steps": 3, "batch_size": 256, "init_batches": 1, "log_every": 1},
+        "data": {
+            "model": "smollm2-135m",
+            "hook": "blocks.2.hook_resid_post",
+            "max_tokens": 2048,
+            "context_size": 64,
+        },
+    }
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["train", "--config", str(path), "--no-progress"]) == 0
+    sae = SAE.load(tmp_path / "run" / "final")
+    assert sae.cfg.d_in == 576 and sae.cfg.metadata["hook"] == "blocks.2.hook_resid_post"
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [1, 2, 3]

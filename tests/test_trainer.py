@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import torch
 
 from saes.config import SAEConfig, TrainConfig
 from saes.sae import SAE
-from saes.trainer import NonFiniteLossError, Trainer
+from saes.trainer import DataExhaustedError, NonFiniteLossError, Trainer
 
 D, N_FEAT = 12, 48
 
@@ -236,3 +237,10 @@ def test_sparse_path_trains_like_the_dense_reference():
 def test_sparse_path_refuses_other_activations():
     with pytest.raises(ValueError, match="needs a topk SAE"):
         Trainer(cfg(sparse_path="on"), sae("relu"), synthetic(), progress=False)
+
+
+def test_running_out_of_data_is_a_clear_error(tmp_path):
+    finite = list(itertools.islice(synthetic(), 12))
+    with pytest.raises(DataExhaustedError, match="ran out after 12 steps"):
+        Trainer(cfg(), sae(), iter(finite), run_dir=tmp_path, progress=False).fit()
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_0000010"
