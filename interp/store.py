@@ -205,7 +205,7 @@ class ActivationStore:
     # ---- reading -------------------------------------------------------------------------------
     def shard_activations(self, shard: int, hook: str | None = None) -> Tensor:
         """All activations of one shard (position ``shard`` in the index), read into memory."""
-        return self._to_tensor(self._array(shard, hook_filename(self._hook(hook)))[:])
+        return self._to_tensor(np.array(self._array(shard, hook_filename(self._hook(hook)))))
 
     def rows(self, index: Tensor | np.ndarray | list[int], hook: str | None = None) -> StoreBatch:
         """Rows by global index (0 .. len-1), in the order given."""
