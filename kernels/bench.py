@@ -294,7 +294,9 @@ def run_cuda(args: argparse.Namespace) -> dict[str, Any]:
         ),
         # the other weight-gradient implementation than the dispatch default (see dispatch.py)
         "kernels+by-latent dW kernel": dataclasses.replace(
-            triton_backend, sparse_t_dense_and_sums=triton_ops.sparse_t_dense_and_sums
+            triton_backend,
+            sparse_t_dense=triton_ops.sparse_t_dense,
+            sparse_t_dense_and_sums=triton_ops.sparse_t_dense_and_sums,
         ),
     }
     if args.profile:

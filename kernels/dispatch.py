@@ -127,7 +127,9 @@ def get_backend(device: torch.device | str | None = None) -> Backend:
         backend = _from_module("triton", ops)
         if _weight_grad_choice(bool(ops.INTERPRETED)) == "gemm":
             backend = dataclasses.replace(
-                backend, sparse_t_dense_and_sums=reference.sparse_t_dense_and_sums_gemm
+                backend,
+                sparse_t_dense=reference.sparse_t_dense_gemm,
+                sparse_t_dense_and_sums=reference.sparse_t_dense_and_sums_gemm,
             )
         _triton_backend = backend
     return _triton_backend

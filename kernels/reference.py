@@ -293,3 +293,25 @@ def sparse_t_dense_and_sums_gemm(
     sums = torch.zeros(n_rows, device=dense.device, dtype=torch.float32)
     sums.index_add_(0, indices.reshape(-1), values.reshape(-1).float())
     return out.to(dtype), sums.to(dtype)
+
+
+def sparse_t_dense_gemm(
+    indices: Tensor,
+    values: Tensor,
+    dense: Tensor,
+    n_rows: int,
+    *,
+    transpose: bool = False,
+    out_dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype = torch.bfloat16,
+) -> Tensor:
+    """``sparse_t_dense`` through :func:`sparse_t_dense_and_sums_gemm`."""
+    return sparse_t_dense_and_sums_gemm(
+        indices,
+        values,
+        dense,
+        n_rows,
+        transpose=transpose,
+        out_dtype=out_dtype,
+        compute_dtype=compute_dtype,
+    )[0]

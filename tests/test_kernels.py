@@ -293,6 +293,8 @@ def test_gemm_weight_gradient_matches_the_reference_to_bf16_precision():
         assert out.shape == ref.shape and out.dtype == ref.dtype
         torch.testing.assert_close(out, ref, rtol=2e-2, atol=5e-2)
         torch.testing.assert_close(sums, ref_sums)
+        only = reference.sparse_t_dense_gemm(idx, vals, dense, n, transpose=transpose)
+        torch.testing.assert_close(only, out)
         exact, _ = reference.sparse_t_dense_and_sums_gemm(
             idx, vals, dense, n, transpose=transpose, compute_dtype=torch.float64
         )
