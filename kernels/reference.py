@@ -274,18 +274,22 @@ def sparse_t_dense_and_sums_gemm(
     *,
     transpose: bool = False,
     out_dtype: torch.dtype | None = None,
-    compute_dtype: torch.dtype = torch.bfloat16,
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``sparse_t_dense_and_sums`` as scatter + one low-precision cuBLAS GEMM.
 
     The alternative to the by-latent kernel that the H200 profile pointed at: at B·k/d_sae ≈ 5
     entries per latent a bf16 GEMM over the scattered [B, n_rows] matrix ran 4.5× faster than the
-    kernel. Operands are rounded to ``compute_dtype`` (what bf16 autocast does to the dense path's
-    GEMMs); accumulation is fp32 inside the GEMM; the sums stay fp32. Deterministic: each (row,
+    kernel. Operands are rounded to ``compute_dtype``, by default the values' dtype when that is
+    bf16/fp16 (under autocast, as the dense path's GEMMs are) and full precision otherwise, so an
+    fp32 run stays fp32; accumulation is fp32 inside the GEMM; the sums stay fp32. Deterministic: each (row,
     latent) cell gets at most two scattered values (a main and an aux entry), and a + b = b + a.
     """
     check_sparse_t_dense_args(indices, values, dense, n_rows)
     dtype = out_dtype or out_dtype_of(values, dense)
+    if compute_dtype is None:
+        low = values.dtype in (torch.bfloat16, torch.float16)
+        compute_dtype = values.dtype if low else out_dtype_of(values, dense)
     S = dense.new_zeros(indices.shape[0], n_rows, dtype=compute_dtype)
     S.scatter_add_(1, indices, values.to(compute_dtype))
     d = dense.to(compute_dtype)
@@ -303,7 +307,7 @@ def sparse_t_dense_gemm(
     *,
     transpose: bool = False,
     out_dtype: torch.dtype | None = None,
-    compute_dtype: torch.dtype = torch.bfloat16,
+    compute_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """``sparse_t_dense`` through :func:`sparse_t_dense_and_sums_gemm`."""
     return sparse_t_dense_and_sums_gemm(
