@@ -1,0 +1,125 @@
+"""Prompts to padded token batches with an explicit mask, and token positions per sequence.
+
+mechscope pads by hand (each prompt is tokenized alone, then padded) rather than asking the
+tokenizer, so the mask is exact even where the pad token is also a real token (SmolLM2 pads with
+``<|im_end|>``), and tiny models without a tokenizer take lists of token ids the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from interp.hooks import TLModel
+
+__all__ = ["Encoded", "Position", "Prompts", "encode", "hash_prompts", "token_index"]
+
+# Text, or token ids per prompt (ragged lists or 1-d tensors), for models without a tokenizer.
+Prompts = Sequence[str] | Sequence[Sequence[int]] | Sequence[Tensor]
+# Where to read a sequence: its last real token, the mean over its real tokens, or an index
+# counted among real tokens (0 = first real token, -1 = last), whatever the padding.
+Position = Literal["last", "mean"] | int
+PaddingSide = Literal["left", "right"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A padded batch: ``tokens`` and ``attention_mask`` are ``[batch, pos]``; 1 marks real tokens."""
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+
+    @property
+    def lengths(self) -> Int[Tensor, " batch"]:
+        return self.attention_mask.sum(1)
+
+    @property
+    def first(self) -> Int[Tensor, " batch"]:
+        """Column of each sequence's first real token (0 under right padding)."""
+        return self.attention_mask.int().argmax(1)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def chunks(self, size: int) -> Iterator[Encoded]:
+        """Consecutive sub-batches of at most ``size`` sequences, each trimmed of all-pad columns."""
+        for i in range(0, len(self), size):
+            tok, mask = self.tokens[i : i + size], self.attention_mask[i : i + size]
+            keep = mask.any(0).nonzero()[:, 0]
+            lo, hi = int(keep.min()), int(keep.max()) + 1
+            yield Encoded(tok[:, lo:hi], mask[:, lo:hi])
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        """What the model's forward needs; no mask when nothing is padded (the faster TL path)."""
+        return {} if bool(self.attention_mask.all()) else {"attention_mask": self.attention_mask}
+
+
+def _ids(model: TLModel, prompt: Any, prepend_bos: bool | None) -> list[int]:
+    if isinstance(prompt, str):
+        if getattr(model, "tokenizer", None) is None:
+            raise TypeError("this model has no tokenizer: pass token ids instead of text")
+        kwargs = {} if prepend_bos is None else {"prepend_bos": prepend_bos}
+        return model.to_tokens(prompt, **kwargs)[0].tolist()
+    return [int(t) for t in torch.as_tensor(prompt).reshape(-1).tolist()]
+
+
+def encode(
+    model: TLModel,
+    prompts: Prompts | Encoded,
+    *,
+    padding_side: PaddingSide = "right",
+    prepend_bos: bool | None = None,
+    what: str = "prompts",
+) -> Encoded:
+    """Tokenize each prompt alone and pad to a batch on ``padding_side``."""
+    if isinstance(prompts, Encoded):
+        return prompts
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
+    if isinstance(prompts, (str, Tensor)) or len(prompts) == 0:
+        raise ValueError(
+            f"the {what} are empty or not a list: expected a non-empty list of strings or of "
+            f"token-id sequences; got {type(prompts).__name__} of length {len(prompts)}"
+        )
+    ids = [_ids(model, p, prepend_bos) for p in prompts]
+    if empty := [i for i, x in enumerate(ids) if not x]:
+        raise ValueError(f"{what} {empty[:5]} have no tokens: every prompt needs at least one")
+    tok = getattr(model, "tokenizer", None)
+    pad = getattr(tok, "pad_token_id", None) or 0
+    width = max(map(len, ids))
+    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, x in enumerate(ids):
+        cols = slice(0, len(x)) if padding_side == "right" else slice(width - len(x), width)
+        tokens[row, cols] = torch.tensor(x)
+        mask[row, cols] = 1
+    return Encoded(tokens, mask)
+
+
+def token_index(enc: Encoded, position: int | str) -> Int[Tensor, " batch"]:
+    """The column of one token per sequence: ``"last"`` or an index among its real tokens."""
+    if position == "last":
+        position = -1
+    if not isinstance(position, int):
+        raise ValueError(f"position must be 'last', 'mean' or an int; got {position!r}")
+    first, n = enc.first, enc.lengths
+    idx = torch.as_tensor(position)
+    if (position >= n).any() or (position < -n).any():
+        raise IndexError(
+            f"position {position} is out of range for a prompt of {int(n.min())} tokens "
+            f"(valid: {-int(n.min())}..{int(n.min()) - 1})"
+        )
+    return first + (idx if position >= 0 else n + idx)
+
+
+def hash_prompts(*sets: Prompts) -> str:
+    """sha256 over the prompts (text or token ids), so an artifact can name its data."""
+    plain = [[p if isinstance(p, str) else torch.as_tensor(p).tolist() for p in s] for s in sets]
+    return hashlib.sha256(json.dumps(plain).encode()).hexdigest()

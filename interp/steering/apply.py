@@ -1,0 +1,264 @@
+"""Apply steering vectors through hooks: add α·v, ablate a direction, clamp a projection.
+
+>>> with steer(model, [add(vec, 4.0), ablate(other, layer=6)]):
+...     logits = model(tokens)
+>>> text = generate(model, "I think that", [add(vec, 4.0, positions="generated")])
+
+Positions say where an edit acts:
+
+- ``"all"``: every position;
+- ``"prompt"`` / ``"generated"``: columns before / from ``prompt_len`` (in :func:`generate`, the
+  prompt and the sampled tokens; in a plain forward every column is prompt unless ``prompt_len``
+  says otherwise);
+- an int or a list of ints: indices among each sequence's real tokens (0 = first, −1 = last),
+  found from ``attention_mask`` when the batch is padded.
+
+All hooks go through :func:`interp.hooks.hooks`, so they are removed on exit, exceptions included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.hooks import TLModel, hooks
+from interp.steering.vector import SteeringVector, check_layer, check_width, hook_name_for
+
+__all__ = ["Edit", "Positions", "ablate", "add", "clamp", "generate", "steer"]
+
+Positions = Literal["all", "prompt", "generated"] | int | Sequence[int]
+Op = Literal["add", "ablate", "clamp"]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change to one hook's activation; build with :func:`add`, :func:`ablate`, :func:`clamp`."""
+
+    op: Op
+    vector: Float[Tensor, " d_model"]
+    layer: int
+    site: str = "resid_pre"
+    value: float = 0.0  # α for add, the target projection for clamp
+    positions: Positions = "all"
+
+    @property
+    def hook_name(self) -> str:
+        return hook_name_for(self.site, self.layer)
+
+
+def _edit(
+    op: Op,
+    vec: SteeringVector | Tensor,
+    value: float,
+    layer: int | None,
+    site: str | None,
+    positions: Positions,
+) -> Edit:
+    if isinstance(vec, SteeringVector):
+        layer = vec.layer if layer is None else layer
+        site = site or vec.site
+        vec = vec.vector
+    if layer is None:
+        raise ValueError(f"{op}: a raw tensor needs layer= (and optionally site=)")
+    _check_positions(positions)
+    return Edit(op, torch.as_tensor(vec), layer, site or "resid_pre", float(value), positions)
+
+
+def add(
+    vec: SteeringVector | Tensor,
+    alpha: float = 1.0,
+    *,
+    layer: int | None = None,
+    site: str | None = None,
+    positions: Positions = "all",
+) -> Edit:
+    """Add ``alpha * vec`` (a vector's own layer and site unless given)."""
+    return _edit("add", vec, alpha, layer, site, positions)
+
+
+def ablate(
+    vec: SteeringVector | Tensor,
+    *,
+    layer: int | None = None,
+    site: str | None = None,
+    positions: Positions = "all",
+) -> Edit:
+    """Project the direction out: x − (x·u) u, u the unit vector."""
+    return _edit("ablate", vec, 0.0, layer, site, positions)
+
+
+def clamp(
+    vec: SteeringVector | Tensor,
+    value: float,
+    *,
+    layer: int | None = None,
+    site: str | None = None,
+    positions: Positions = "all",
+) -> Edit:
+    """Set the projection on the unit direction to ``value``: x + (value − x·u) u."""
+    return _edit("clamp", vec, value, layer, site, positions)
+
+
+def _check_positions(positions: Positions) -> None:
+    if isinstance(positions, str):
+        if positions not in ("all", "prompt", "generated"):
+            raise ValueError(
+                f"positions must be 'all', 'prompt', 'generated', an int or a list of ints; "
+                f"got {positions!r}"
+            )
+        return
+    ints = [positions] if isinstance(positions, int) else list(positions)
+    if not ints or not all(isinstance(i, int) and not isinstance(i, bool) for i in ints):
+        raise ValueError(f"positions must be a non-empty list of ints; got {positions!r}")
+
+
+def edited(x: Float[Tensor, "... d_model"], edit: Edit) -> Float[Tensor, "... d_model"]:
+    """The edit applied at every position of ``x`` (no position selection)."""
+    v = edit.vector.to(device=x.device, dtype=x.dtype)
+    if edit.op == "add":
+        return x + edit.value * v
+    u = v / v.norm()
+    proj = (x @ u)[..., None]
+    if edit.op == "ablate":
+        return x - proj * u
+    return x + (edit.value - proj) * u
+
+
+@dataclass
+class _Layout:
+    """Where each sequence's real prompt tokens are, and the absolute column of the current call."""
+
+    first: Int[Tensor, " batch"] | None  # column of the first real token
+    length: Int[Tensor, " batch"] | None  # number of real prompt tokens
+    prompt_len: int | None  # columns that are prompt; None = every column
+    start: int = 0  # absolute column of activation[:, 0] in the current forward call
+
+    def columns(self, positions: Positions, batch: int, n: int, device: Any) -> Tensor | None:
+        """A bool mask [batch or 1, n] of where to edit, or None for everywhere."""
+        if positions == "all":
+            return None
+        cols = torch.arange(self.start, self.start + n, device=device)
+        end = self.prompt_len
+        if positions == "prompt":
+            return (cols < (end if end is not None else cols[-1] + 1))[None]
+        if positions == "generated":
+            return (cols >= (end if end is not None else cols[-1] + 1))[None]
+        ints = torch.tensor([positions] if isinstance(positions, int) else list(positions))
+        first = self.first if self.first is not None else torch.zeros(batch, dtype=torch.long)
+        length = self.length
+        if length is None:
+            length = torch.full((batch,), end if end is not None else self.start + n)
+        if len(first) != batch:
+            raise ValueError(
+                f"the attention mask given to steer() has {len(first)} rows but the forward pass "
+                f"has batch {batch}"
+            )
+        if (ints >= length.min()).any() or (ints < -length.min()).any():
+            raise IndexError(
+                f"positions {ints.tolist()} out of range for a {int(length.min())}-token prompt"
+            )
+        target = first[:, None] + torch.where(ints >= 0, ints, length[:, None] + ints)
+        return (cols[None, None, :] == target.to(device)[:, :, None]).any(1)
+
+
+def _hook(edit: Edit, layout: _Layout):
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        where = layout.columns(edit.positions, act.shape[0], act.shape[1], act.device)
+        new = edited(act, edit)
+        return new if where is None else torch.where(where[..., None], new, act)
+
+    return hook
+
+
+def _validate(model: TLModel, edits: Edit | Sequence[Edit]) -> list[Edit]:
+    items = [edits] if isinstance(edits, Edit) else list(edits)
+    for e in items:
+        if not isinstance(e, Edit):
+            raise TypeError(f"steer() takes Edits (from add/ablate/clamp); got {type(e).__name__}")
+        check_layer(model, e.layer)
+        check_width(model, e.vector, e.hook_name)
+        if e.op != "add" and e.vector.norm() == 0:
+            raise ValueError(f"{e.op} at {e.hook_name}: the vector is zero, so it has no direction")
+    return items
+
+
+@contextlib.contextmanager
+def steer(
+    model: TLModel,
+    edits: Edit | Sequence[Edit],
+    *,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    prompt_len: int | None = None,
+) -> Iterator[TLModel]:
+    """Apply ``edits`` to every forward pass inside the ``with`` block (in the order given).
+
+    ``attention_mask`` locates each sequence's real tokens for int positions in a padded batch;
+    ``prompt_len`` marks columns from there on as generated.
+    """
+    layout = _layout(attention_mask, prompt_len)
+    with _installed(model, _validate(model, edits), layout):
+        yield model
+
+
+def _layout(attention_mask: Tensor | None, prompt_len: int | None) -> _Layout:
+    if attention_mask is None:
+        return _Layout(None, None, prompt_len)
+    mask = torch.as_tensor(attention_mask)
+    if prompt_len is not None:
+        mask = mask[:, :prompt_len]
+    return _Layout(mask.int().argmax(1).long(), mask.sum(1).long(), prompt_len)
+
+
+@contextlib.contextmanager
+def _installed(
+    model: TLModel, edits: list[Edit], layout: _Layout, extra: Sequence[Any] = ()
+) -> Iterator[None]:
+    fwd = [*extra, *((e.hook_name, _hook(e, layout)) for e in edits)]
+    with hooks(model, fwd=fwd):
+        yield
+
+
+def generate(
+    model: TLModel,
+    prompt: str | list[str] | Int[Tensor, "batch pos"],
+    edits: Edit | Sequence[Edit],
+    *,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """``model.generate`` with the edits applied to the prompt and to every sampled token.
+
+    Works with and without the key-value cache: each forward call's absolute start column is
+    tracked, so ``"prompt"``, ``"generated"`` and prompt indices mean the same in both modes.
+    A list of prompts is left-padded (as TransformerLens does); indices count real tokens.
+    """
+    edits = _validate(model, edits)
+    if isinstance(prompt, Tensor):  # token ids [batch, pos], taken as unpadded
+        tokens = prompt if prompt.ndim == 2 else prompt[None]
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1])
+    else:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        opts = {k: kwargs[k] for k in ("prepend_bos",) if k in kwargs}
+        lengths = torch.tensor([model.to_tokens(p, **opts).shape[1] for p in prompts])
+    width = int(lengths.max())
+    layout = _Layout(width - lengths, lengths, width)
+    seen = {"total": 0}
+
+    def track(act: Tensor, hook: Any) -> None:
+        # A call longer than what came before restarts at column 0 (no cache, or a new prompt);
+        # a shorter one continues after it (key-value cache: one new token per call).
+        n = act.shape[1]
+        layout.start = 0 if n > seen["total"] else seen["total"]
+        seen["total"] = layout.start + n
+
+    with _installed(model, edits, layout, extra=[("blocks.0.hook_resid_pre", track)]):
+        return model.generate(
+            prompt, max_new_tokens=max_new_tokens, do_sample=do_sample, verbose=False, **kwargs
+        )

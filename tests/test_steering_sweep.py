@@ -1,0 +1,99 @@
+"""interp.steering.sweep on a tiny model: every cell equals a direct steered run; CIs, plot, save."""
+
+from __future__ import annotations
+
+import json
+
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from interp.metrics import loss
+from interp.steering import Measure, SteeringSweep, add, encode, extract, steer, sweep
+from interp.steering.sweeps import _kl
+
+POS = [[3, 4, 5, 6, 7], [8, 9, 10], [11, 12, 13, 14], [15, 16]]
+NEG = [[23, 24, 25], [26, 27, 28, 29, 30, 31], [32, 33], [34, 35, 36, 37]]
+TEXT = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13], [14, 15, 16, 17, 18, 19, 20], [21, 22, 23]]
+
+
+def _last_logit(logits, enc):
+    last = enc.first + enc.lengths - 1
+    return logits[torch.arange(len(enc)), last, 7]
+
+
+@pytest.fixture()
+def result(tiny_model):
+    vecs = extract(tiny_model, POS, NEG, layers=[0, 1])
+    measures = [
+        Measure("effect", POS + NEG, _last_logit),
+        Measure("kl", TEXT, "kl"),
+        Measure("loss", TEXT, "loss"),
+    ]
+    return vecs, sweep(
+        tiny_model, vecs, layers=[0, 1], alphas=[0.0, 1.0, -3.0], measures=measures,
+        intended="effect", batch_size=3, n_resamples=200,
+    )  # fmt: skip
+
+
+def test_every_cell_equals_a_direct_steered_run(tiny_model, result):
+    vecs, res = result
+    text = encode(tiny_model, TEXT)
+    base = tiny_model(text.tokens, attention_mask=text.attention_mask)
+    base_loss = loss(base, text.tokens, attention_mask=text.attention_mask)
+    for li, layer in enumerate([0, 1]):
+        for ai, alpha in enumerate([0.0, 1.0, -3.0]):
+            with steer(tiny_model, add(vecs[layer], alpha), attention_mask=text.attention_mask):
+                logits = tiny_model(text.tokens, attention_mask=text.attention_mask)
+            kl = _kl(base, logits, text)
+            dloss = loss(logits, text.tokens, attention_mask=text.attention_mask) - base_loss
+            torch.testing.assert_close(res.values["kl"][:, li, ai], kl, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(res.values["loss"][:, li, ai], dloss, atol=1e-5, rtol=1e-4)
+    assert res.values["kl"][:, :, 0].abs().max() < 1e-6  # alpha = 0: no change
+    assert res.values["effect"][:, :, 0].abs().max() < 1e-5
+    assert res.values["kl"][:, :, 2].min() > 0
+
+
+def test_cis_best_summary_and_plot(result):
+    _, res = result
+    ci = res.ci("loss")
+    assert (
+        ci.estimate.shape == (2, 3)
+        and (ci.low <= ci.estimate).all()
+        and (ci.estimate <= ci.high).all()
+    )
+    best = res.best()
+    assert best.alpha != 0.0 or res.ci("effect").estimate.max() <= 0
+    assert set(best.side_effects) == {"kl", "loss"}
+    capped = res.best(max_kl=1e-9)  # only the alpha = 0 cells qualify
+    assert capped.alpha == 0.0
+    assert "best: layer" in res.summary()
+    fig = res.plot()
+    assert isinstance(fig, go.Figure) and len(fig.data) == 3 * 2
+    assert fig.data[0].error_y.array is not None
+
+
+def test_save_and_load_with_manifest(result, tmp_path):
+    _, res = result
+    d = res.save(tmp_path / "sweep")
+    run = json.loads((d / "run.json").read_text())
+    assert run["kind"] == "steering_sweep" and run["config"]["intended"] == "effect"
+    assert "git" in run and "packages" in run and "loss" in run["data"]
+    back = SteeringSweep.load(d)
+    for k in res.values:
+        assert torch.equal(back.values[k], res.values[k])
+    assert back.layers == res.layers and back.alphas == res.alphas
+    assert sorted(p.name for p in d.iterdir()) == ["run.json", "sweep.json", "values.safetensors"]
+
+
+def test_sweep_refuses_bad_input(tiny_model):
+    vecs = extract(tiny_model, POS, NEG, layers=[0])
+    m = [Measure("kl", TEXT, "kl")]
+    with pytest.raises(ValueError, match="no vector for layers"):
+        sweep(tiny_model, vecs, layers=[0, 1], alphas=[1.0], measures=m, intended="kl")
+    with pytest.raises(ValueError, match="out of range"):
+        sweep(tiny_model, vecs[0], layers=[0, 5], alphas=[1.0], measures=m, intended="kl")
+    with pytest.raises(ValueError, match="is not a measure"):
+        sweep(tiny_model, vecs[0], layers=[0], alphas=[1.0], measures=m, intended="effect")
+    with pytest.raises(ValueError, match="at least one strength"):
+        sweep(tiny_model, vecs[0], layers=[0], alphas=[], measures=m, intended="kl")
