@@ -1,0 +1,57 @@
+"""Dashboards: SAE feature views, attention patterns, Plotly figures, in one self-contained HTML file.
+
+>>> from interp.viz import feature_browser, save_html
+>>> browser = feature_browser(sae, store, model=model)
+>>> save_html("features.html", browser, sweep.plot(), title="Layer 15")
+
+Names are re-exported lazily: importing ``interp.viz`` loads neither plotly nor torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "AttentionView",
+    "FeatureBrowser",
+    "FeatureDashboard",
+    "FeatureData",
+    "FigureView",
+    "Text",
+    "View",
+    "attention_view",
+    "collect",
+    "demo_views",
+    "feature_browser",
+    "feature_dashboard",
+    "save_html",
+    "to_html",
+]
+
+_HOME = {
+    "AttentionView": "interp.viz.attention",
+    "attention_view": "interp.viz.attention",
+    "FeatureBrowser": "interp.viz.features",
+    "FeatureDashboard": "interp.viz.features",
+    "feature_browser": "interp.viz.features",
+    "feature_dashboard": "interp.viz.features",
+    "FeatureData": "interp.viz.feature_data",
+    "collect": "interp.viz.feature_data",
+    "FigureView": "interp.viz.views",
+    "Text": "interp.viz.views",
+    "View": "interp.viz.views",
+    "demo_views": "interp.viz.demo",
+    "save_html": "interp.viz.html",
+    "to_html": "interp.viz.html",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'interp.viz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

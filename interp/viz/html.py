@@ -1,0 +1,56 @@
+"""``save_html``: views and Plotly figures in one self-contained HTML file.
+
+>>> save_html("dashboard.html", browser, sweep.plot(), attention, title="Layer 15 features")
+
+- One file: plotly.js (when any view needs it) and every script and style are inlined once; the
+  page fetches nothing (a Content-Security-Policy forbids it), so it opens offline, from disk.
+- Every model or user string is escaped (see :mod:`interp.viz.page`).
+- Atomic: the page is rendered in memory first, then written to a temporary name and renamed, so
+  an error leaves no file (or the previous one) at ``path``, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from interp._io import atomic_write_bytes
+from interp.viz.page import Page, esc
+from interp.viz.views import as_view
+
+__all__ = ["save_html", "to_html"]
+
+
+def to_html(*items: Any, title: str = "mechscope") -> str:
+    """The document :func:`save_html` writes, as a string."""
+    if not items:
+        raise ValueError(
+            "nothing to draw: pass one or more interp.viz views or plotly Figures, "
+            "e.g. save_html(path, browser, fig)"
+        )
+    views = [as_view(item, i) for i, item in enumerate(items)]  # every argument checked first
+    page = Page()
+    sections, toc = [], []
+    for i, view in enumerate(views):
+        sid = page.new_id(f"section-{i + 1}")
+        heading = f"<h2>{esc(view.title)}</h2>" if view.title else ""
+        sections.append(
+            f'<section class="ms-view" id="{sid}">{heading}{view.render(page)}</section>'
+        )
+        toc.append((sid, view.title or f"view {i + 1}"))
+    return page.document(title, sections, toc)
+
+
+def save_html(path: str | os.PathLike[str], *items: Any, title: str = "mechscope") -> Path:
+    """Write ``items`` (views, Plotly figures, results with ``.plot()``) as one HTML page.
+
+    Returns the path written. Raises ``TypeError`` naming any argument it cannot draw, before
+    anything is written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; save_html needs a file path (*.html)")
+    document = to_html(*items, title=title)
+    atomic_write_bytes(path, document.encode("utf-8"))
+    return path
