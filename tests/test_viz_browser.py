@@ -151,3 +151,27 @@ def test_dashboard_figures_and_attention_on_one_page(browser, data, toy, tmp_pat
     )
     assert title == "Attention pattern L1H2"
     assert browser.evaluate("document.querySelectorAll('.ms-error').length") == 0
+
+
+def test_demo_feature_browser_opens_clean(browser, toy, tmp_path):
+    from interp.viz import demo_views
+
+    toy.sae.save(tmp_path / "sae")
+    [path] = demo_views(tmp_path / "sae", toy.store.path, tmp_path / "out", model=toy.model)
+    assert path == tmp_path / "out" / "feature_browser.html"
+    open_clean(browser, path)
+    assert pixel_std(browser.screenshot(scale=0.5)) > BLANK_STD
+    rows = browser.evaluate("document.querySelectorAll('#features tbody tr').length")
+    assert rows == toy.sae.cfg.d_sae
+    # the histogram has one bar per bin up to the last non-empty one, heights from the counts
+    browser.evaluate("document.getElementById('features').mechscope.goto(20)")
+    bars = browser.evaluate(
+        "[...document.querySelectorAll('#features .ms-bar')].map(b => Number(b.getAttribute('height')))"
+    )
+    counts = __import__("json").loads(
+        browser.evaluate("document.getElementById('features-f20').textContent")
+    )["hist"]["counts"]
+    last = max(j for j, c in enumerate(counts) if c)
+    assert len(bars) == last + 1
+    assert [b > 0 for b in bars] == [c > 0 for c in counts[: last + 1]]
+    assert max(bars) == bars[counts.index(max(counts))]

@@ -176,14 +176,16 @@ FEATURE_JS = r"""
     const w = f.hist.w, counts = f.hist.counts;
     const n = Math.max(counts.reduce((m, c, j) => c > 0 ? j : m, -1) + 1, 1);
     const W = 420, H = 190, L = 46, B = 34, T = 8, R = 10, pw = W - L - R, ph = H - T - B;
-    const top = Math.max(1, ...counts.slice(0, n));
+    const raw = Math.max(1, ...counts.slice(0, n)), rough = raw / 4, p10 = Math.pow(10, Math.floor(Math.log10(rough)));
+    const step = Math.max(1, [1, 2, 2.5, 5, 10].map(m => m * p10).find(s => s >= rough));
+    const top = step * Math.ceil(raw / step);  // y axis: round ticks 0, step, 2 step ... >= max
     const root = svg('svg', {viewBox: '0 0 ' + W + ' ' + H, width: '100%', height: H, role: 'img',
                              'font-size': '10', 'font-family': 'inherit'});
     root.appendChild(svg('title', {}, 'Histogram of the activations of latent ' + f.id));
-    for (let k = 0; k <= 4; k++) {  // y grid and labels
-      const y = T + ph - ph * k / 4;
+    for (let v = 0; v <= top + 1e-9; v += step) {  // y grid and labels
+      const y = T + ph - ph * v / top;
       root.appendChild(svg('line', {x1: L, x2: W - R, y1: y, y2: y, stroke: '#eee'}));
-      root.appendChild(svg('text', {x: L - 4, y: y + 3, 'text-anchor': 'end', fill: '#666'}, Math.round(top * k / 4).toLocaleString()));
+      root.appendChild(svg('text', {x: L - 4, y: y + 3, 'text-anchor': 'end', fill: '#666'}, v.toLocaleString()));
     }
     const bw = pw / n;
     for (let j = 0; j < n; j++) {
@@ -276,10 +278,11 @@ BROWSER_JS = r"""
     const prev = el('button', {text: '\u25c0 prev', type: 'button'}), next = el('button', {text: 'next \u25b6', type: 'button'});
     const where = el('span', {cls: 'ms-muted'});
     const view = el('div');
+    const wrap = el('div', {cls: 'ms-index-wrap', style: 'max-height: calc(100vh - 110px)'}, [table]);
     root.appendChild(el('div', {cls: 'ms-browser'}, [
       el('aside', {cls: 'ms-side'}, [search, msg,
         el('div', {cls: 'ms-muted', style: 'font-size: 12.5px', text: n.toLocaleString() + ' latents of ' + index.d_sae.toLocaleString() + ' \u00b7 ' + index.n_rows.toLocaleString() + ' tokens \u00b7 click a column to sort'}),
-        el('div', {cls: 'ms-index-wrap', style: 'max-height: calc(100vh - 110px)'}, [table])]),
+        wrap]),
       el('main', null, [el('div', {cls: 'ms-navbar'}, [prev, next, where]), view]),
     ]));
     function fillIndex() {
@@ -312,7 +315,11 @@ BROWSER_JS = r"""
       where.textContent = 'latent ' + id + ' \u00b7 ' + (k + 1) + ' of ' + n + ' in ' + sortKey + ' order';
       for (const tr of body.querySelectorAll('tr.ms-current')) tr.className = '';
       const tr = body.children[k];
-      if (tr) { tr.className = 'ms-current'; if (push !== false) tr.scrollIntoView({block: 'nearest'}); }
+      if (tr) {  // scroll the index only, never the page
+        tr.className = 'ms-current';
+        const top = tr.offsetTop - wrap.offsetTop, h = wrap.clientHeight;
+        if (top < wrap.scrollTop || top > wrap.scrollTop + h - tr.offsetHeight) wrap.scrollTop = top - h / 2;
+      }
       msg.textContent = '';
       if (push !== false && location.hash !== '#' + rootId + '-latent-' + id) history.replaceState(null, '', '#' + rootId + '-latent-' + id);
     }

@@ -34,7 +34,8 @@ def to_html(*items: Any, title: str = "mechscope") -> str:
     sections, toc = [], []
     for i, view in enumerate(views):
         sid = page.new_id(f"section-{i + 1}")
-        heading = f"<h2>{esc(view.title)}</h2>" if view.title else ""
+        show = view.title and not (len(views) == 1 and view.title == title)
+        heading = f"<h2>{esc(view.title)}</h2>" if show else ""
         sections.append(
             f'<section class="ms-view" id="{sid}">{heading}{view.render(page)}</section>'
         )

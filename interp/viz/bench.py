@@ -1,0 +1,149 @@
+"""``python -m interp.viz.bench``: how big a 1,000-latent feature browser is and how fast it opens.
+
+1. An activation store: ``--store DIR`` (with ``--sae DIR``), or else SmolLM2-135M's layer
+   ``--layer`` residual stream over ``--tokens`` tokens of Shakespeare, written under ``--out``
+   (reused when it is already there).
+2. An SAE: ``--sae DIR``, or else a random TopK SAE (``--d-sae``, k 32, seeded; b_dec the data
+   mean), whose latents fire on a realistic spread of densities.
+3. ``collect`` the dashboard data of the first ``--latents`` latents and write the browser with
+   ``save_html``; report the file size and the time each step took.
+4. Open the file ``--repeats`` times in headless Chromium, each time in a fresh browser process
+   (no warm cache), and report time-to-open: from the navigate command to the page's first full
+   render (index table and the first latent's dashboard drawn), by Chromium's clock
+   (``ready_ms``) and by ours (``wall_ms``). Also the time to switch to another latent.
+
+Targets (issue 8): opens in < 2 s, file < 20 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("interp.viz.bench")
+
+
+def _store_and_sae(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from interp.models import load_model
+    from interp.store import ActivationStore
+    from saes.config import SAEConfig
+    from saes.sae import SAE
+
+    model: Any = load_model(args.model)
+    if args.store is not None:
+        store = ActivationStore(args.store)
+    else:
+        from interp.corpus import shakespeare
+
+        store = ActivationStore.write(
+            Path(args.out) / f"store_l{args.layer}", model,
+            f"blocks.{args.layer}.hook_resid_post", shakespeare(),
+            max_tokens=args.tokens, context_size=128, batch_size=8,
+        )  # fmt: skip
+    if args.sae is not None:
+        sae = SAE.load(args.sae)
+    else:
+        sae = SAE(SAEConfig(d_in=store.d(), d_sae=args.d_sae, activation="topk", k=32), seed=0)
+        with torch.no_grad():
+            sample: Any = next(store.batches(4096, seed=0))
+            sample = sample.float()
+            sae.b_dec.copy_(sample.mean(0))
+    return model, store, sae
+
+
+def _open_times(path: Path, repeats: int, goto: int) -> dict[str, Any]:
+    from interp.viz.chromium import Browser
+
+    ready, wall, switch, errors = [], [], [], []
+    for _ in range(repeats):
+        with Browser() as browser:
+            page = browser.load(path)
+            errors += page.console_errors + page.dialogs + page.requests
+            if page.ready_ms is None:
+                raise RuntimeError(f"{path} never finished its first render: {page}")
+            ready.append(page.ready_ms)
+            wall.append(page.wall_ms)
+            switch.append(
+                browser.evaluate(
+                    "(() => { const t = performance.now();"
+                    f" document.getElementById('features').mechscope.goto({goto});"
+                    " return performance.now() - t; })()"
+                )
+            )
+    return {
+        "ready_ms": [round(x) for x in ready],
+        "wall_ms": [round(x) for x in wall],
+        "switch_latent_ms": [round(x, 1) for x in switch],
+        "ready_ms_median": round(statistics.median(ready)),
+        "wall_ms_median": round(statistics.median(wall)),
+        "wall_ms_max": round(max(wall)),
+        "console_errors": errors,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from interp.viz.feature_data import collect
+    from interp.viz.features import FeatureBrowser
+    from interp.viz.html import save_html
+
+    t = time.perf_counter()
+    model, store, sae = _store_and_sae(args)
+    setup_s = time.perf_counter() - t
+    latents = list(range(min(args.latents, sae.cfg.d_sae)))
+    t = time.perf_counter()
+    data = collect(sae, store, latents=latents, model=model, n_batches=args.n_batches)
+    collect_s = time.perf_counter() - t
+    out = Path(args.out) / f"feature_browser_{len(latents)}.html"
+    t = time.perf_counter()
+    save_html(out, FeatureBrowser(data), title=f"{len(latents)} latents · {data.hook}")
+    save_s = time.perf_counter() - t
+    result = {
+        "latents": len(latents),
+        "d_sae": sae.cfg.d_sae,
+        "store_rows_read": data.n_rows,
+        "hook": data.hook,
+        "file": str(out),
+        "file_mb": round(out.stat().st_size / 1e6, 2),
+        "setup_s": round(setup_s, 1),
+        "collect_s": round(collect_s, 1),
+        "save_html_s": round(save_s, 2),
+        **_open_times(out, args.repeats, latents[len(latents) // 2]),
+        "targets": {"open_s": 2.0, "file_mb": 20.0},
+        "torch_threads": torch.get_num_threads(),
+    }
+    result["meets_targets"] = result["wall_ms_max"] < 2000 and result["file_mb"] < 20
+    (Path(args.out) / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m interp.viz.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--latents", type=int, default=1000)
+    parser.add_argument("--store", type=Path, default=None, help="an existing activation store")
+    parser.add_argument("--sae", type=Path, default=None, help="a saved SAE (default: random)")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--layer", type=int, default=6)
+    parser.add_argument("--tokens", type=int, default=32_768)
+    parser.add_argument("--d-sae", type=int, default=2304)
+    parser.add_argument("--n-batches", type=int, default=None, help="store batches to scan")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("runs/viz_bench"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    result = run(args)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

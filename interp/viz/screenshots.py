@@ -1,0 +1,100 @@
+"""``python -m interp.viz.screenshots``: PNGs of each view for the docs, by headless Chromium.
+
+Writes ``feature_browser.png``, ``feature_dashboard.png`` and ``attention.png`` into ``--out``
+(default ``docs/img``) and the HTML pages they show into ``--pages``. Features come from ``--sae`` over
+``--store`` (a trained SAE reads best; default: the demo's); attention from SmolLM2-135M on a
+sentence said twice, at the head with the highest induction score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("interp.viz.screenshots")
+
+PROMPT = "The old king gave his sword to the young queen. The old king gave his sword to the young queen."
+
+
+def _induction_head(view: Any) -> tuple[int, int]:
+    """The head that attends most from each token of the repeat to the token after its first
+    occurrence (the induction pattern)."""
+    n = len(view.tokens)
+    half = (n - 1) // 2  # BOS, then the sentence twice
+    q = torch.arange(1 + half + 1, n)
+    k = q - half + 1
+    scores = view.patterns[:, q, k].mean(-1)
+    return view.heads[int(scores.argmax())]
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    from interp.models import load_model
+    from interp.viz.attention import attention_view
+    from interp.viz.chromium import Browser
+    from interp.viz.demo import demo_views
+    from interp.viz.feature_data import collect
+    from interp.viz.features import FeatureDashboard
+    from interp.viz.html import save_html
+    from saes.sae import SAE
+
+    out = Path(args.out)
+    model: Any = load_model("smollm2-135m")
+    sae_dir = Path(args.sae)
+    sae = SAE.load(sae_dir / "final" if (sae_dir / "final" / "cfg.json").exists() else sae_dir)
+    pages = Path(args.pages)
+    [browser_html] = demo_views(
+        sae, args.store, pages, model=model, max_latents=args.latents, n_batches=args.n_batches
+    )
+    from interp.store import ActivationStore
+
+    data = collect(
+        sae, ActivationStore(args.store), latents=[args.latent], model=model,
+        n_batches=args.n_batches,
+    )  # fmt: skip
+    dashboard_html = save_html(
+        pages / "feature_dashboard.html", FeatureDashboard(data, args.latent)
+    )
+    view = attention_view(model, PROMPT, layers=range(model.cfg.n_layers))
+    layer, head = _induction_head(view)
+    attn_html = save_html(pages / "attention.html", view, title="Attention patterns")
+    shots = []
+    with Browser(width=1280, height=900) as b:
+        for html, name, url_hash in [
+            (browser_html, "feature_browser.png", f"#features-latent-{args.latent}"),
+            (attn_html, "attention.png", f"#attn-L{layer}H{head}"),
+        ]:
+            page = b.load(html.resolve().as_uri() + url_hash)
+            if page.console_errors or page.ready_ms is None:
+                raise RuntimeError(f"{html} did not render cleanly: {page}")
+            b.evaluate("window.scrollTo(0, 0)")
+            shots.append(b.screenshot(out / name))
+    with Browser(width=1280, height=1700) as b:
+        page = b.load(dashboard_html)
+        if page.console_errors or page.ready_ms is None:
+            raise RuntimeError(f"{dashboard_html} did not render cleanly: {page}")
+        b.screenshot(out / "feature_dashboard.png")
+    log.info("induction head L%dH%d; screenshots in %s", layer, head, out)
+    return [out / n for n in ("feature_browser.png", "feature_dashboard.png", "attention.png")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m interp.viz.screenshots", description=__doc__)
+    parser.add_argument("--sae", default="runs/demo/sae_l15")
+    parser.add_argument("--store", default="runs/demo/store_l15")
+    parser.add_argument("--latent", type=int, default=0, help="the latent shown")
+    parser.add_argument("--latents", type=int, default=200, help="latents in the browser")
+    parser.add_argument("--n-batches", type=int, default=16)
+    parser.add_argument("--out", default="docs/img")
+    parser.add_argument("--pages", default="runs/viz_screenshots", help="where the HTML goes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for path in run(args):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
