@@ -19,13 +19,17 @@ from torch import Tensor
 
 from interp.hooks import TLModel
 
-__all__ = ["Encoded", "Position", "Prompts", "encode", "hash_prompts", "token_index"]
+__all__ = [
+    "Encoded", "Position", "Prompts", "encode", "hash_prompts", "position_from_json",
+    "position_to_json", "token_index", "token_mask",
+]  # fmt: skip
 
 # Text, or token ids per prompt (ragged lists or 1-d tensors), for models without a tokenizer.
 Prompts = Sequence[str] | Sequence[Sequence[int]] | Sequence[Tensor]
-# Where to read a sequence: its last real token, the mean over its real tokens, or an index
-# counted among real tokens (0 = first real token, -1 = last), whatever the padding.
-Position = Literal["last", "mean"] | int
+# Where to read a sequence: its last real token, the mean over its real tokens, an index counted
+# among real tokens (0 = first real token, -1 = last), or the mean over a slice of real tokens
+# (slice(1, None) skips the first, which in SmolLM2 is an attention sink with a huge norm).
+Position = Literal["last", "mean"] | int | slice
 PaddingSide = Literal["left", "right"]
 
 
@@ -123,3 +127,30 @@ def hash_prompts(*sets: Prompts) -> str:
     """sha256 over the prompts (text or token ids), so an artifact can name its data."""
     plain = [[p if isinstance(p, str) else torch.as_tensor(p).tolist() for p in s] for s in sets]
     return hashlib.sha256(json.dumps(plain).encode()).hexdigest()
+
+
+def token_mask(enc: Encoded, position: str | slice) -> Int[Tensor, "batch pos"]:
+    """1 at the real tokens that ``"mean"`` or a slice of real-token indices averages over."""
+    if position == "mean":
+        return enc.attention_mask
+    if not isinstance(position, slice) or position.step not in (None, 1):
+        raise ValueError(f"position must be 'mean' or a slice with step 1; got {position!r}")
+    rank = enc.attention_mask.cumsum(1) - 1  # index of each column among its row's real tokens
+    n = enc.lengths[:, None]
+    lo, hi = position.start or 0, position.stop
+    lo_t = torch.as_tensor(lo) if lo >= 0 else n + lo
+    hi_t = n if hi is None else (torch.as_tensor(hi) if hi >= 0 else n + hi)
+    keep = enc.attention_mask.bool() & (rank >= lo_t) & (rank < hi_t)
+    if not keep.any(1).all():
+        raise IndexError(f"position {position!r} selects no token of some prompt")
+    return keep.long()
+
+
+def position_to_json(position: Position) -> Any:
+    return ["slice", position.start, position.stop] if isinstance(position, slice) else position
+
+
+def position_from_json(value: Any) -> Position:
+    if isinstance(value, list) and value and value[0] == "slice":
+        return slice(value[1], value[2])
+    return value  # type: ignore[no-any-return]

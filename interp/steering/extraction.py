@@ -25,7 +25,16 @@ from torch import Tensor
 from interp.cache import cache_activations
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
-from interp.steering._batch import Encoded, PaddingSide, Position, Prompts, encode, hash_prompts
+from interp.steering._batch import (
+    Encoded,
+    PaddingSide,
+    Position,
+    Prompts,
+    encode,
+    hash_prompts,
+    position_to_json,
+    token_mask,
+)  # fmt: skip
 from interp.steering._batch import token_index as _token_index
 from interp.steering.vector import SteeringVector, check_layer, hook_name_for
 
@@ -36,7 +45,9 @@ __all__ = [
     "collect_activations",
     "direction_from_activations",
     "extract",
+    "extraction_metadata",
     "fingerprint",
+    "vectors_from_activations",
 ]
 
 Method = Literal["diff_mean", "pca", "probe", "actadd"]
@@ -57,7 +68,10 @@ def _finish(u: Tensor, pos: Tensor, neg: Tensor, threshold: float | None = None)
 def _unit(v: Tensor) -> Tensor:
     n = v.norm()
     if n == 0:
-        raise ValueError("the two sets have identical activations here: no direction to extract")
+        raise ValueError(
+            "the two sets have identical mean activations here, so there is no direction (at "
+            "layer 0 with position 'last', every prompt ending in the same token does this)"
+        )
     return v / n
 
 
@@ -175,18 +189,19 @@ def collect_activations(
     layer_list = _check_layers(model, layers)
     names = [hook_name_for(site, layer) for layer in layer_list]
     enc = encode(model, prompts, padding_side=padding_side, prepend_bos=prepend_bos)
-    if position != "mean":
-        _token_index(enc, position)  # a bad position fails here, before any model run
+    pooled = position == "mean" or isinstance(position, slice)
+    # A bad position fails here, before any model run.
+    token_mask(enc, position) if pooled else _token_index(enc, position)  # type: ignore[arg-type]
     out = []
     for chunk in enc.chunks(batch_size):
         kwargs = chunk.forward_kwargs()
-        if position == "mean":
+        if pooled:
             cache = cache_activations(model, chunk.tokens, names, **kwargs)
-            real = chunk.attention_mask[..., None].bool()
-            n = chunk.lengths[:, None].to(cache[names[0]].dtype)
-            acts = [torch.where(real, cache[x], 0).sum(1) / n for x in names]
+            keep = token_mask(chunk, position)  # type: ignore[arg-type]
+            n = keep.sum(1)[:, None].to(cache[names[0]].dtype)
+            acts = [torch.where(keep[..., None].bool(), cache[x], 0).sum(1) / n for x in names]
         else:
-            idx = _token_index(chunk, position)[:, None]  # [batch, 1]
+            idx = _token_index(chunk, position)[:, None]  # type: ignore[arg-type]
             cache = cache_activations(model, chunk.tokens, names, positions=idx, **kwargs)
             acts = [cache[x][:, 0] for x in names]
         out.append(torch.stack(acts))
@@ -228,6 +243,11 @@ def extract(
     >>> vecs[4].hook_name
     'blocks.4.hook_resid_pre'
     """
+    for name, prompts in (("positive", positive), ("negative", negative)):
+        if isinstance(prompts, (str, Tensor)):
+            raise TypeError(
+                f"the {name} set must be a list of prompts, not a single {type(prompts).__name__}"
+            )
     _check_method(method, len(positive), len(negative))
     layer_list = _check_layers(model, layers)
     hook_name_for(site, layer_list[0])
@@ -235,19 +255,52 @@ def extract(
     acts = collect_activations(
         model, both, layers=layer_list, site=site, position=position, batch_size=batch_size
     )
-    pos, neg = acts[:, : len(positive)], acts[:, len(positive) :]
-    meta = {
+    meta = extraction_metadata(model, positive, negative, position, padding_side, prepend_bos)
+    n = len(positive)
+    return vectors_from_activations(
+        acts[:, :n], acts[:, n:], layers=layer_list, method=method, site=site, metadata=meta
+    )
+
+
+def extraction_metadata(
+    model: TLModel,
+    positive: Prompts,
+    negative: Prompts,
+    position: Position,
+    padding_side: str = "right",
+    prepend_bos: bool | None = None,
+) -> dict[str, Any]:
+    """What a vector records about its making: model fingerprint, data hash, position, ..."""
+    return {
         "model_fingerprint": fingerprint(model),
         "model_name": str(getattr(model.cfg, "model_name", "")),
         "data_sha256": hash_prompts(positive, negative),
-        "position": position,
+        "position": position_to_json(position),
         "padding_side": padding_side,
         "prepend_bos": prepend_bos,
         "n_positive": len(positive),
         "n_negative": len(negative),
     }
+
+
+def vectors_from_activations(
+    pos: Float[Tensor, "layer n_pos d_model"],
+    neg: Float[Tensor, "layer n_neg d_model"],
+    *,
+    layers: Sequence[int],
+    method: str = "diff_mean",
+    site: str = "resid_pre",
+    metadata: dict[str, Any] | None = None,
+) -> dict[int, SteeringVector]:
+    """A vector per layer from collected activations (see :func:`collect_activations`)."""
+    _check_method(method, pos.shape[1], neg.shape[1])
+    if not pos.shape[0] == neg.shape[0] == len(layers):
+        raise ValueError(
+            f"activations for {pos.shape[0]} and {neg.shape[0]} layers; {len(layers)} layers named"
+        )
     out = {}
-    for i, layer in enumerate(layer_list):
+    for i, layer in enumerate(layers):
         d = METHODS[method](pos[i], neg[i])
-        out[layer] = SteeringVector(d.vector, layer, site, method, d.threshold, dict(meta))
+        meta = {**(metadata or {}), "method": method}
+        out[layer] = SteeringVector(d.vector, layer, site, method, d.threshold, meta)
     return out

@@ -12,7 +12,7 @@ from torch import Tensor
 from interp.cache import cache_activations
 from interp.hooks import TLModel
 from interp.stats import CI, bootstrap_ci
-from interp.steering._batch import PaddingSide, Position, Prompts, encode
+from interp.steering._batch import PaddingSide, Position, Prompts, encode, position_from_json
 from interp.steering.extraction import collect_activations
 from interp.steering.vector import SteeringVector, check_width
 
@@ -116,7 +116,8 @@ def probe_accuracy(
 ) -> Accuracy:
     """Accuracy on held-out prompts, read at the vector's hook and (by default) its position."""
     check_width(model, vector.vector, vector.hook_name)
-    pos_at: Position = position if position is not None else vector.metadata.get("position", "last")
+    stored = position_from_json(vector.metadata.get("position", "last"))
+    pos_at: Position = position if position is not None else stored
     kw = {"layers": vector.layer, "site": vector.site, "position": pos_at}
     both = encode(model, [*positive, *negative], padding_side=padding_side)
     acts = collect_activations(model, both, batch_size=batch_size, **kw)[0]  # type: ignore[arg-type]

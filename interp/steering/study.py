@@ -1,0 +1,267 @@
+"""The steering study on SmolLM2-135M-Instruct: a sentiment direction and a Shakespeare direction.
+
+For each direction: activations of training and held-out prompts at many layers (mean over real
+tokens after the first, which in SmolLM2 is an attention sink with a ~100x larger norm), vectors by
+difference of means (and PCA / probe for comparison), held-out accuracy per layer with CIs, then a
+layers × α sweep of adding the difference-of-means vector at every position:
+
+- sentiment: intended effect = change in logit(great, good, ...) − logit(terrible, bad, ...) after
+  neutral openings; side effects = KL from the unsteered model on neutral sentences, change in
+  loss on held-out Shakespeare;
+- style: intended effect = change in loss on held-out Shakespeare (from plays not used for
+  extraction; lower is better); side effects = change in loss on held-out modern English, KL on
+  neutral sentences.
+
+``run_study(model, quick=True)`` takes well under a minute on 2 CPU cores; ``quick=False`` sweeps
+9 layers × 6 strengths per direction (several minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp._io import atomic_write_bytes
+from interp.hooks import TLModel
+from interp.manifest import write_run_manifest
+from interp.steering import data
+from interp.steering.apply import add, generate
+from interp.steering.extraction import (
+    collect_activations,
+    extraction_metadata,
+    vectors_from_activations,
+)
+from interp.steering.io import save_vectors
+from interp.steering.read import Accuracy, accuracy_from_activations
+from interp.steering.sweeps import Measure, SteeringSweep, sweep, word_logit_diff
+from interp.steering.vector import SteeringVector
+
+__all__ = ["DirectionResult", "StudyResult", "run_study"]
+
+POSITION = slice(1, None)  # mean over real tokens, the first (attention sink) left out
+MAX_KL = 0.1  # nats per token on neutral text: the side-effect budget for "best"
+
+
+def _plan(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {
+            "accuracy_layers": [3, 6, 9, 12, 15, 18, 21, 24, 27],
+            "sentiment": {"layers": [9, 15, 21], "alphas": [1.0, 2.0]},
+            "style": {"layers": [6, 12, 18], "alphas": [0.5, 1.0]},
+            "n_eval": 12,
+            "new_tokens": 8,
+            "signs": [1],
+        }
+    return {
+        "accuracy_layers": list(range(1, 30)),
+        "sentiment": {"layers": list(range(3, 30, 3)), "alphas": [-2.0, -1.0, 1.0, 2.0, 4.0, 8.0]},
+        "style": {"layers": list(range(3, 30, 3)), "alphas": [-1.0, -0.5, 0.25, 0.5, 1.0, 2.0]},
+        "n_eval": None,
+        "new_tokens": 16,
+        "signs": [1, -1],
+    }
+
+
+@dataclass
+class DirectionResult:
+    """One direction: held-out accuracy per method and layer, the sweep, sample generations."""
+
+    name: str
+    vectors: dict[int, SteeringVector]  # difference of means, at the swept layers
+    accuracy: dict[str, dict[int, Accuracy]]  # method -> layer -> held-out accuracy
+    sweep: SteeringSweep
+    samples: dict[str, str] = field(default_factory=dict)
+    max_kl: float = MAX_KL
+
+    def best_accuracy(self, method: str = "diff_mean") -> tuple[int, Accuracy]:
+        by_layer = self.accuracy[method]
+        layer = max(by_layer, key=lambda la: float(by_layer[la].accuracy.estimate))
+        return layer, by_layer[layer]
+
+    def summary(self) -> str:
+        lines = [f"== {self.name} =="]
+        for method in self.accuracy:
+            layer, acc = self.best_accuracy(method)
+            lines.append(f"held-out accuracy, {method}: best layer {layer}: {acc}")
+        lines.append(self.sweep.summary())
+        try:
+            lines.append(self.sweep.summary(max_kl=self.max_kl))
+        except ValueError:
+            lines.append(f"(no swept cell keeps KL <= {self.max_kl})")
+        lines += [f"{k}: {v!r}" for k, v in self.samples.items()]
+        return "\n".join(lines)
+
+    def accuracy_figure(self) -> Any:
+        """Held-out accuracy vs layer per method, with CI bands."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for method, by_layer in self.accuracy.items():
+            layers = sorted(by_layer)
+            acc = [by_layer[la].accuracy for la in layers]
+            fig.add_trace(
+                go.Scatter(
+                    x=layers,
+                    y=[float(a.estimate) for a in acc],
+                    name=method,
+                    mode="lines+markers",
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [float(a.high - a.estimate) for a in acc],
+                        "arrayminus": [float(a.estimate - a.low) for a in acc],
+                    },
+                )
+            )
+        fig.update_layout(
+            title=f"{self.name}: held-out accuracy by layer (95% bootstrap CI)",
+            xaxis_title="layer (resid_pre)",
+            yaxis_title="accuracy",
+            yaxis_range=[0, 1.05],
+            height=350,
+        )
+        return fig
+
+
+@dataclass
+class StudyResult:
+    sentiment: DirectionResult
+    style: DirectionResult
+    quick: bool
+    seconds: float
+
+    def summary(self) -> str:
+        head = (
+            f"Steering study on SmolLM2-135M-Instruct ({'quick' if self.quick else 'full'}, "
+            f"{self.seconds:.0f} s); effects are changes from the unsteered model with 95% "
+            f"bootstrap CIs over prompts; KL in nats per token on neutral sentences"
+        )
+        return "\n\n".join([head, self.sentiment.summary(), self.style.summary()])
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Vectors (safetensors), sweeps (with manifests), summary.txt and run.json."""
+        d = Path(directory)
+        for res in (self.sentiment, self.style):
+            save_vectors(d / res.name / "vectors.safetensors", res.vectors)
+            res.sweep.save(d / res.name / "sweep")
+        atomic_write_bytes(d / "summary.txt", (self.summary() + "\n").encode())
+        write_run_manifest(d, kind="steering_study", config={"quick": self.quick}, seed=0)
+        return d
+
+
+def _accuracy(
+    acts: torch.Tensor,
+    n_train: tuple[int, int],
+    n_held: tuple[int, int],
+    layers: list[int],
+    methods: list[str],
+    paired: bool,
+) -> dict[str, dict[int, Accuracy]]:
+    """Vectors from the training rows, accuracy on the held-out rows (order: pos, neg, pos, neg)."""
+    a, b = n_train
+    c, d = n_held
+    train_p, train_n = acts[:, :a], acts[:, a : a + b]
+    held_p, held_n = acts[:, a + b : a + b + c], acts[:, a + b + c : a + b + c + d]
+    out: dict[str, dict[int, Accuracy]] = {}
+    for method in methods:
+        vecs = vectors_from_activations(train_p, train_n, layers=layers, method=method)
+        out[method] = {
+            la: accuracy_from_activations(vecs[la], held_p[i], held_n[i], paired=paired)
+            for i, la in enumerate(layers)
+        }
+    return out
+
+
+def _direction(
+    model: TLModel,
+    name: str,
+    train: tuple[list[str], list[str]],
+    held: tuple[list[str], list[str]],
+    *,
+    plan: dict[str, Any],
+    methods: list[str],
+    paired: bool,
+    measures: list[Measure],
+    goal: str,
+    sample_prompt: str,
+) -> DirectionResult:
+    layers = plan["accuracy_layers"]
+    everything = [*train[0], *train[1], *held[0], *held[1]]
+    acts = collect_activations(model, everything, layers=layers, position=POSITION, batch_size=32)
+    sizes = (len(train[0]), len(train[1])), (len(held[0]), len(held[1]))
+    accuracy = _accuracy(acts, *sizes, layers, methods, paired)
+    sweep_layers = plan[name]["layers"]
+    rows = [layers.index(la) for la in sweep_layers]
+    meta = extraction_metadata(model, train[0], train[1], POSITION)
+    vectors = vectors_from_activations(
+        acts[rows, : len(train[0])],
+        acts[rows, len(train[0]) : len(train[0]) + len(train[1])],
+        layers=sweep_layers,
+        metadata=meta,
+    )
+    result = sweep(
+        model, vectors, layers=sweep_layers, alphas=plan[name]["alphas"], measures=measures,
+        intended=measures[0].name, goal=goal, batch_size=32,  # type: ignore[arg-type]
+    )  # fmt: skip
+    out = DirectionResult(name, vectors, accuracy, result)
+    out.samples = _samples(model, out, sample_prompt, plan["new_tokens"], plan["signs"])
+    return out
+
+
+def _samples(
+    model: TLModel, res: DirectionResult, prompt: str, n: int, signs: list[int]
+) -> dict[str, str]:
+    """Greedy continuations: unsteered, and steered at the best cell within the KL budget (±α)."""
+    try:
+        best = res.sweep.best(max_kl=res.max_kl)
+    except ValueError:
+        best = res.sweep.best()
+    vec = res.vectors[best.layer]
+    kw: dict[str, Any] = {"max_new_tokens": n, "do_sample": False}
+    out = {"prompt": prompt, "unsteered": model.generate(prompt, verbose=False, **kw)}
+    for sign in signs:
+        alpha = sign * abs(best.alpha)
+        out[f"steered alpha={alpha:+g} at layer {best.layer}"] = generate(
+            model, prompt, add(vec, alpha), **kw
+        )
+    return {k: v[len(prompt) :] if k != "prompt" else v for k, v in out.items()}
+
+
+def run_study(model: TLModel, *, quick: bool = True) -> StudyResult:
+    """Run both experiments on ``model`` (``load_model("smollm2-135m")``)."""
+    t0 = time.perf_counter()
+    plan = _plan(quick)
+    k = plan["n_eval"]
+    held_shakespeare = data.shakespeare_lines(20, first_doc=32, lines=2, min_chars=60)[:k]
+    neutral = data.NEUTRAL[:k]
+    pos = [p for p, _ in data.SENTIMENT_PAIRS]
+    neg = [n for _, n in data.SENTIMENT_PAIRS]
+    metric = word_logit_diff(model, data.POSITIVE_WORDS, data.NEGATIVE_WORDS)
+    sentiment = _direction(
+        model, "sentiment", (pos[:32], neg[:32]), (pos[32:], neg[32:]), plan=plan,
+        methods=["diff_mean", "pca", "probe"], paired=True,
+        measures=[
+            Measure("sentiment_logit_diff", data.SENTIMENT_PROMPTS[: None if k is None else k + 4], metric),
+            Measure("kl_neutral", neutral, "kl"),
+            Measure("loss_shakespeare", held_shakespeare, "loss"),
+        ],
+        goal="increase", sample_prompt="I watched the film last night, and honestly it was",
+    )  # fmt: skip
+    train_shakespeare = data.shakespeare_lines(48, max_docs=24, lines=2, min_chars=50)
+    style = _direction(
+        model, "style", (train_shakespeare, data.MODERN_TRAIN),
+        (data.shakespeare_lines(20, first_doc=32, lines=2, min_chars=60), data.MODERN_HELDOUT),
+        plan=plan, methods=["diff_mean", "probe"], paired=False,
+        measures=[
+            Measure("loss_shakespeare", held_shakespeare, "loss"),
+            Measure("loss_modern", data.MODERN_HELDOUT[:k], "loss"),
+            Measure("kl_neutral", neutral, "kl"),
+        ],
+        goal="decrease", sample_prompt="Tell me about your day.",
+    )  # fmt: skip
+    return StudyResult(sentiment, style, quick, time.perf_counter() - t0)
