@@ -1,4 +1,4 @@
-"""``python -m interp.bench {cache} [options]``."""
+"""``python -m interp.bench {cache,patching} [options]``."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
     from interp.bench import cache as cache_bench
+    from interp.bench import patching as patching_bench
 
     cache_bench.add_arguments(
         sub.add_parser("cache", help="selective-cache overhead and store write throughput")
+    )
+    patching_bench.add_arguments(
+        sub.add_parser("patching", help="residual patching sweep vs transformer_lens.patching")
     )
     sub_child = sub.add_parser("_store_child", help=argparse.SUPPRESS)
     cache_bench.add_child_arguments(sub_child)
     args = parser.parse_args(argv)
     if args.name == "cache":
         return cache_bench.run(args)
+    if args.name == "patching":
+        return patching_bench.run(args)
     return cache_bench.run_child(args)
 
 

@@ -1,0 +1,102 @@
+"""Checks shared by every patching method: token batches, metrics, ablation kinds, labels.
+
+All of these run before any patched forward, so bad input fails fast and clearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from interp.hooks import TLModel
+
+__all__ = [
+    "ABLATIONS",
+    "DIRECTIONS",
+    "Metric",
+    "as_tokens",
+    "check_ablation",
+    "check_pair",
+    "checked_metric",
+    "metric_name",
+    "position_labels",
+]
+
+Metric = Callable[[Tensor], Tensor]
+ABLATIONS = ("corrupt", "mean", "zero")
+DIRECTIONS = ("denoise", "noise")
+
+
+def as_tokens(model: TLModel, x: Any, what: str) -> Tensor:
+    """Token ids ``[batch, pos]`` from a tensor, a string or a list of strings."""
+    if isinstance(x, str) or (isinstance(x, Sequence) and x and isinstance(x[0], str)):
+        x = model.to_tokens(x)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what} must be token ids [batch, pos] or text; got {type(x).__name__}")
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"{what} must be integer token ids of shape [batch, pos]; got {x.dtype} "
+            f"{tuple(x.shape)}"
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{what} is empty: shape {tuple(x.shape)}")
+    return x.long().to(model.cfg.device)
+
+
+def check_pair(clean: Tensor, corrupt: Tensor | None) -> None:
+    if corrupt is not None and clean.shape != corrupt.shape:
+        raise ValueError(
+            f"clean and corrupted batches must have the same shape [batch, pos] so prompts pair "
+            f"up position by position; got clean {tuple(clean.shape)} and corrupted "
+            f"{tuple(corrupt.shape)}"
+        )
+
+
+def check_ablation(ablation: str, direction: str, corrupt: Tensor | None) -> None:
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}; got {ablation!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
+    if ablation == "corrupt" and corrupt is None:
+        raise ValueError("ablation='corrupt' needs a corrupted batch; pass `corrupt=` tokens")
+    if ablation != "corrupt" and direction == "denoise":
+        raise ValueError(
+            f"ablation={ablation!r} replaces clean activations, so it only runs as "
+            "direction='noise' (denoising needs a corrupted run to restore into)"
+        )
+
+
+def checked_metric(metric: Metric, logits: Tensor, n: int) -> Tensor:
+    """The metric on ``logits``, as ``[n]`` per-prompt values, or a clear error."""
+    if not callable(metric):
+        raise TypeError(f"metric must be callable logits -> values; got {metric!r}")
+    out = metric(logits)
+    if not isinstance(out, Tensor):
+        out = torch.as_tensor(out)
+    if out.ndim == 0:
+        return out.reshape(1).detach().float()
+    if out.shape != (n,):
+        raise ValueError(
+            f"the metric returned shape {tuple(out.shape)}; it must return one value per prompt "
+            f"(shape [{n}]) or a scalar. Reduce any position or vocabulary axes inside the metric."
+        )
+    return out.detach().float()
+
+
+def metric_name(metric: Metric) -> str:
+    name = getattr(metric, "__name__", None) or type(metric).__name__
+    func = getattr(metric, "func", None)  # functools.partial
+    return getattr(func, "__name__", name) if name == "partial" else name
+
+
+def position_labels(model: TLModel, tokens: Tensor) -> list[str]:
+    """``"3 ' Mary'"``-style labels from the first prompt (just the index without a tokenizer)."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return [str(p) for p in range(tokens.shape[1])]
+    return [f"{p} {tok.decode([int(t)])!r}" for p, t in enumerate(tokens[0].tolist())]

@@ -1,0 +1,245 @@
+"""``patch_sweep``: activation patching over every cell of a site, batched.
+
+Denoising (the default) runs the corrupted prompts and restores one clean activation per cell;
+noising runs the clean prompts and replaces one activation with its corrupted value, its mean
+over a reference set, or zero. The metric maps logits ``[batch, pos, d_vocab]`` to one value per
+prompt (``[batch]``), so every cell carries a confidence interval over prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from interp.cache import cache_activations
+from interp.hooks import TLModel
+from interp.models import model_fingerprint
+from interp.patching.inputs import (
+    Metric,
+    as_tokens,
+    check_ablation,
+    check_pair,
+    checked_metric,
+    metric_name,
+    position_labels,
+)
+from interp.patching.result import PatchResult
+from interp.patching.runner import PatchRunner, is_fast_capable
+from interp.patching.sites import Site, axis_sizes, enumerate_cells, site_spec
+
+__all__ = ["patch_sweep", "source_activations"]
+
+
+def _ranges(
+    model: TLModel,
+    site: Site,
+    over: Sequence[str],
+    n_pos: int,
+    restrict: dict[str, Sequence[int] | None],
+) -> dict[str, list[int]]:
+    sizes = axis_sizes(model, site, n_pos)
+    out: dict[str, list[int]] = {}
+    for axis in over:
+        chosen = restrict.get(axis)
+        if chosen is None:
+            out[axis] = list(range(sizes[axis]))
+            continue
+        vals = [int(v) for v in chosen]
+        bad = [v for v in vals if not -sizes[axis] <= v < sizes[axis]]
+        if bad:
+            raise IndexError(
+                f"{axis} {bad} out of range: this sweep's {axis} axis has {sizes[axis]} entries "
+                f"(0..{sizes[axis] - 1}, or negative from the end)"
+            )
+        if not vals:
+            raise ValueError(f"the list of {axis}s to sweep is empty")
+        out[axis] = [v % sizes[axis] for v in vals]
+    for axis, chosen in restrict.items():
+        if chosen is not None and axis not in over:
+            raise ValueError(f"{axis}s= was given but {axis!r} is not in over={tuple(over)}")
+    return out
+
+
+def _logit_positions(logits_at: int | Sequence[int] | None, n_pos: int) -> list[int]:
+    if logits_at is None:
+        return list(range(n_pos))
+    vals = [logits_at] if isinstance(logits_at, int) else list(logits_at)
+    bad = [p for p in vals if not -n_pos <= p < n_pos]
+    if bad or not vals:
+        raise IndexError(f"logits_at {vals} must be non-empty positions in range for {n_pos}")
+    return [p % n_pos for p in vals]
+
+
+def source_activations(
+    model: TLModel,
+    names: list[str],
+    *,
+    ablation: str,
+    source: Tensor | None,
+    reference: Tensor | None,
+) -> dict[str, Tensor]:
+    """The activations patched in: a source run's, a reference set's mean, or zeros."""
+    if ablation in ("corrupt", "zero"):  # zero: the source only gives shapes
+        assert source is not None
+        cache = cache_activations(model, source, names)
+        acts = {n: cache[n] for n in names}
+        return {n: torch.zeros_like(a) for n, a in acts.items()} if ablation == "zero" else acts
+    assert reference is not None
+    cache = cache_activations(model, reference, names)
+    return {n: cache[n].mean(0, keepdim=True) for n in names}
+
+
+def patch_sweep(
+    model: TLModel,
+    clean: Any,
+    corrupt: Any,
+    metric: Metric,
+    *,
+    site: str,
+    over: Sequence[str] = ("layer", "pos"),
+    ablation: str = "corrupt",
+    direction: str = "denoise",
+    reference: Any = None,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    src_positions: Sequence[int] | None = None,
+    logits_at: int | Sequence[int] | None = None,
+    max_tokens: int = 16384,
+    fast: bool | None = None,
+) -> PatchResult:
+    """Patch ``site`` at every cell of ``over`` and measure ``metric`` on the patched logits.
+
+    Args:
+        clean, corrupt: token ids ``[batch, pos]`` (or text), paired prompt by prompt.
+            ``corrupt`` may be None for mean or zero ablation.
+        metric: logits ``[batch, pos, d_vocab]`` → ``[batch]`` (or a scalar, which loses the CIs).
+        site: ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out``, ``z``,
+            ``q``, ``k``, ``v``, ``pattern`` or ``attn_scores``.
+        over: axes to index, in the order of the result's dimensions: ``layer`` plus any of
+            ``pos``, ``head``, ``src_pos`` (patterns). An axis not listed is patched whole.
+        ablation: ``corrupt`` (the paired corrupted prompt), ``mean`` (over ``reference``, default
+            the clean batch; per position when the lengths match) or ``zero``.
+        direction: ``denoise`` (clean activation into the corrupted run) or ``noise``.
+        layers, positions, heads, src_positions: sweep only these indices of an axis.
+        logits_at: positions the metric reads. When given, the metric gets logits at just
+            these positions (``[batch, len(logits_at), d_vocab]``) and the sweep skips the
+            unembedding elsewhere; ``None`` gives it every position.
+        max_tokens: rows × positions per batched forward (memory bound).
+        fast: force (True) or forbid (False) the block-level fast path; default when supported.
+    """
+    spec = site_spec(site, over)
+    clean_t = as_tokens(model, clean, "clean")
+    corrupt_t = None if corrupt is None else as_tokens(model, corrupt, "corrupt")
+    check_pair(clean_t, corrupt_t)
+    check_ablation(ablation, direction, corrupt_t)
+    n, n_pos = clean_t.shape
+    ranges = _ranges(
+        model,
+        spec,
+        over,
+        n_pos,
+        {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions},
+    )
+    logit_pos = _logit_positions(logits_at, n_pos)
+    ref_t = clean_t if reference is None else as_tokens(model, reference, "reference")
+    if ablation == "mean" and ref_t.shape[1] != n_pos:
+        raise ValueError(
+            f"the mean-ablation reference has {ref_t.shape[1]} positions but the prompts have "
+            f"{n_pos}; use reference prompts of the same length (means are per position)"
+        )
+    use_fast = is_fast_capable(model) if fast is None else fast
+    if use_fast and not is_fast_capable(model):
+        raise ValueError(
+            "fast=True needs a HookedTransformer with causal attention on one device; "
+            f"got {type(model).__name__}"
+        )
+
+    base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
+    assert base_t is not None
+    with torch.no_grad():
+        clean_logits = model(clean_t)
+        clean_vals = checked_metric(metric, _sel(clean_logits, logits_at, logit_pos), n)
+        del clean_logits
+        corrupt_vals = None
+        if corrupt_t is not None:
+            corrupt_logits = _sel(model(corrupt_t), logits_at, logit_pos)
+            corrupt_vals = checked_metric(metric, corrupt_logits, n)
+            del corrupt_logits
+
+    cells, shape = enumerate_cells(over, ranges)
+    needed = sorted({c.layer for c in cells})
+    names = [spec.hook_name(layer) for layer in needed]
+    src = source_activations(
+        model,
+        names,
+        ablation=ablation,
+        source=base_t if ablation == "zero" else source_t,
+        reference=ref_t,
+    )
+    runner = PatchRunner(model, base_t, spec, logit_pos, fast=use_fast, max_tokens=max_tokens)
+    per_prompt = clean_vals.shape[0] == n
+    values = torch.empty(n if per_prompt else 1, len(cells))
+    pending: list[tuple[list[int], Tensor]] = []
+    # Unembed many groups' final residuals at once, within a bound on the logits' size.
+    rows_per_unembed = max(n, (1 << 26) // (len(logit_pos) * model.cfg.d_vocab))
+
+    def score(idx: list[int], logits: Tensor) -> None:
+        for j, i in enumerate(idx):
+            values[:, i] = checked_metric(metric, logits[j], n).cpu()
+
+    def flush() -> None:
+        if not pending:
+            return
+        finals = torch.cat([out.flatten(0, 1) for _, out in pending])
+        logits = torch.cat(
+            [
+                runner.logits(finals[i : i + rows_per_unembed])
+                for i in range(0, len(finals), rows_per_unembed)
+            ]
+        ).reshape(-1, n, len(logit_pos), model.cfg.d_vocab)
+        score([i for idx, _ in pending for i in idx], logits)
+        pending.clear()
+
+    for layer, p0, idx in runner.groups(cells):
+        out = runner.run(layer, p0, [cells[i] for i in idx], src[spec.hook_name(layer)])
+        if not use_fast:
+            score(idx, out)
+            continue
+        pending.append((idx, out))
+        if sum(len(i) for i, _ in pending) * n >= rows_per_unembed:
+            flush()
+    flush()
+
+    labels = {
+        "layer": [f"L{v}" for v in ranges.get("layer", [])],
+        "pos": [position_labels(model, clean_t)[p] for p in ranges.get("pos", [])],
+        "head": [f"H{v}" for v in ranges.get("head", [])],
+        "src_pos": [position_labels(model, clean_t)[p] for p in ranges.get("src_pos", [])],
+    }
+    return PatchResult(
+        values.reshape(values.shape[0], *shape),
+        tuple(over),
+        {a: labels[a] for a in over},
+        metric_name(metric),
+        "patch_sweep",
+        site,
+        ablation,
+        direction,
+        clean_vals.cpu(),
+        None if corrupt_vals is None else corrupt_vals.cpu(),
+        {
+            "model": model_fingerprint(model),
+            "indices": {a: ranges[a] for a in over},
+            "logits_at": None if logits_at is None else logit_pos,
+            "forwards": runner.forwards,
+            "fast": use_fast,
+        },
+    )
+
+
+def _sel(logits: Tensor, logits_at: Any, logit_pos: list[int]) -> Tensor:
+    return logits if logits_at is None else logits[:, logit_pos]
