@@ -102,7 +102,7 @@ def _forward_with_grads(
         per_step = [
             checked_metric(metric, logits[i * n : (i + 1) * n].detach(), n) for i in range(steps)
         ]
-        total = sum(metric(logits[i * n : (i + 1) * n]).sum() for i in range(steps))
+        total = torch.stack([metric(logits[i * n : (i + 1) * n]).sum() for i in range(steps)]).sum()
         grads = torch.autograd.grad(total, [acts[k] for k in names], allow_unused=True)
     out_grads = {}
     for k, g in zip(names, grads, strict=True):

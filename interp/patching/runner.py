@@ -158,6 +158,7 @@ class PatchRunner:
             resid = model.blocks[i](resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe)
         self.block_positions += k * self.n * (self.n_pos - p0) * (n_layers - layer)
         # Positions before p0 are unchanged: they keep the base run's final residual.
+        assert base.final is not None
         out = base.final.repeat(k, 1, 1)
         new = [j for j, p in enumerate(self.logit_pos) if p >= p0]
         if new:
