@@ -54,7 +54,7 @@ def _no_hooks_left(model) -> bool:
 # --- extraction -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("position", ["last", "mean", 0, 1, -2])
+@pytest.mark.parametrize("position", ["last", "mean", 0, 1, -2, slice(1, None)])
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_diff_mean_equals_direct_cache(model, position, padding_side):
     vecs = extract(
@@ -67,6 +67,8 @@ def test_diff_mean_equals_direct_cache(model, position, padding_side):
             act = cache_activations(model, torch.tensor([ids]), name)[name][0]
             if position == "mean":
                 return act.mean(0)
+            if isinstance(position, slice):
+                return act[position].mean(0)
             return act[-1 if position == "last" else position]
 
         direct = torch.stack([one(p) for p in POS]).mean(0) - torch.stack(
@@ -179,7 +181,7 @@ def test_several_vectors_compose_in_order(model):
     torch.testing.assert_close(both, summed, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("positions", ["all", "prompt", -1, 0, [0, -2]])
+@pytest.mark.parametrize("positions", ["all", "prompt", -1, 0, [0, -2], slice(1, None), slice(0, -1)])
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_padded_batch_steers_like_each_sequence_alone(model, positions, padding_side):
     prompts = [POS[0], POS[1], POS[3], NEG[1]]
@@ -205,7 +207,7 @@ def test_generation_steers_prompt_and_generated_tokens_with_and_without_cache(mo
     prompt = torch.tensor([POS[4]])
     v = 3 * torch.randn(model.cfg.d_model)
     kw = {"max_new_tokens": 6, "stop_at_eos": False}
-    for positions in ("all", "prompt", "generated", [1, -1]):
+    for positions in ("all", "prompt", "generated", [1, -1], slice(2, None)):
         edit = add(v, 1.0, layer=1, positions=positions)
         cached = generate(model, prompt, edit, use_past_kv_cache=use_cache, **kw)
         uncached = generate(model, prompt, edit, use_past_kv_cache=False, **kw)

@@ -10,8 +10,11 @@ Positions say where an edit acts:
 - ``"prompt"`` / ``"generated"``: columns before / from ``prompt_len`` (in :func:`generate`, the
   prompt and the sampled tokens; in a plain forward every column is prompt unless ``prompt_len``
   says otherwise);
-- an int or a list of ints: indices among each sequence's real tokens (0 = first, −1 = last),
-  found from ``attention_mask`` when the batch is padded.
+- an int or a list of ints: indices among each sequence's real prompt tokens (0 = first,
+  −1 = last), found from ``attention_mask`` when the batch is padded;
+- a slice of those indices: ``slice(1, None)`` is every token after the first, generated ones
+  included (in SmolLM2 the first token is an attention sink with a ~100x larger norm, where an
+  ablation or clamp would be a huge edit).
 
 All hooks go through :func:`interp.hooks.hooks`, so they are removed on exit, exceptions included.
 """
@@ -32,7 +35,7 @@ from interp.steering.vector import SteeringVector, check_layer, check_width, hoo
 
 __all__ = ["Edit", "Positions", "ablate", "add", "clamp", "generate", "steer"]
 
-Positions = Literal["all", "prompt", "generated"] | int | Sequence[int]
+Positions = Literal["all", "prompt", "generated"] | int | Sequence[int] | slice
 Op = Literal["add", "ablate", "clamp"]
 
 
@@ -109,9 +112,14 @@ def _check_positions(positions: Positions) -> None:
     if isinstance(positions, str):
         if positions not in ("all", "prompt", "generated"):
             raise ValueError(
-                f"positions must be 'all', 'prompt', 'generated', an int or a list of ints; "
+                f"positions must be 'all', 'prompt', 'generated', an int, a list of ints or a "
+                f"slice; "
                 f"got {positions!r}"
             )
+        return
+    if isinstance(positions, slice):
+        if positions.step not in (None, 1):
+            raise ValueError(f"a positions slice must have step 1; got {positions!r}")
         return
     ints = [positions] if isinstance(positions, int) else list(positions)
     if not ints or not all(isinstance(i, int) and not isinstance(i, bool) for i in ints):
@@ -149,7 +157,6 @@ class _Layout:
             return (cols < (end if end is not None else cols[-1] + 1))[None]
         if positions == "generated":
             return (cols >= (end if end is not None else cols[-1] + 1))[None]
-        ints = torch.tensor([positions] if isinstance(positions, int) else list(positions))
         first = self.first if self.first is not None else torch.zeros(batch, dtype=torch.long)
         length = self.length
         if length is None:
@@ -159,10 +166,23 @@ class _Layout:
                 f"the attention mask given to steer() has {len(first)} rows but the forward pass "
                 f"has batch {batch}"
             )
+        first, length = first.to(device), length.to(device)
+        if isinstance(positions, slice):
+            rank = cols[None, :] - first[:, None]  # index among real tokens; < 0 on left pads
+            lo, hi = positions.start or 0, positions.stop
+            lo_t = torch.as_tensor(lo, device=device) if lo >= 0 else length[:, None] + lo
+            keep = rank >= lo_t
+            if hi is not None:
+                keep &= rank < (
+                    torch.as_tensor(hi, device=device) if hi >= 0 else length[:, None] + hi
+                )
+            return keep
+        ints = torch.tensor([positions] if isinstance(positions, int) else list(positions))
         if (ints >= length.min()).any() or (ints < -length.min()).any():
             raise IndexError(
                 f"positions {ints.tolist()} out of range for a {int(length.min())}-token prompt"
             )
+        ints = ints.to(device)
         target = first[:, None] + torch.where(ints >= 0, ints, length[:, None] + ints)
         return (cols[None, None, :] == target.to(device)[:, :, None]).any(1)
 

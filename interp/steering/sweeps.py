@@ -289,7 +289,7 @@ def sweep(
     config = {
         "method": first.method,
         "site": first.site,
-        "positions": positions if isinstance(positions, (str, int)) else list(positions),
+        "positions": positions if isinstance(positions, (str, int, slice)) else list(positions),
         "vector_metadata": first.metadata,
         "vector_norms": {str(la): float(vec_at(la).vector.norm()) for la in layers},
         "data": {
