@@ -181,7 +181,9 @@ def test_several_vectors_compose_in_order(model):
     torch.testing.assert_close(both, summed, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("positions", ["all", "prompt", -1, 0, [0, -2], slice(1, None), slice(0, -1)])
+@pytest.mark.parametrize(
+    "positions", ["all", "prompt", -1, 0, [0, -2], slice(1, None), slice(0, -1)]
+)
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_padded_batch_steers_like_each_sequence_alone(model, positions, padding_side):
     prompts = [POS[0], POS[1], POS[3], NEG[1]]
@@ -292,6 +294,15 @@ def test_bad_input_is_refused_before_the_model_runs(no_run):
         add(torch.randn(16), 1.0, layer=0, site="attn.hook_z").hook_name  # noqa: B018
     with pytest.raises(ValueError, match="positions must be"):
         add(torch.randn(16), 1.0, layer=0, positions="last")
+    with (
+        pytest.raises(IndexError, match=r"positions \[5\] are out of range.*3 tokens"),
+        steer(
+            model,
+            add(torch.randn(16), 1.0, layer=0, positions=[0, 5]),
+            attention_mask=encode(model, [[1, 2, 3], [4, 5, 6, 7]]).attention_mask,
+        ),
+    ):
+        pass
     with pytest.raises(ValueError, match="raw tensor needs layer"):
         add(torch.randn(16), 1.0)
     assert _no_hooks_left(model)

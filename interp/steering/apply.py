@@ -222,7 +222,19 @@ def steer(
     ``prompt_len`` marks columns from there on as generated.
     """
     layout = _layout(attention_mask, prompt_len)
-    with _installed(model, _validate(model, edits), layout):
+    checked = _validate(model, edits)
+    if layout.length is not None:  # index positions can be checked now, before any forward
+        for e in checked:
+            if isinstance(e.positions, str | slice):
+                continue
+            ints = [e.positions] if isinstance(e.positions, int) else list(e.positions)
+            n = int(layout.length.min())
+            if bad := [i for i in ints if not -n <= i < n]:
+                raise IndexError(
+                    f"{e.op} at {e.hook_name}: positions {bad} are out of range for the shortest "
+                    f"prompt ({n} tokens; valid: {-n}..{n - 1})"
+                )
+    with _installed(model, checked, layout):
         yield model
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from interp._io import atomic_write_bytes
+from interp._io import atomic_write_bytes, atomic_write_json
 from interp.hooks import TLModel
 from interp.manifest import write_run_manifest
 from interp.steering import data
@@ -96,6 +96,24 @@ class DirectionResult:
         lines += [f"{k}: {v!r}" for k, v in self.samples.items()]
         return "\n".join(lines)
 
+    def accuracy_table(self) -> dict[str, Any]:
+        """method -> layer -> accuracy and pair ranking (estimate, 95% CI), as plain numbers."""
+
+        def ci(c: Any) -> dict[str, float] | None:
+            return (
+                None
+                if c is None
+                else {k: float(getattr(c, k)) for k in ("estimate", "low", "high")}
+            )
+
+        return {
+            m: {
+                str(la): {"accuracy": ci(a.accuracy), "ranking": ci(a.ranking)}
+                for la, a in by.items()
+            }
+            for m, by in self.accuracy.items()
+        }
+
     def accuracy_figure(self) -> Any:
         """Held-out accuracy vs layer per method, with CI bands."""
         import plotly.graph_objects as go
@@ -149,6 +167,8 @@ class StudyResult:
         for res in (self.sentiment, self.style):
             save_vectors(d / res.name / "vectors.safetensors", res.vectors)
             res.sweep.save(d / res.name / "sweep")
+            atomic_write_json(d / res.name / "accuracy.json", res.accuracy_table())
+            atomic_write_json(d / res.name / "samples.json", res.samples)
         atomic_write_bytes(d / "summary.txt", (self.summary() + "\n").encode())
         write_run_manifest(d, kind="steering_study", config={"quick": self.quick}, seed=0)
         return d
