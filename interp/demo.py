@@ -8,6 +8,9 @@
 4. Train a TopK SAE on that store and evaluate it on held-out plays: L0, explained variance,
    CE loss recovered with the SAE spliced into the model, dead and dense latents.
 5. The toy induction model: its induction and previous-token heads, found from attention patterns.
+6. A feature browser for the SAE (``feature_browser.html``).
+7. Circuits: the IOI patching study on SmolLM2 and the induction study on the toy model, with a
+   circuit dashboard (``circuits.html``): heatmaps with CIs, attribution vs exact, edge graph.
 """
 
 from __future__ import annotations
@@ -150,6 +153,30 @@ def _toy_summary() -> None:
     print(f"loss on the first repeat {loss.first:.2f} nats, on the second {loss.second:.3f} nats")
 
 
+def _feature_browser(model: Any, out: Path, layer: int) -> None:
+    from interp.viz import demo_views
+
+    t = time.perf_counter()
+    paths = demo_views(
+        out / f"sae_l{layer}", out / f"store_l{layer}", out, model=model, n_batches=16
+    )
+    print(f"\n== feature browser ({time.perf_counter() - t:.0f} s): {', '.join(map(str, paths))}")
+
+
+def _circuits(model: Any, out: Path) -> None:
+    from interp.patching.study import induction_study, ioi_study
+    from interp.viz import save_html
+
+    t = time.perf_counter()
+    studies = [ioi_study(model, n_prompts=16, quick=True), induction_study()]
+    for s in studies:
+        print("\n" + s.summary())
+        s.save(out / "circuits" / s.name.split()[0].lower())
+    figs = [f for s in studies for f in s.figures()]
+    path = save_html(out / "circuits.html", *figs, title="mechscope circuits")
+    print(f"circuit dashboard ({time.perf_counter() - t:.0f} s): {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m interp.demo",
@@ -179,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     _store_summary(model, args.out / f"store_l{args.layer}", args.layer, args.tokens)
     _sae_summary(model, args.out, args.layer, args.sae_steps)
     _toy_summary()
+    _feature_browser(model, args.out, args.layer)
+    _circuits(model, args.out)
 
 
 if __name__ == "__main__":

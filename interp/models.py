@@ -252,7 +252,41 @@ def _build_hooked(
         raise RuntimeError(
             f"weights do not fit the model: missing {missing}, unexpected {unexpected}"
         )
+    lay_out_for_tl_forward(model)
     return model
+
+
+# Physical memory order per weight such that the transposes/rearranges TL applies on every call
+# (``W.T.contiguous()`` in MLPs and the unembedding, ``rearrange`` of W_Q/W_K/W_V/W_O) are views
+# instead of copies. Same values, same F.linear inputs: outputs are bit-identical.
+_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "mlp.W_in": ((1, 0), (1, 0)),
+    "mlp.W_gate": ((1, 0), (1, 0)),
+    "mlp.W_out": ((1, 0), (1, 0)),
+    "unembed.W_U": ((1, 0), (1, 0)),
+    "attn.W_Q": ((0, 2, 1), (0, 2, 1)),
+    "attn.W_K": ((0, 2, 1), (0, 2, 1)),
+    "attn.W_V": ((0, 2, 1), (0, 2, 1)),
+    "attn._W_K": ((0, 2, 1), (0, 2, 1)),
+    "attn._W_V": ((0, 2, 1), (0, 2, 1)),
+    "attn.W_O": ((2, 0, 1), (1, 2, 0)),
+}
+
+
+def lay_out_for_tl_forward(model: nn.Module) -> None:
+    """Store weights in the memory order TL's forward reads them (saves copies on every call).
+
+    On SmolLM2 this avoids copying about 130 MB of weights per forward (the unembedding alone is
+    113 MB); a CPU forward of 8 × 14 tokens takes about 0.7× the time. Parameters stay the same
+    tensors with the same values; only their strides change.
+    """
+    for name, param in model.named_parameters():
+        key = ".".join(name.split(".")[-2:])
+        layout = _LAYOUTS.get(key)
+        if layout is None or param.ndim != len(layout[0]):
+            continue
+        phys, back = layout
+        param.data = param.data.permute(*phys).contiguous().permute(*back)
 
 
 def hooked_from_hf_llama(

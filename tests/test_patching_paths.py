@@ -32,8 +32,15 @@ def _linear_after_attention() -> HookedTransformer:
     """One attention layer, no norms, no MLP: the logits are linear in every head's z."""
     torch.manual_seed(2)
     cfg = HookedTransformerConfig(
-        n_layers=1, d_model=16, n_ctx=16, d_head=4, n_heads=4, d_vocab=30,
-        attn_only=True, normalization_type=None, device="cpu",
+        n_layers=1,
+        d_model=16,
+        n_ctx=16,
+        d_head=4,
+        n_heads=4,
+        d_vocab=30,
+        attn_only=True,
+        normalization_type=None,
+        device="cpu",
     )
     return HookedTransformer(cfg).eval()
 
@@ -54,9 +61,19 @@ def test_graph_vocabulary(tiny_model):
 
 def test_graph_gqa_names_shared_key_value_heads():
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=24, n_ctx=8, d_head=4, n_heads=6, n_key_value_heads=2,
-        d_vocab=20, act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
-        rotary_dim=4, d_mlp=16, device="cpu",
+        n_layers=2,
+        d_model=24,
+        n_ctx=8,
+        d_head=4,
+        n_heads=6,
+        n_key_value_heads=2,
+        d_vocab=20,
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=4,
+        d_mlp=16,
+        device="cpu",
     )
     g = ComponentGraph(HookedTransformer(cfg))
     assert g.node("L1G1.k").head == 1
@@ -73,8 +90,17 @@ def test_all_paths_out_of_a_head_equal_patching_it(tmp_path):
     clean, corrupt = _batch(model, n=6, pos=9)
     recv = [r.name for r in ComponentGraph(model).receivers if r.layer == 1] + ["logits"]
     got = path_patch(model, clean, corrupt, _metric, senders=["L0H4", "L0H2"], receivers=recv)
-    ref = patch_sweep(model, clean, corrupt, _metric, site="z", over=("layer", "head"),
-                      direction="noise", layers=[0], heads=[4, 2])
+    ref = patch_sweep(
+        model,
+        clean,
+        corrupt,
+        _metric,
+        site="z",
+        over=("layer", "head"),
+        direction="noise",
+        layers=[0],
+        heads=[4, 2],
+    )
     torch.testing.assert_close(got.values, ref.values[:, 0], atol=1e-5, rtol=0)
     assert got.labels["sender"] == ["L0H4", "L0H2"]
 
@@ -120,14 +146,16 @@ def test_attribution_is_exact_where_the_model_is_linear():
     clean, corrupt = _batch(model)
     exact = patch_sweep(model, clean, corrupt, _metric, site="z", over=("layer", "head", "pos"))
     for method in ("atp", "ig"):
-        est = attribution_patch(model, clean, corrupt, _metric, site="z",
-                                over=("layer", "head", "pos"), method=method)
+        est = attribution_patch(
+            model, clean, corrupt, _metric, site="z", over=("layer", "head", "pos"), method=method
+        )
         torch.testing.assert_close(est.values, exact.values, atol=1e-4, rtol=0)
         torch.testing.assert_close(est.corrupt, exact.corrupt)
     edges = edge_attribution(model, clean, corrupt, _metric)
     to_logits = [i for i, e in enumerate(edges.labels["edge"]) if e.endswith("->logits")]
-    exact_edges = edge_patch(model, clean, corrupt, _metric,
-                             edges=[edges.labels["edge"][i] for i in to_logits])
+    exact_edges = edge_patch(
+        model, clean, corrupt, _metric, edges=[edges.labels["edge"][i] for i in to_logits]
+    )
     torch.testing.assert_close(edges.values[:, to_logits], exact_edges.values, atol=1e-4, rtol=0)
 
 

@@ -1,0 +1,92 @@
+"""Patching figures: what they show, and that a page of them opens clean in headless Chromium."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+import torch
+
+from interp.patching import edge_patch, patch_sweep
+from interp.viz import save_html
+from interp.viz.chromium import Browser, find_chromium
+from interp.viz.graph import plot_graph
+from interp.viz.png import pixel_std
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def results():
+    from interp.toy import load_toy_induction, repeated_random_tokens
+
+    model = load_toy_induction()
+    g = torch.Generator().manual_seed(0)
+    clean = repeated_random_tokens(6, 4, generator=g)
+    corrupt = clean.clone()
+    corrupt[:, 1:5] = torch.randint(1, model.cfg.d_vocab, (6, 4), generator=g)
+
+    def metric(logits):
+        return logits[:, -2].log_softmax(-1).gather(1, clean[:, -1:])[:, 0]
+
+    heads = patch_sweep(model, clean, corrupt, metric, site="z", over=("layer", "head"))
+    by_pos = patch_sweep(model, clean, corrupt, metric, site="z", over=("layer", "pos", "head"))
+    resid = patch_sweep(model, clean, corrupt, metric, site="resid_pre")
+    resid.labels["pos"] = [HOSTILE] + resid.labels["pos"][1:]
+    edges = edge_patch(model, clean, corrupt, metric)
+    return heads, by_pos, resid, edges
+
+
+def test_heatmap_carries_means_and_cis(results):
+    heads = results[0]
+    fig = heads.plot()
+    (trace,) = fig.data
+    assert trace.type == "heatmap"
+    torch.testing.assert_close(torch.tensor(trace.z), heads.mean)
+    ci = heads.ci()
+    assert f"[{float(ci.low[1, 7]):.4g}, {float(ci.high[1, 7]):.4g}]" in trace.customdata[1][7]
+    assert trace.zmid == pytest.approx(float(heads.corrupt.mean()))  # no effect = white
+
+
+def test_three_axes_get_a_slider_and_labels_are_escaped(results):
+    _, by_pos, resid, _ = results
+    fig = by_pos.plot()
+    assert len(fig.data) == by_pos.shape[0] and len(fig.layout.sliders[0].steps) == by_pos.shape[0]
+    assert [t.visible for t in fig.data] == [True] + [False] * (by_pos.shape[0] - 1)
+    assert "&lt;script&gt;" in resid.plot().data[0].x[0]
+
+
+def test_edge_bars_and_graph(results):
+    edges = results[3]
+    bars = edges.plot(top=10).data[0]
+    assert bars.type == "bar" and len(bars.x) == 10
+    effect = (edges.mean - edges.corrupt.mean()).abs()
+    assert bars.x[0] == html.escape(edges.labels["edge"][int(effect.argmax())])
+    graph = plot_graph(edges, top=12)
+    lines = [t for t in graph.data if t.mode == "lines"]
+    assert len(lines) == 12
+    with pytest.raises(ValueError, match="edge results"):
+        plot_graph(results[0])
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed; CI installs it")
+def test_circuit_page_opens_clean_in_chromium(results, tmp_path):
+    heads, by_pos, resid, edges = results
+    path = save_html(
+        tmp_path / "circuits.html",
+        heads.plot(),
+        by_pos.plot(),
+        resid.plot(),
+        edges.plot(),
+        plot_graph(edges),
+        title=HOSTILE,
+    )
+    with Browser(width=1200, height=900) as browser:
+        page = browser.load(path)
+        assert page.console_errors == [] and page.dialogs == [] and page.requests == []
+        assert browser.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 5
+        assert pixel_std(browser.screenshot(scale=0.5)) > 2.0
+        ticks = browser.evaluate(
+            "[...document.querySelectorAll('.xtick text')].map(t => t.textContent)"
+        )
+        assert HOSTILE in ticks  # shown as text, not run
