@@ -90,3 +90,24 @@ def test_circuit_page_opens_clean_in_chromium(results, tmp_path):
             "[...document.querySelectorAll('.xtick text')].map(t => t.textContent)"
         )
         assert HOSTILE in ticks  # shown as text, not run
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed; CI installs it")
+def test_a_click_on_a_head_shows_its_attention_pattern(results, tmp_path):
+    from interp.toy import load_toy_induction
+    from interp.viz import attention_view
+
+    heads = results[0]
+    attn = attention_view(load_toy_induction(), torch.tensor([0, 5, 6, 7, 5, 6, 7]))
+    path = save_html(tmp_path / "linked.html", heads.plot(), attn)
+    with Browser(width=1200, height=900) as browser:
+        page = browser.load(path)
+        assert page.console_errors == []
+        browser.evaluate(
+            "document.querySelector('.ms-figure').emit('plotly_click',"
+            " {points: [{x: 'H7', y: 'L1'}]})"
+        )
+        title = browser.evaluate(
+            "document.querySelector('[data-mechscope=attention] .gtitle').textContent"
+        )
+        assert title == "Attention pattern L1H7"

@@ -110,7 +110,19 @@ window.mechscope = window.mechscope || (function () {
   function plot(divId, dataId) {
     const div = document.getElementById(divId), fig = data(dataId);
     const config = Object.assign({responsive: true, displaylogo: false}, fig.config || {});
-    return track(Plotly.newPlot(div, fig.data || [], fig.layout || {}, config));
+    const drawn = track(Plotly.newPlot(div, fig.data || [], fig.layout || {}, config));
+    const meta = (fig.layout || {}).meta || {};
+    if (meta.mechscope_click === 'head' && drawn && drawn.then) {
+      // A layer x head heatmap: a click on a cell shows that head in the page's attention views.
+      drawn.then(function () {
+        div.on('plotly_click', function (ev) {
+          const p = ev.points && ev.points[0];
+          const l = p && /^L(\d+)$/.exec(String(p.y)), h = p && /^H(\d+)$/.exec(String(p.x));
+          if (l && h && window.mechscope.showHead) window.mechscope.showHead(+l[1], +h[1]);
+        });
+      });
+    }
+    return drawn;
   }
   function onReady(fn) { if (started) run(fn); else queue.push(fn); }
   function run(fn) { try { fn(); } catch (err) { fail(null, err); } }

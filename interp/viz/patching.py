@@ -103,6 +103,8 @@ def plot_patch_result(
         "xaxis": {"title": xa, "type": "category"},
         "yaxis": {"title": ya, "type": "category", "autorange": "reversed"},
     }
+    if (ya, xa) == ("layer", "head"):
+        layout["meta"] = {"mechscope_click": "head"}  # a click shows the head's attention
     if lead:
         steps = []
         for k, idx in enumerate(lead_idx):
