@@ -20,9 +20,14 @@ def test_quickstart_runs(tmp_path, capsys, smollm2):
     assert blocks, "README has no python quickstart"
     cwd = os.getcwd()
     os.chdir(tmp_path)
+    namespace: dict = {}
     try:
-        exec(compile(blocks[0], "README quickstart", "exec"), {})
+        for i, block in enumerate(blocks):  # one session: later blocks use earlier names
+            exec(compile(block, f"README block {i}", "exec"), namespace)
     finally:
         os.chdir(cwd)
     out = capsys.readouterr().out
     assert "torch.Size([1, 1, 576])" in out and "2032 torch.Size([512, 576])" in out
+    res = namespace["res"]  # the patching example: heads at the last position
+    assert res.shape == (30, 9, 1) and res.n_prompts == 8
+    assert len(res.normalized().top(3)) == 3

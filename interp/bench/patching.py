@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.ioi import ioi_prompts
     from interp.metrics import logit_diff
     from interp.models import load_model
-    from interp.patching import patch_sweep
+    from interp.patching import attribution_patch, patch_sweep
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +57,16 @@ def run(args: argparse.Namespace) -> int:
         )
 
     sweep(layers=[n_layers - 1], logits_at=-1)  # warm-up
+    # Attribution over every head (all positions) in forward-equivalents: its time over the
+    # time of one plain forward of the same prompts.
+    with torch.no_grad():
+        model(batch.clean)
+        _, t_fwd = _timed(lambda: model(batch.clean))
+    _, t_attr = _timed(
+        lambda: attribution_patch(
+            model, batch.clean, batch.corrupt, metric, site="z", over=("layer", "head")
+        )
+    )
     fast, t_fast = _timed(lambda: sweep(logits_at=-1))
     full, t_full = _timed(lambda: sweep())
     generic, t_generic = _timed(lambda: sweep(logits_at=-1, fast=False))
@@ -67,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         "layers": n_layers,
         "cells": n_layers * n_pos,
         "threads": torch.get_num_threads(),
+        "forward_s": round(t_fwd, 3),
+        "attribution_all_heads_s": round(t_attr, 3),
+        "attribution_forward_equivalents": round(t_attr / t_fwd, 2),
         "mechscope_s": round(t_fast, 3),
         "mechscope_all_logits_s": round(t_full, 3),
         "mechscope_generic_s": round(t_generic, 3),
