@@ -1,0 +1,298 @@
+"""Causal scrubbing: hand-built model with a known circuit, exact baselines, a per-sample
+unbatched reference, bad input, files and plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from interp.graph import ComponentGraph, UnknownNodeError
+from interp.hooks import hooks
+from interp.scrubbing import (
+    FeatureError,
+    Hypothesis,
+    HypothesisError,
+    ScrubResult,
+    claim,
+    compare,
+    next_token_loss,
+    scrub,
+)
+from interp.scrubbing.engine import ScrubEngine, plan
+from interp.scrubbing.handbuilt import (
+    copy_first_dataset,
+    copy_first_hypotheses,
+    copy_first_model,
+    token_at,
+)
+from interp.scrubbing.hypothesis import feature_values
+
+torch.set_num_threads(1)
+METRIC = next_token_loss(2)
+
+
+@pytest.fixture(scope="module")
+def hand():
+    return copy_first_model(), copy_first_dataset(1000)
+
+
+@pytest.fixture(scope="module")
+def hand_results(hand):
+    model, data = hand
+    hs = list(copy_first_hypotheses().values()) + [Hypothesis("nothing", claim("logits"))]
+    everything = [claim(n.name) for n in ComponentGraph(model).senders]
+    hs.append(Hypothesis("everything", claim("logits", None, *everything)))
+    return compare(model, data, hs, METRIC, n_samples=400, seed=1)
+
+
+def test_true_hypothesis_recovers_the_loss_and_wrong_ones_do_not(hand_results):
+    c = hand_results
+    assert c["true: L0H0 copies token 0"].recovered > 0.99
+    assert c["true, deep: L0H0.v <- embed(token 0)"].recovered > 0.99
+    assert c["wrong: L0H1 copies token 1"].recovered_ci().high < 0.2
+    assert c["wrong, deep: L0H0.v <- embed(token 1)"].recovered_ci().high < 0.2
+    diff = c.difference_ci("true: L0H0 copies token 0", "wrong: L0H1 copies token 1")
+    assert diff.low > 0.7
+
+
+def test_claiming_everything_is_clean_and_nothing_is_random_exactly(hand_results):
+    every, nothing = hand_results["everything"], hand_results["nothing"]
+    assert torch.equal(every.scrubbed, every.clean)
+    assert torch.equal(nothing.scrubbed, nothing.random)
+    assert every.recovered == 1.0 and nothing.recovered == 0.0
+    # random really is random: far worse than clean on this task
+    assert float(nothing.random.mean()) > float(nothing.clean.mean()) + 3
+
+
+def test_a_coarser_feature_recovers_less(hand):
+    """Resampling within "token 0 mod 2" classes (three tokens each) loses most of the copy."""
+    model, data = hand
+
+    def parity(x):
+        return int(x[0]) % 2
+
+    fine = Hypothesis("fine", claim("logits", None, claim("L0H0", token_at(0))))
+    coarse = Hypothesis("coarse", claim("logits", None, claim("L0H0", parity)))
+    c = compare(model, data, [fine, coarse], METRIC, n_samples=300)
+    # a resample agrees on token 0 with probability 1/3: recovered ~ 1/3 of the gap
+    assert 0.15 < c["coarse"].recovered < 0.55 < c["fine"].recovered
+
+
+def test_deep_identity_tree_on_toy_model_is_exactly_clean():
+    """Every sender under every receiver on the same input: bit-identical to the clean run."""
+    from interp.toy import load_toy_induction, repeated_random_tokens
+
+    model = load_toy_induction()
+    data = repeated_random_tokens(64, 20, generator=torch.Generator().manual_seed(0))
+    layer0 = [claim(f"L0H{h}", None, claim("embed")) for h in range(8)]
+    layer1 = [claim(f"L1H{h}", None, claim("embed"), *layer0) for h in range(8)]
+    h = Hypothesis("all", claim("logits", None, claim("embed"), *layer0, *layer1))
+    r = scrub(model, data, h, next_token_loss(range(21, 40)), n_samples=8, max_rows=8192)
+    assert torch.equal(r.scrubbed, r.clean)
+    assert r.meta["forwards"]["scrub"] == 1  # the whole tree in one forward
+
+
+def _reference(model, graph, tokens, plan_, rows, engine, i):
+    """Unbatched, recursive evaluation of sample i (attention-only models)."""
+    insts = {x.id: x for x in plan_.instances}
+
+    def value(k):
+        inst = insts[k]
+        if inst.role == "leaf":
+            act = engine.cache[inst.node.hook][rows[k][i]]
+            return act[:, inst.node.head] if inst.node.kind == "head" else act
+        if inst.role == "head":
+            qkv = {kind: value(r) for kind, r in inst.inputs.items()}
+            got = {}
+
+            def set_(kind):
+                def fn(act, hook):
+                    act = act.clone()
+                    act[0, :, inst.node.head] = qkv[kind]
+                    return act
+
+                return fn
+
+            def rec(act, hook):
+                got["z"] = act[0, :, inst.node.head].clone()
+
+            L = inst.node.layer
+            fwd = [(f"blocks.{L}.attn.hook_{k}", set_(k)) for k in "qkv"]
+            with hooks(model, fwd=[*fwd, (f"blocks.{L}.attn.hook_z", rec)]):
+                model(tokens[rows[k][i]][None])
+            return got["z"]
+        # a receiver: every upstream sender from r, claimed ones from their subtree
+        r = rows[-1 - k][i]
+        claimed = {insts[c].node.name: value(c) for c in inst.claimed.values()}
+        fwd, got = [], {}
+
+        def set_embed(act, hook):
+            return claimed.get("embed", engine.cache["hook_embed"][r])[None]
+
+        fwd.append(("hook_embed", set_embed))
+        for L in range(graph.n_layers):
+            if graph._attn_order(L) >= inst.node.order:
+                continue
+
+            def set_z(act, hook, L=L):
+                out = engine.cache[hook.name][r].clone()
+                for h in range(graph.n_heads):
+                    if f"L{L}H{h}" in claimed:
+                        out[:, h] = claimed[f"L{L}H{h}"]
+                return out[None]
+
+            fwd.append((f"blocks.{L}.attn.hook_z", set_z))
+        node = inst.node
+        if node.kind != "logits":
+
+            def rec(act, hook):
+                got["v"] = act[0, :, node.head].clone()
+
+            fwd.append((node.hook, rec))
+        with hooks(model, fwd=fwd):
+            got["logits"] = model(tokens[r][None])[0]
+        return got["v"] if node.kind != "logits" else got["logits"]
+
+    return value(plan_.root)
+
+
+def test_batched_scrub_matches_an_unbatched_per_sample_reference():
+    from interp.scrubbing.induction import bench_hypothesis
+    from interp.toy import load_toy_induction, repeated_random_tokens
+
+    model = load_toy_induction()
+    tokens = repeated_random_tokens(300, 20, generator=torch.Generator().manual_seed(3))
+    graph = ComponentGraph(model)
+    hyp = bench_hypothesis()
+    metric = next_token_loss(30)
+    ids = {id(f): feature_values(f, tokens) for f in hyp.features()}
+    p = plan(graph, hyp)
+    eng = ScrubEngine(model, graph, tokens, metric, ids, max_rows=17)  # several chunks
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randint(0, 300, (6,), generator=gen)
+    rows = eng.sample([p], ref, torch.randint(0, 300, (6,), generator=gen), gen)
+    got = eng.scrub([p], rows)[0]
+    assert eng.forwards["scrub"] == 2  # 5 blocks: 3 samples (15 rows) per forward
+    with torch.no_grad():
+        want = torch.stack(
+            [
+                metric(
+                    _reference(model, graph, tokens, p, rows, eng, i)[None], tokens[ref[i]][None]
+                )[0]
+                for i in range(6)
+            ]
+        )
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # resampled inputs really agree on their features, and differ otherwise
+    insts = {x.id: x for x in p.instances}
+    for inst in p.instances:
+        f = inst.feature
+        if callable(f) and inst.parent is not None:
+            for a, b in zip(rows[inst.id], rows[inst.parent], strict=True):
+                assert f(tokens[a]) == f(tokens[b])
+    assert any(
+        not torch.equal(rows[i.id], rows[i.parent]) for i in insts.values() if i.parent is not None
+    )
+
+
+# -- bad input: clear errors before any model run ---------------------------------------------
+
+
+class _Exploding:
+    """A model stand-in whose forward must never run."""
+
+
+@pytest.fixture()
+def no_forward(hand, monkeypatch):
+    model, data = hand
+
+    def boom(*a, **k):
+        raise AssertionError("the model ran before the input was checked")
+
+    monkeypatch.setattr(type(model), "forward", boom)
+    return model, data
+
+
+def test_unknown_node_suggests_close_names(no_forward):
+    model, data = no_forward
+    h = Hypothesis("typo", claim("logits", None, claim("L0H9")))
+    with pytest.raises(UnknownNodeError, match="did you mean.*'L0H0'"):
+        scrub(model, data, h, METRIC, n_samples=10)
+
+
+def test_cyclic_and_disconnected_correspondences():
+    with pytest.raises(HypothesisError, match="cycle: .*L1H7 -> L0H4 -> L1H7"):
+        Hypothesis.from_graph("c", {"logits": ["L1H7"], "L1H7": ["L0H4"], "L0H4": ["L1H7"]})
+    with pytest.raises(HypothesisError, match=r"disconnected: \['L0H2', 'embed'\]"):
+        Hypothesis.from_graph("d", {"logits": ["L1H7"], "L0H2": ["embed"]})
+    with pytest.raises(HypothesisError, match="root must be 'logits'"):
+        Hypothesis("r", claim("L1H7"))
+
+
+def test_illegal_links(no_forward):
+    model, data = no_forward
+    bad = [
+        (claim("logits", None, claim("L0H0", None, claim("L0H1"))), "cannot feed"),
+        (claim("logits", None, claim("L0H0.q")), "is a receiver"),
+        (claim("logits", None, claim("L0H0", None, claim("L0H1.q"))), "cannot feed"),
+        (claim("logits", None, claim("embed", None, claim("embed"))), "has no children"),
+        (claim("logits", None, claim("L0H0"), claim("L0H0")), "twice"),
+    ]
+    for root, msg in bad:
+        with pytest.raises(HypothesisError, match=msg):
+            scrub(model, data, Hypothesis("bad", root), METRIC, n_samples=10)
+
+
+def test_feature_that_raises_or_is_unhashable(no_forward):
+    model, data = no_forward
+
+    def broken(x):
+        return int(x[99])
+
+    def listy(x):
+        return x.tolist()[:2]
+
+    for f, msg in ((broken, "raised IndexError.*row 0"), (listy, "unhashable list")):
+        h = Hypothesis("f", claim("logits", None, claim("L0H0", f)))
+        with pytest.raises(FeatureError, match=msg):
+            scrub(model, data, h, METRIC, n_samples=10)
+
+
+def test_from_edges_builds_the_tree():
+    f = token_at(0)
+    h = Hypothesis.from_edges("e", ["embed->L0H0.v", "L0H0->logits"], {"L0H0": f})
+    assert h.root.node == "logits"
+    (head,) = h.root.children
+    assert head.node == "L0H0" and head.feature is f
+    assert [c.node for c in head.children] == ["L0H0.v"]
+    assert [c.node for c in head.children[0].children] == ["embed"]
+
+
+# -- result: CI, node effects, plot, files -------------------------------------------------------
+
+
+def test_result_plot_save_load_and_node_effects(hand, tmp_path):
+    model, data = hand
+    h = copy_first_hypotheses()["true, deep"]
+    r = scrub(model, data, h, METRIC, n_samples=200, node_effects=True)
+    assert r.recovered > 0.99
+    by_node = {n["node"]: n for n in r.nodes if not n["implicit"]}
+    assert by_node["L0H0"]["recovered_without"] < 0.2  # dropping the head loses everything
+    assert by_node["embed"]["classes"] == 6 and by_node["embed"]["pool"] == pytest.approx(
+        1000 / 6, rel=0.1
+    )
+    rc = r.recovered_ci()
+    assert rc.low <= rc.estimate <= rc.high
+    fig = r.plot()
+    assert len(fig.data) == 2 and any("L0H0" in t for t in fig.data[1].text)
+    d = r.save(tmp_path / "run")
+    manifest = json.loads((d / "run.json").read_text())
+    assert manifest["kind"] == "scrub" and manifest["seed"] == 0
+    assert manifest["data"]["dataset"]["shape"] == [1000, 4]
+    back = ScrubResult.load(d)
+    assert torch.equal(back.scrubbed, r.scrubbed) and back.recovered == r.recovered
+    assert not list(d.glob(".*tmp*"))
+    np.testing.assert_allclose(back.summary()["recovered"], r.summary()["recovered"])
