@@ -100,6 +100,18 @@ def test_toy_model_matches_and_singles_out_induction_heads():
     assert norm[1].min() > norm[0, others].max() + 0.03, norm
 
 
+def test_cells_that_cannot_change_are_skipped_exactly(tiny_model):
+    clean, corrupt = _batch(tiny_model, pos=7)
+    corrupt[:, :4] = clean[:, :4]  # the prompts differ from position 4 on
+    _, cache = tiny_model.run_with_cache(clean)
+    ref = tlp.get_act_patch_resid_pre(tiny_model, corrupt, cache, lambda lg: _metric(lg).mean())
+    got = patch_sweep(tiny_model, clean, corrupt, _metric, site="resid_pre")
+    torch.testing.assert_close(got.mean, ref.float(), atol=1e-5, rtol=0)
+    # Positions 0-3 hold the same residual in both runs at every layer: 2 layers x 4 positions.
+    assert got.meta["cells_skipped_unchanged"] == 8
+    torch.testing.assert_close(got.values[:, :, :4], got.corrupt[:, None, None].expand(-1, 2, 4))
+
+
 def test_noising_mean_and_zero_ablation_by_hand(tiny_model):
     clean, corrupt = _batch(tiny_model, n=5)
     ref_set = _batch(tiny_model, n=6, seed=3)[0]

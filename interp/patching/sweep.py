@@ -28,7 +28,7 @@ from interp.patching.inputs import (
 )
 from interp.patching.result import PatchResult
 from interp.patching.runner import PatchRunner, is_fast_capable
-from interp.patching.sites import Site, axis_sizes, enumerate_cells, site_spec
+from interp.patching.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
 
 __all__ = ["patch_sweep", "source_activations"]
 
@@ -180,6 +180,17 @@ def patch_sweep(
         source=base_t if ablation == "zero" else source_t,
         reference=ref_t,
     )
+    # A cell whose patched value equals the base run's value everywhere (say, a position before
+    # the first token where clean and corrupted prompts differ) leaves the run unchanged: its
+    # value is the base run's, exactly, with no forward.
+    base_acts = cache_activations(model, base_t, names)
+    base_vals = corrupt_vals if direction == "denoise" else clean_vals
+    assert base_vals is not None
+    unchanged = [
+        _same(src[spec.hook_name(c.layer)], base_acts[spec.hook_name(c.layer)], c, spec.layout)
+        for c in cells
+    ]
+    del base_acts
     runner = PatchRunner(model, base_t, spec, logit_pos, fast=use_fast, max_tokens=max_tokens)
     per_prompt = clean_vals.shape[0] == n
     values = torch.empty(n if per_prompt else 1, len(cells))
@@ -204,7 +215,13 @@ def patch_sweep(
         score([i for idx, _ in pending for i in idx], logits)
         pending.clear()
 
-    for layer, p0, idx in runner.groups(cells):
+    for i, same in enumerate(unchanged):
+        if same:
+            values[:, i] = base_vals.cpu()
+    todo = [c for c, same in zip(cells, unchanged, strict=True) if not same]
+    todo_idx = [i for i, same in enumerate(unchanged) if not same]
+    for layer, p0, group in runner.groups(todo):
+        idx = [todo_idx[j] for j in group]
         out = runner.run(layer, p0, [cells[i] for i in idx], src[spec.hook_name(layer)])
         if not use_fast:
             score(idx, out)
@@ -237,8 +254,16 @@ def patch_sweep(
             "logits_at": None if logits_at is None else logit_pos,
             "forwards": runner.forwards,
             "fast": use_fast,
+            "cells_skipped_unchanged": sum(unchanged),
         },
     )
+
+
+def _same(source: Tensor, base: Tensor, cell: Cell, layout: str) -> bool:
+    """Whether patching ``cell`` would write exactly the values already there."""
+    at = (slice(None), *cell.index(layout, 0))
+    src, cur = source[at], base[at]
+    return bool(torch.equal(src.expand_as(cur), cur))
 
 
 def _sel(logits: Tensor, logits_at: Any, logit_pos: list[int]) -> Tensor:
