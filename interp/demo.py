@@ -177,6 +177,16 @@ def _circuits(model: Any, out: Path) -> None:
     print(f"circuit dashboard ({time.perf_counter() - t:.0f} s): {path}")
 
 
+def _steering(model: Any, out: Path) -> None:
+    from interp.steering.study import run_study
+
+    t = time.perf_counter()
+    study = run_study(model, quick=True)
+    print("\n" + study.summary())
+    study.save(out / "steering")
+    print(f"steering study ({time.perf_counter() - t:.0f} s) -> {out / 'steering'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m interp.demo",
@@ -208,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     _toy_summary()
     _feature_browser(model, args.out, args.layer)
     _circuits(model, args.out)
+    _steering(model, args.out)
 
 
 if __name__ == "__main__":
