@@ -223,6 +223,14 @@ def test_generation_steers_prompt_and_generated_tokens_with_and_without_cache(mo
     assert _no_hooks_left(model)
 
 
+def test_generate_takes_one_prompt_as_a_1d_tensor(model):
+    v = 3 * torch.randn(model.cfg.d_model)
+    kw = {"max_new_tokens": 3, "stop_at_eos": False}
+    one = generate(model, torch.tensor(POS[4]), add(v, 1.0, layer=1, positions=[1, -1]), **kw)
+    two = generate(model, torch.tensor([POS[4]]), add(v, 1.0, layer=1, positions=[1, -1]), **kw)
+    assert torch.equal(one, two)
+
+
 def test_generated_only_leaves_the_prompt_alone(model):
     tokens = torch.tensor([POS[4]])
     v = 5 * torch.randn(model.cfg.d_model)
@@ -334,3 +342,12 @@ def test_save_and_load_round_trip_and_refuse_another_model(model, tmp_path):
         with pytest.raises(ModelMismatchError, match="extracted from model"):
             load_vectors(path, model=other)
     assert set(load_vectors(path)) == {0, 1}
+
+
+def test_save_refuses_two_vectors_at_one_layer(tmp_path):
+    # load_vectors returns {layer: vector}, so such a file could never be loaded back.
+    vecs = [SteeringVector(torch.ones(4), 3), SteeringVector(torch.ones(4), 3, site="resid_post")]
+    path = tmp_path / "v.safetensors"
+    with pytest.raises(ValueError, match="share a layer"):
+        save_vectors(path, vecs)
+    assert not path.exists()

@@ -38,11 +38,18 @@ def result(tiny_model):
 
 def test_every_cell_equals_a_direct_steered_run(tiny_model, result):
     vecs, res = result
-    text = encode(tiny_model, TEXT)
+    text, eff = encode(tiny_model, TEXT), encode(tiny_model, POS + NEG)
     base = tiny_model(text.tokens, attention_mask=text.attention_mask)
     base_loss = loss(base, text.tokens, attention_mask=text.attention_mask)
+    base_eff = _last_logit(tiny_model(eff.tokens, attention_mask=eff.attention_mask), eff)
     for li, layer in enumerate([0, 1]):
         for ai, alpha in enumerate([0.0, 1.0, -3.0]):
+            with steer(tiny_model, add(vecs[layer], alpha)):
+                steered = tiny_model(eff.tokens, attention_mask=eff.attention_mask)
+            torch.testing.assert_close(
+                res.values["effect"][:, li, ai], _last_logit(steered, eff) - base_eff,
+                atol=1e-5, rtol=1e-4,
+            )  # fmt: skip
             with steer(tiny_model, add(vecs[layer], alpha), attention_mask=text.attention_mask):
                 logits = tiny_model(text.tokens, attention_mask=text.attention_mask)
             kl = _kl(base, logits, text)
@@ -84,6 +91,18 @@ def test_save_and_load_with_manifest(result, tmp_path):
         assert torch.equal(back.values[k], res.values[k])
     assert back.layers == res.layers and back.alphas == res.alphas
     assert sorted(p.name for p in d.iterdir()) == ["run.json", "sweep.json", "values.safetensors"]
+
+
+def test_a_mapped_vector_is_applied_at_the_layer_it_is_mapped_to(tiny_model):
+    vec0 = extract(tiny_model, POS, NEG, layers=[0])[0]
+    m = [Measure("kl", TEXT, "kl")]
+    res = sweep(tiny_model, {1: vec0}, layers=[1], alphas=[2.0], measures=m, intended="kl")
+    text = encode(tiny_model, TEXT)
+    base = tiny_model(text.tokens, attention_mask=text.attention_mask)
+    with steer(tiny_model, add(vec0, 2.0, layer=1)):
+        steered = tiny_model(text.tokens, attention_mask=text.attention_mask)
+    torch.testing.assert_close(res.values["kl"][:, 0, 0], _kl(base, steered, text))
+    assert res.values["kl"].min() > 0
 
 
 def test_sweep_refuses_bad_input(tiny_model):

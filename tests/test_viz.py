@@ -162,6 +162,8 @@ def test_latent_ids_out_of_range_are_clear_errors(toy, data):
         FeatureBrowser(part, latents=[5])
     with pytest.raises(KeyError, match="not in this browser"):
         FeatureBrowser(data, latents=[1, 2]).dashboard(9)
+    page = to_html(FeatureBrowser(part, latents=[2, 1, 2]))  # a repeated id: shown once
+    assert page.count('id="features-f2"') == 1
 
 
 def test_an_empty_store_is_a_clear_error(toy, tmp_path):
@@ -244,3 +246,14 @@ def _png(img: np.ndarray, filters: list[int]) -> bytes:
 def test_png_decoder_undoes_every_filter(channels):
     img = np.random.default_rng(0).integers(0, 256, (10, 7, channels), dtype=np.uint8)
     assert np.array_equal(decode_png(_png(img, [0, 1, 2, 3, 4])), img)
+
+
+def test_a_browser_that_fails_to_start_leaves_no_process_or_profile():
+    import shutil
+
+    from interp.viz.chromium import Browser, BrowserError
+
+    browser = Browser(shutil.which("true"), timeout=10)  # exits at once, answering nothing
+    with pytest.raises(BrowserError, match="exited"), browser:
+        pass
+    assert browser._proc is None and browser._profile is None

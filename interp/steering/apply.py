@@ -258,7 +258,7 @@ def _installed(
 
 def generate(
     model: TLModel,
-    prompt: str | list[str] | Int[Tensor, "batch pos"],
+    prompt: str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, " pos"],
     edits: Edit | Sequence[Edit],
     *,
     max_new_tokens: int = 20,
@@ -272,9 +272,11 @@ def generate(
     A list of prompts is left-padded (as TransformerLens does); indices count real tokens.
     """
     edits = _validate(model, edits)
-    if isinstance(prompt, Tensor):  # token ids [batch, pos], taken as unpadded
-        tokens = prompt if prompt.ndim == 2 else prompt[None]
-        lengths = torch.full((tokens.shape[0],), tokens.shape[1])
+    if isinstance(prompt, Tensor):  # token ids [pos] or [batch, pos], taken as unpadded
+        if prompt.ndim not in (1, 2):
+            raise ValueError(f"token ids must be [pos] or [batch, pos]; got {tuple(prompt.shape)}")
+        prompt = prompt if prompt.ndim == 2 else prompt[None]  # TL reads a 1-d tensor as embeds
+        lengths = torch.full((prompt.shape[0],), prompt.shape[1])
     else:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         opts = {k: kwargs[k] for k in ("prepend_bos",) if k in kwargs}

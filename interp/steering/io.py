@@ -48,8 +48,12 @@ def save_vectors(
     """Write ``vectors`` to ``path`` (a ``.safetensors`` file) atomically."""
     items = _as_list(vectors)
     keys = [f"{v.site}.{v.layer}" for v in items]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"two vectors share a hook: {keys}; save them to separate files")
+    layers = [v.layer for v in items]
+    if len(set(layers)) != len(layers):  # load_vectors returns {layer: vector}
+        raise ValueError(
+            f"two vectors share a layer ({', '.join(keys)}): a file holds one vector per layer, "
+            "so save them to separate files"
+        )
     entries: list[dict[str, Any]] = [
         {
             "key": k,
@@ -99,7 +103,10 @@ def load_vectors(
             tensors[e["key"]], e["layer"], e["site"], e["method"], e["threshold"], e["metadata"]
         )
         if e["layer"] in out:
-            raise ValueError(f"{path} holds several vectors for layer {e['layer']}: load by site")
+            raise ValueError(
+                f"{path} holds several vectors for layer {e['layer']}; load_vectors returns one "
+                "per layer"
+            )
         out[e["layer"]] = vec
     if model is not None:
         _check_model(model, out, path)

@@ -273,7 +273,9 @@ def sweep(
     _check(model, vectors, layers, measures, intended)
     if not alphas:
         raise ValueError("sweep needs at least one strength (alpha)")
-    vec_at = lambda la: vectors[la] if isinstance(vectors, Mapping) else vectors.at(la)  # noqa: E731
+    # Applied at the swept layer even when a mapping's vector records another one: each steered
+    # run starts at `layer`, so an edit at an earlier layer would silently never fire.
+    vec_at = lambda la: (vectors[la] if isinstance(vectors, Mapping) else vectors).at(la)  # noqa: E731
     encs = {
         m.name: encode(model, m.prompts, what=f"prompts of measure {m.name!r}") for m in measures
     }

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from interp._io import atomic_write_json
+
 log = logging.getLogger("interp.viz.bench")
 
 
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
     }
     result["meets_targets"] = result["wall_ms_max"] < 2000 and result["file_mb"] < 20
-    (Path(args.out) / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(Path(args.out) / "bench.json", result)
     return result
 
 

@@ -140,7 +140,11 @@ class Browser:
         )
         os.close(to_child_r)
         os.close(from_child_w)
-        self.send("Browser.getVersion")
+        try:
+            self.send("Browser.getVersion")
+        except BaseException:  # `with` calls no __exit__ when __enter__ fails: clean up here
+            self.close()
+            raise
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -177,7 +181,10 @@ class Browser:
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
             msg["sessionId"] = self._session
-        os.write(self._to_child, json.dumps(msg).encode() + b"\0")
+        try:
+            os.write(self._to_child, json.dumps(msg).encode() + b"\0")
+        except BrokenPipeError:
+            raise BrowserError(f"Chromium exited before {method} could be sent") from None
         want = self._next_id
         reply = self._read_until(lambda m: m.get("id") == want, timeout or self.timeout, method)
         if "error" in reply:

@@ -69,6 +69,7 @@ class FeatureBrowser(View):
         element_id: str = "features",
     ):
         ids = sorted(data.features) if latents is None else [int(i) for i in latents]
+        ids = list(dict.fromkeys(ids))  # a latent listed twice: one index row, one data block
         for i in ids:
             data.record(i)
         if not ids:

@@ -61,7 +61,6 @@ def run(args: argparse.Namespace) -> list[Path]:
     view = attention_view(model, PROMPT, layers=range(model.cfg.n_layers))
     layer, head = _induction_head(view)
     attn_html = save_html(pages / "attention.html", view, title="Attention patterns")
-    shots = []
     with Browser(width=1280, height=900) as b:
         for html, name, url_hash in [
             (browser_html, "feature_browser.png", f"#features-latent-{args.latent}"),
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             if page.console_errors or page.ready_ms is None:
                 raise RuntimeError(f"{html} did not render cleanly: {page}")
             b.evaluate("window.scrollTo(0, 0)")
-            shots.append(b.screenshot(out / name))
+            b.screenshot(out / name)
     with Browser(width=1280, height=1700) as b:
         page = b.load(dashboard_html)
         if page.console_errors or page.ready_ms is None:
