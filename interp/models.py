@@ -34,6 +34,7 @@ import os
 import secrets
 import shutil
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -515,7 +516,7 @@ def _remove_stale_staging(directory: Path) -> None:
             continue
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def _fingerprint(model: nn.Module) -> str:
     """sha256 over the model's config (JSON) and every parameter's name, dtype, shape and bytes.
 
     Parameters are hashed one at a time, so at most one parameter is copied (off the GPU) at once.
@@ -531,3 +532,41 @@ def model_fingerprint(model: nn.Module) -> str:
         flat = tensor.to("cpu").contiguous().reshape(-1).view(torch.uint8)
         h.update(flat.numpy().data)  # a view of the bytes, no further copy
     return h.hexdigest()
+
+
+# Hashing SmolLM2's 0.5 GB of weights takes about as long as a forward pass, and every result
+# records the fingerprint: remember it per model while no parameter was replaced or modified
+# in place (a tensor's storage pointer and version counter change when that happens).
+_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _weights_state(model: nn.Module) -> tuple[Any, ...]:
+    cfg = getattr(model, "cfg", None)
+    cfg_json = json.dumps(
+        config_fields(cfg) if cfg is not None else {}, sort_keys=True, default=str
+    )
+    return (
+        cfg_json,
+        *(
+            (n, p.data_ptr(), p._version, p.dtype, tuple(p.shape))
+            for n, p in model.named_parameters()
+        ),
+    )
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the model's config (JSON) and every parameter's name, dtype, shape and bytes.
+
+    Parameters are hashed one at a time, so at most one parameter is copied (off the GPU) at once.
+    Placement (device) is not part of the identity; dtype is, through the bytes. Cached per model
+    until a parameter changes (in place or replaced).
+    """
+    state = _weights_state(model)
+    hit = _FINGERPRINTS.get(model)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    digest = _fingerprint(model)
+    _FINGERPRINTS[model] = (state, digest)
+    return digest

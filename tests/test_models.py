@@ -437,3 +437,16 @@ def test_smollm2_fresh_conversion(smollm2, tmp_path, monkeypatch):
         "path": str(gguf), "sha256": sha256_file(gguf), "size": os.path.getsize(gguf)
     }  # fmt: skip
     assert model_fingerprint(model) == model_fingerprint(smollm2)
+
+
+def test_fingerprint_is_cached_until_a_weight_changes(tiny_model):
+    from interp.models import _fingerprint, model_fingerprint
+
+    first = model_fingerprint(tiny_model)
+    assert model_fingerprint(tiny_model) == first == _fingerprint(tiny_model)
+    with torch.no_grad():
+        tiny_model.blocks[0].attn.W_Q[0, 0, 0] += 1.0  # in place: the version counter moves
+    changed = model_fingerprint(tiny_model)
+    assert changed != first and changed == _fingerprint(tiny_model)
+    tiny_model.unembed.W_U.data = tiny_model.unembed.W_U.data.clone() * 2  # replaced storage
+    assert model_fingerprint(tiny_model) == _fingerprint(tiny_model) != changed

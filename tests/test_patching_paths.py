@@ -159,6 +159,18 @@ def test_attribution_is_exact_where_the_model_is_linear():
     torch.testing.assert_close(edges.values[:, to_logits], exact_edges.values, atol=1e-4, rtol=0)
 
 
+def test_attribution_reading_only_the_metric_positions_is_the_same(tiny_model):
+    clean, corrupt = _batch(tiny_model)
+    full = attribution_patch(tiny_model, clean, corrupt, _metric, site="z", over=("layer", "head"))
+    last = attribution_patch(
+        tiny_model, clean, corrupt, _metric, site="z", over=("layer", "head"), logits_at=-1
+    )
+    torch.testing.assert_close(last.values, full.values, atol=1e-5, rtol=0)
+    e_full = edge_attribution(tiny_model, clean, corrupt, _metric)
+    e_last = edge_attribution(tiny_model, clean, corrupt, _metric, logits_at=[-1])
+    torch.testing.assert_close(e_last.values, e_full.values, atol=1e-5, rtol=0)
+
+
 def test_attribution_tracks_exact_patching_on_the_toy_model():
     from interp.toy import load_toy_induction, repeated_random_tokens
 

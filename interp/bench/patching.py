@@ -64,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
         _, t_fwd = _timed(lambda: model(batch.clean))
     _, t_attr = _timed(
         lambda: attribution_patch(
-            model, batch.clean, batch.corrupt, metric, site="z", over=("layer", "head")
+            model,
+            batch.clean,
+            batch.corrupt,
+            metric,
+            site="z",
+            over=("layer", "head"),
+            logits_at=-1,
         )
     )
     fast, t_fast = _timed(lambda: sweep(logits_at=-1))

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformer_lens.utilities import apply_softcap
 
 from interp.graph import ComponentGraph
 from interp.hooks import TLModel, hooks
@@ -40,8 +41,9 @@ from interp.patching.inputs import (
     position_labels,
 )
 from interp.patching.result import PatchResult
+from interp.patching.runner import is_fast_capable
 from interp.patching.sites import Site, site_spec
-from interp.patching.sweep import _ranges
+from interp.patching.sweep import _logit_positions, _ranges
 
 __all__ = ["attribution_patch", "correlation", "edge_attribution"]
 
@@ -59,6 +61,18 @@ def _activation_grads_only(model: TLModel) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def _run_logits(model: TLModel, tokens: Tensor, logit_pos: list[int] | None) -> Tensor:
+    """Logits, at just ``logit_pos`` when given (the unembedding is skipped elsewhere)."""
+    if logit_pos is None:
+        return model(tokens)
+    if not is_fast_capable(model):
+        return model(tokens)[:, logit_pos]
+    resid = model(tokens, stop_at_layer=model.cfg.n_layers)[:, logit_pos]
+    if model.cfg.normalization_type is not None:
+        resid = model.ln_final(resid)
+    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
+
+
 def _embed_hooks(model: TLModel) -> list[str]:
     names = ["hook_embed"]
     if getattr(model.cfg, "positional_embedding_type", "") == "standard":
@@ -74,6 +88,7 @@ def _forward_with_grads(
     *,
     source_embeds: dict[str, Tensor] | None = None,
     steps: int = 1,
+    logit_pos: list[int] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """Metric values, activations and mean activation gradients at ``names``.
 
@@ -98,7 +113,7 @@ def _forward_with_grads(
     rows = tokens.repeat(steps, 1)
     with _activation_grads_only(model), torch.enable_grad():
         with hooks(model, fwd=[(e, leaf) for e in _embed_hooks(model)] + [(names, keep)]):
-            logits = model(rows)
+            logits = _run_logits(model, rows, logit_pos)
         per_step = [
             checked_metric(metric, logits[i * n : (i + 1) * n].detach(), n) for i in range(steps)
         ]
@@ -113,7 +128,11 @@ def _forward_with_grads(
 
 
 def _source_run(
-    model: TLModel, tokens: Tensor, metric: Metric, names: list[str]
+    model: TLModel,
+    tokens: Tensor,
+    metric: Metric,
+    names: list[str],
+    logit_pos: list[int] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     acts: dict[str, Tensor] = {}
 
@@ -121,7 +140,7 @@ def _source_run(
         acts[hook.name] = act.detach()
 
     with torch.no_grad(), hooks(model, fwd=[(names, keep)]):
-        logits = model(tokens)
+        logits = _run_logits(model, tokens, logit_pos)
     return checked_metric(metric, logits, tokens.shape[0]), acts
 
 
@@ -133,18 +152,19 @@ def _grads(
     src_acts: dict[str, Tensor],
     ig: bool,
     steps: int,
+    logit_pos: list[int] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """Base metric values, base activations and (mean) gradients at ``names``."""
     if not ig:
-        return _forward_with_grads(model, base_t, metric, names)
+        return _forward_with_grads(model, base_t, metric, names, logit_pos=logit_pos)
     if steps < 1:
         raise ValueError(f"steps must be at least 1; got {steps}")
     embeds = {e: src_acts[e] for e in _embed_hooks(model)}
     _, _, grads = _forward_with_grads(
-        model, base_t, metric, names, source_embeds=embeds, steps=steps
+        model, base_t, metric, names, source_embeds=embeds, steps=steps, logit_pos=logit_pos
     )
     # No interpolation point is the base run itself, so measure that separately.
-    base_vals, base_acts = _source_run(model, base_t, metric, names)
+    base_vals, base_acts = _source_run(model, base_t, metric, names, logit_pos)
     return base_vals, base_acts, grads
 
 
@@ -187,11 +207,14 @@ def attribution_patch(
     positions: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     src_positions: Sequence[int] | None = None,
+    logits_at: int | Sequence[int] | None = None,
 ) -> PatchResult:
     """Estimated :func:`patch_sweep` values for every cell, from gradients.
 
     ``method="atp"``: the gradient at the base run; ``"ig"``: averaged over ``steps`` points
-    between base and source input embeddings. Other arguments as in ``patch_sweep``.
+    between base and source input embeddings. Other arguments as in ``patch_sweep``
+    (``logits_at`` skips the unembedding, and its backward, outside the positions the metric
+    reads).
     """
     if method not in ("atp", "ig"):
         raise ValueError(f"method must be 'atp' or 'ig'; got {method!r}")
@@ -209,9 +232,10 @@ def attribution_patch(
     layer_list = ranges["layer"]
     names = [spec.hook_name(layer) for layer in layer_list]
     embeds = _embed_hooks(model)
-    src_vals, src_acts = _source_run(model, source_t, metric, names + embeds)
+    logit_pos = None if logits_at is None else _logit_positions(logits_at, n_pos)
+    src_vals, src_acts = _source_run(model, source_t, metric, names + embeds, logit_pos)
     base_vals, base_acts, grads = _grads(
-        model, base_t, metric, names, src_acts, method == "ig", steps
+        model, base_t, metric, names, src_acts, method == "ig", steps, logit_pos
     )
     per_layer = []
     for name in names:
@@ -302,6 +326,7 @@ def edge_attribution(
     direction: str = "denoise",
     method: str = "eap",
     steps: int = 5,
+    logits_at: int | Sequence[int] | None = None,
 ) -> PatchResult:
     """Estimated metric after patching each edge of the component graph alone.
 
@@ -319,10 +344,20 @@ def edge_attribution(
     recv_hooks = sorted({_receiver_hook(r, n_layers)[0] for r in recv})
     embeds = _embed_hooks(model)
     ig = method == "eap-ig"
+    logit_pos = None if logits_at is None else _logit_positions(logits_at, clean_t.shape[1])
     with _receiver_hooks_enabled(model):
-        src_vals, src_acts = _source_run(model, source_t, metric, sorted({*sender_names, *embeds}))
+        src_vals, src_acts = _source_run(
+            model, source_t, metric, sorted({*sender_names, *embeds}), logit_pos
+        )
         base_vals, base_acts, grads = _grads(
-            model, base_t, metric, sorted({*recv_hooks, *sender_names}), src_acts, ig, steps
+            model,
+            base_t,
+            metric,
+            sorted({*recv_hooks, *sender_names}),
+            src_acts,
+            ig,
+            steps,
+            logit_pos,
         )
     delta = _sender_outputs(model, graph, src_acts) - _sender_outputs(model, graph, base_acts)
     g = []
