@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import plotly.graph_objects as go
 import pytest
@@ -75,6 +76,8 @@ def test_cis_best_summary_and_plot(result):
     capped = res.best(max_kl=1e-9)  # only the alpha = 0 cells qualify
     assert capped.alpha == 0.0
     assert "best: layer" in res.summary()
+    # n is the intended measure's number of prompts, whichever measure comes first
+    assert f"(n={len(TEXT)}," in replace(res, intended="loss", goal="decrease").summary()
     fig = res.plot()
     assert isinstance(fig, go.Figure) and len(fig.data) == 3 * 2
     assert fig.data[0].error_y.array is not None

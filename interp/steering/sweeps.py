@@ -136,7 +136,7 @@ class SteeringSweep:
     def summary(self, *, max_kl: float | None = None) -> str:
         b = self.best(max_kl=max_kl)
         fmt = lambda t: f"{t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}]"  # noqa: E731
-        n = len(next(iter(self.baseline.values())))
+        n = len(self.baseline[self.intended])  # the intended measure's prompts
         lines = [
             f"best: layer {b.layer}, alpha {b.alpha:g}"
             + (f" (among cells with KL <= {max_kl})" if max_kl is not None else ""),
