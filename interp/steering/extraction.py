@@ -14,7 +14,6 @@ means along it, so α = 1 means "one class separation" whatever the method.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -208,20 +207,9 @@ def collect_activations(
     return torch.cat(out, 1)
 
 
-_FINGERPRINTS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], str]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def fingerprint(model: TLModel) -> str:
-    """``model_fingerprint``, remembered until a parameter is replaced or edited in place."""
-    state = tuple((p.data_ptr(), p._version) for p in model.parameters())
-    hit = _FINGERPRINTS.get(model)
-    if hit is not None and hit[0] == state:
-        return hit[1]
-    fp = model_fingerprint(model)
-    _FINGERPRINTS[model] = (state, fp)
-    return fp
+    """``interp.models.model_fingerprint`` (cached there until a weight changes)."""
+    return model_fingerprint(model)
 
 
 def extract(
