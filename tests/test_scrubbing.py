@@ -96,11 +96,15 @@ def test_deep_identity_tree_on_toy_model_is_exactly_clean():
 
 
 def _reference(model, graph, tokens, plan_, rows, engine, i):
-    """Unbatched, recursive evaluation of sample i (attention-only models)."""
+    """Unbatched, recursive evaluation of sample i: one forward per instance, no batching.
+
+    Handles embeddings, positional embeddings, heads and MLPs (non-GQA models)."""
     insts = {x.id: x for x in plan_.instances}
 
     def value(k):
         inst = insts[k]
+        if inst.role == "alias":  # a non-leaf MLP is its MLP{l}.in receiver
+            return value(inst.alias)
         if inst.role == "leaf":
             act = engine.cache[inst.node.hook][rows[k][i]]
             return act[:, inst.node.head] if inst.node.kind == "head" else act
@@ -127,36 +131,73 @@ def _reference(model, graph, tokens, plan_, rows, engine, i):
         # a receiver: every upstream sender from r, claimed ones from their subtree
         r = rows[-1 - k][i]
         claimed = {insts[c].node.name: value(c) for c in inst.claimed.values()}
+        node = inst.node
         fwd, got = [], {}
 
-        def set_embed(act, hook):
-            return claimed.get("embed", engine.cache["hook_embed"][r])[None]
+        def set_whole(name):
+            def fn(act, hook):
+                return claimed.get(name, engine.cache[hook.name][r])[None]
 
-        fwd.append(("hook_embed", set_embed))
+            return fn
+
+        fwd.append(("hook_embed", set_whole("embed")))
+        if graph.has_pos_embed:
+            fwd.append(("hook_pos_embed", set_whole("pos_embed")))
         for L in range(graph.n_layers):
-            if graph._attn_order(L) >= inst.node.order:
-                continue
+            if graph._attn_order(L) < node.order:
 
-            def set_z(act, hook, L=L):
-                out = engine.cache[hook.name][r].clone()
-                for h in range(graph.n_heads):
-                    if f"L{L}H{h}" in claimed:
-                        out[:, h] = claimed[f"L{L}H{h}"]
-                return out[None]
+                def set_z(act, hook, L=L):
+                    out = engine.cache[hook.name][r].clone()
+                    for h in range(graph.n_heads):
+                        if f"L{L}H{h}" in claimed:
+                            out[:, h] = claimed[f"L{L}H{h}"]
+                    return out[None]
 
-            fwd.append((f"blocks.{L}.attn.hook_z", set_z))
-        node = inst.node
-        if node.kind != "logits":
+                fwd.append((f"blocks.{L}.attn.hook_z", set_z))
+            if not graph.attn_only and graph._mlp_order(L) < node.order:
+                fwd.append((f"blocks.{L}.hook_mlp_out", set_whole(f"MLP{L}")))
+        if node.kind in ("q", "k", "v"):
 
             def rec(act, hook):
                 got["v"] = act[0, :, node.head].clone()
 
             fwd.append((node.hook, rec))
+        elif node.kind == "mlp_in":
+
+            def rec_mlp(act, hook):
+                got["v"] = act[0].clone()
+
+            fwd.append((node.hook, rec_mlp))
         with hooks(model, fwd=fwd):
             got["logits"] = model(tokens[r][None])[0]
         return got["v"] if node.kind != "logits" else got["logits"]
 
     return value(plan_.root)
+
+
+def _check_against_reference(model, tokens, hyp, metric, n=6, max_rows=17, seed=0):
+    """Scrub n samples batched (several chunks) and per sample; return the plan and rows."""
+    graph = ComponentGraph(model)
+    hyp.validate(graph)
+    ids = {id(f): feature_values(f, tokens) for f in hyp.features()}
+    p = plan(graph, hyp)
+    eng = ScrubEngine(model, graph, tokens, metric, ids, max_rows=max_rows)
+    gen = torch.Generator().manual_seed(seed)
+    n_data = tokens.shape[0]
+    ref = torch.randint(0, n_data, (n,), generator=gen)
+    rows = eng.sample([p], ref, torch.randint(0, n_data, (n,), generator=gen), gen)
+    got = eng.scrub([p], rows)[0]
+    with torch.no_grad():
+        want = torch.stack(
+            [
+                metric(
+                    _reference(model, graph, tokens, p, rows, eng, i)[None], tokens[ref[i]][None]
+                )[0]
+                for i in range(n)
+            ]
+        )
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    return p, rows, eng
 
 
 def test_batched_scrub_matches_an_unbatched_per_sample_reference():
@@ -165,27 +206,8 @@ def test_batched_scrub_matches_an_unbatched_per_sample_reference():
 
     model = load_toy_induction()
     tokens = repeated_random_tokens(300, 20, generator=torch.Generator().manual_seed(3))
-    graph = ComponentGraph(model)
-    hyp = bench_hypothesis()
-    metric = next_token_loss(30)
-    ids = {id(f): feature_values(f, tokens) for f in hyp.features()}
-    p = plan(graph, hyp)
-    eng = ScrubEngine(model, graph, tokens, metric, ids, max_rows=17)  # several chunks
-    gen = torch.Generator().manual_seed(0)
-    ref = torch.randint(0, 300, (6,), generator=gen)
-    rows = eng.sample([p], ref, torch.randint(0, 300, (6,), generator=gen), gen)
-    got = eng.scrub([p], rows)[0]
+    p, rows, eng = _check_against_reference(model, tokens, bench_hypothesis(), next_token_loss(30))
     assert eng.forwards["scrub"] == 2  # 5 blocks: 3 samples (15 rows) per forward
-    with torch.no_grad():
-        want = torch.stack(
-            [
-                metric(
-                    _reference(model, graph, tokens, p, rows, eng, i)[None], tokens[ref[i]][None]
-                )[0]
-                for i in range(6)
-            ]
-        )
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # resampled inputs really agree on their features, and differ otherwise
     insts = {x.id: x for x in p.instances}
     for inst in p.instances:
@@ -196,6 +218,94 @@ def test_batched_scrub_matches_an_unbatched_per_sample_reference():
     assert any(
         not torch.equal(rows[i.id], rows[i.parent]) for i in insts.values() if i.parent is not None
     )
+
+
+# -- models with MLPs (and LayerNorm, GELU, absolute positions) ---------------------------------
+
+
+def _mlp_data():
+    # 8 token values at 6 positions, 400 rows: features at one position have 8 classes of ~50
+    return torch.randint(0, 8, (400, 6), generator=torch.Generator().manual_seed(5))
+
+
+def _tok(p):
+    def feature(x):
+        return int(x[p])
+
+    feature.__name__ = f"token {p}"
+    return feature
+
+
+def _mlp_hypotheses():
+    t2, t3, t4 = _tok(2), _tok(3), _tok(4)
+    # MLP1 reads token 4 from L1H0 (whose value reads token 3 through MLP0) and from embed
+    deep = claim(
+        "logits",
+        None,
+        claim(
+            "MLP1",
+            t4,
+            claim("MLP1.in", None, claim("embed", t4), claim(
+                "L1H0", t3,
+                claim("L1H0.q", None, claim("embed"), claim("pos_embed")),
+                claim("L1H0.v", None, claim("MLP0", t3, claim("embed", t3), claim("L0H1", t2))),
+            )),
+        ),
+        claim("MLP0", t4, claim("embed", t4), claim("pos_embed")),
+    )  # fmt: skip
+    # the MLP leaf and the shorthand (an MLP with upstream senders as children)
+    short = claim(
+        "logits", None, claim("MLP1", t4, claim("embed", t4), claim("L0H2", t2)), claim("L1H3")
+    )
+    return {"deep": Hypothesis("deep", deep), "short": Hypothesis("short", short)}
+
+
+def _everything(graph):
+    """Every sender under every receiver, all on the parent's input (feature None)."""
+
+    def sender(n):
+        node = graph.node(n)
+        if node.kind in ("embed", "pos_embed"):
+            return claim(n)
+        recv = f"{n}.in" if node.kind == "mlp" else f"{n}.q"  # a head: shorthand for q, k, v
+        return claim(n, None, *(sender(u.name) for u in graph.upstream(recv)))
+
+    top = [sender(s.name) for s in graph.senders]
+    return Hypothesis("everything, deep", claim("logits", None, *top))
+
+
+def test_mlp_model_everything_is_clean_and_nothing_is_random(tiny_model):
+    model, data = tiny_model, _mlp_data()
+    graph = ComponentGraph(model)
+    assert not graph.attn_only and graph.has_pos_embed
+    flat = Hypothesis("everything", claim("logits", None, *(claim(s.name) for s in graph.senders)))
+    hs = [flat, _everything(graph), Hypothesis("nothing", claim("logits")),
+          *_mlp_hypotheses().values()]  # fmt: skip
+    metric = next_token_loss(range(5))
+    c = compare(model, data, hs, metric, n_samples=200, seed=2, max_rows=600)
+    for name in ("everything", "everything, deep"):
+        torch.testing.assert_close(c[name].scrubbed, c[name].clean, atol=1e-5, rtol=0)
+    assert torch.equal(c["nothing"].scrubbed, c["nothing"].random)
+    assert float(c["nothing"].random.mean()) != float(c["nothing"].clean.mean())
+    assert c["everything"].recovered == pytest.approx(1.0, abs=1e-4)
+    # the partial hypotheses really resample: neither clean nor random
+    for name in ("deep", "short"):
+        s = c[name].scrubbed
+        assert not torch.allclose(s, c[name].clean) and not torch.equal(s, c[name].random)
+    assert c.results[0].meta["forwards"]["scrub"] > 1  # several chunks
+
+
+def test_mlp_hypotheses_match_the_per_sample_reference(tiny_model):
+    data = _mlp_data()
+    metric = next_token_loss(range(5))
+    for hyp in _mlp_hypotheses().values():
+        p, rows, _ = _check_against_reference(tiny_model, data, hyp, metric, n=5, max_rows=23)
+        kinds = {i.node.kind for i in p.instances}
+        assert {"mlp", "mlp_in"} <= kinds
+        for inst in p.instances:
+            if callable(inst.feature) and inst.parent is not None:
+                for a, b in zip(rows[inst.id], rows[inst.parent], strict=True):
+                    assert inst.feature(data[a]) == inst.feature(data[b])
 
 
 # -- bad input: clear errors before any model run ---------------------------------------------
