@@ -85,6 +85,6 @@ def plot_scrub_result(result: Any, *, title: str | None = None) -> Any:
         template="plotly_white",
         xaxis={"visible": False},
         yaxis={"visible": False},
-        height=max(300, 70 * (1 + max((p[1] for p in pos.values()), default=0))),
+        height=max(360, 130 * (1 + max((p[1] for p in pos.values()), default=0))),
     )
     return fig

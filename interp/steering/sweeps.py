@@ -181,8 +181,8 @@ class SteeringSweep:
         fig.update_layout(
             title=f"Steering sweep — intended: {self.intended} ({self.goal}); "
             f"{self.level:.0%} bootstrap CIs over prompts",
-            height=380,
-            width=max(420 * len(names), 700),
+            height=460,
+            legend={"orientation": "h", "y": -0.25, "x": 0},  # below the panels: never cut off
         )
         return fig
 
