@@ -153,6 +153,11 @@ class ComponentGraph:
         return out
 
     @cached_property
+    def sender_hooks(self) -> list[str]:
+        """The TL hooks holding every sender's output, in forward order."""
+        return list(dict.fromkeys(s.hook for s in self.senders))
+
+    @cached_property
     def nodes(self) -> list[Node]:
         return self.senders + self.receivers
 

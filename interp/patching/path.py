@@ -300,15 +300,7 @@ def edge_patch(
 
 
 def _activation_names(model: TLModel, graph: ComponentGraph) -> list[str]:
-    names = ["hook_embed"]
-    if graph.has_pos_embed:
-        names.append("hook_pos_embed")
-    for layer in range(graph.n_layers):
-        names.append(f"blocks.{layer}.attn.hook_z")
-        if not graph.attn_only:
-            names.append(f"blocks.{layer}.hook_mlp_out")
-    names.append(f"blocks.{graph.n_layers - 1}.hook_resid_post")
-    return names
+    return [*graph.sender_hooks, f"blocks.{graph.n_layers - 1}.hook_resid_post"]
 
 
 def _pos_index(node: Node) -> slice | int:

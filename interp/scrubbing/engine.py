@@ -354,14 +354,7 @@ class ScrubEngine:
 
 
 def _sender_hooks(graph: ComponentGraph) -> list[str]:
-    names = ["hook_embed"]
-    if graph.has_pos_embed:
-        names.append("hook_pos_embed")
-    for layer in range(graph.n_layers):
-        names.append(f"blocks.{layer}.attn.hook_z")
-        if not graph.attn_only:
-            names.append(f"blocks.{layer}.hook_mlp_out")
-    return names
+    return graph.sender_hooks
 
 
 def _checked(metric: ScrubMetric, logits: Tensor, tokens: Tensor) -> Tensor:
