@@ -450,3 +450,31 @@ def test_fingerprint_is_cached_until_a_weight_changes(tiny_model):
     assert changed != first and changed == _fingerprint(tiny_model)
     tiny_model.unembed.W_U.data = tiny_model.unembed.W_U.data.clone() * 2  # replaced storage
     assert model_fingerprint(tiny_model) == _fingerprint(tiny_model) != changed
+
+
+def test_patching_on_a_bridge_matches_transformer_lens(neox_dir):
+    """A TransformerBridge takes the generic patching path and still equals TL's own sweep."""
+    import transformer_lens.patching as tlp
+
+    from interp.metrics import logit_diff
+    from interp.patching import patch_sweep
+
+    model = load_model(neox_dir, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    clean, corrupt = (
+        torch.randint(0, 300, (3, 6), generator=g),
+        torch.randint(0, 300, (3, 6), generator=g),
+    )
+
+    def metric(logits):
+        return logit_diff(logits, 5, 9)
+
+    _, cache = model.run_with_cache(clean)
+    for tl_fn, site, over in [
+        (tlp.get_act_patch_resid_pre, "resid_pre", ("layer", "pos")),
+        (tlp.get_act_patch_attn_head_out_all_pos, "z", ("layer", "head")),
+    ]:
+        ref = tl_fn(model, corrupt, cache, lambda lg: metric(lg).mean())
+        got = patch_sweep(model, clean, corrupt, metric, site=site, over=over)
+        assert got.meta["fast"] is False
+        torch.testing.assert_close(got.mean, ref.float(), atol=1e-5, rtol=0)
