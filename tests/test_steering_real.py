@@ -63,3 +63,17 @@ def test_vectors_round_trip_with_the_real_fingerprint(smollm2, sentiment, tmp_pa
     back = load_vectors(path, model=smollm2)[15]
     assert torch.equal(back.vector, sentiment.vector)
     assert back.metadata["position"] == ["slice", 1, None]
+
+
+def test_reading_tokenises_as_the_vector_was_extracted(smollm2):
+    from interp.steering import project
+
+    vec = extract(smollm2, POS[:4], NEG[:4], layers=[6], prepend_bos=True)[6]
+    assert vec.metadata["prepend_bos"] is True
+    stored = project(smollm2, POS[:2], vec)
+    explicit = project(smollm2, POS[:2], vec, prepend_bos=True)
+    without = project(smollm2, POS[:2], vec, prepend_bos=False)
+    torch.testing.assert_close(stored.scores, explicit.scores, equal_nan=True)
+    assert stored.scores.shape[1] == without.scores.shape[1] + 1  # the BOS position
+    acc = probe_accuracy(smollm2, vec, POS[4:8], NEG[4:8])
+    assert acc == probe_accuracy(smollm2, vec, POS[4:8], NEG[4:8], prepend_bos=True)

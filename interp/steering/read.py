@@ -40,10 +40,15 @@ def project(
     *,
     padding_side: PaddingSide = "right",
     batch_size: int = 16,
+    prepend_bos: bool | None = None,
 ) -> Projections:
-    """Project every token's activation at the vector's hook onto its unit direction (RepE reading)."""
+    """Project every token's activation at the vector's hook onto its unit direction (RepE reading).
+
+    Prompts are tokenised as the vector's were (its recorded ``prepend_bos``) unless told otherwise.
+    """
     check_width(model, vector.vector, vector.hook_name)
-    enc = encode(model, prompts, padding_side=padding_side)
+    bos = prepend_bos if prepend_bos is not None else vector.metadata.get("prepend_bos")
+    enc = encode(model, prompts, padding_side=padding_side, prepend_bos=bos)
     u = vector.unit
     rows = []
     for i in range(0, len(enc), batch_size):  # slices keep the full pad width: one result tensor
@@ -113,13 +118,16 @@ def probe_accuracy(
     batch_size: int = 16,
     n_resamples: int = 2000,
     seed: int = 0,
+    prepend_bos: bool | None = None,
 ) -> Accuracy:
-    """Accuracy on held-out prompts, read at the vector's hook and (by default) its position."""
+    """Accuracy on held-out prompts, read at the vector's hook and (by default) its position,
+    tokenised as the vector's prompts were (its recorded ``prepend_bos``) unless told otherwise."""
     check_width(model, vector.vector, vector.hook_name)
     stored = position_from_json(vector.metadata.get("position", "last"))
     pos_at: Position = position if position is not None else stored
     kw = {"layers": vector.layer, "site": vector.site, "position": pos_at}
-    both = encode(model, [*positive, *negative], padding_side=padding_side)
+    bos = prepend_bos if prepend_bos is not None else vector.metadata.get("prepend_bos")
+    both = encode(model, [*positive, *negative], padding_side=padding_side, prepend_bos=bos)
     acts = collect_activations(model, both, batch_size=batch_size, **kw)[0]  # type: ignore[arg-type]
     return accuracy_from_activations(
         vector, acts[: len(positive)], acts[len(positive) :], n_resamples=n_resamples, seed=seed
