@@ -192,7 +192,11 @@ def test_attribution_tracks_exact_patching_on_the_toy_model():
     assert correlation(eap, edges_exact) > 0.5
 
 
-def test_bad_nodes_and_directions(tiny_model):
+def test_bad_nodes_and_directions(tiny_model, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(tiny_model, "forward", boom)  # every check comes before any forward
     clean, corrupt = _batch(tiny_model)
     with pytest.raises(ValueError, match="not upstream"):
         path_patch(tiny_model, clean, corrupt, _metric, senders="L1H0", receivers="L0H1.q")
@@ -206,3 +210,16 @@ def test_bad_nodes_and_directions(tiny_model):
         path_patch(tiny_model, clean, corrupt, _metric, senders="L0H0", receivers="logits@9")
     with pytest.raises(ValueError, match="same shape"):
         edge_attribution(tiny_model, clean, corrupt[:2], _metric)
+    with pytest.raises(ValueError, match="one value per prompt"):
+        path_patch(
+            tiny_model, clean, corrupt, lambda lg: lg[:, -1], senders="L0H0", receivers="logits"
+        )
+    with pytest.raises(ValueError, match="the metric failed"):
+        attribution_patch(
+            tiny_model,
+            clean,
+            corrupt,
+            lambda lg: lg[:, 99].sum(-1),
+            site="z",
+            over=("layer", "head"),
+        )

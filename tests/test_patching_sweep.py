@@ -197,13 +197,11 @@ def test_scalar_metric_loses_only_the_ci(tiny_model):
     torch.testing.assert_close(res.mean, per.mean, atol=1e-5, rtol=0)
 
 
-def test_bad_input_fails_before_any_patched_forward(tiny_model, monkeypatch):
-    from interp.patching import runner
-
+def test_bad_input_fails_before_any_forward(tiny_model, monkeypatch):
     def boom(*a, **k):
-        raise AssertionError("a patched forward ran")
+        raise AssertionError("the model ran")
 
-    monkeypatch.setattr(runner.PatchRunner, "run", boom)
+    monkeypatch.setattr(tiny_model, "forward", boom)
     clean, corrupt = _batch(tiny_model)
     with pytest.raises(ValueError, match="same shape"):
         patch_sweep(tiny_model, clean, corrupt[:, :-1], _metric, site="resid_pre")

@@ -35,6 +35,7 @@ from interp.patching.inputs import (
     Metric,
     as_tokens,
     check_ablation,
+    check_metric_first,
     check_pair,
     checked_metric,
     metric_name,
@@ -233,6 +234,7 @@ def attribution_patch(
     names = [spec.hook_name(layer) for layer in layer_list]
     embeds = _embed_hooks(model)
     logit_pos = None if logits_at is None else _logit_positions(logits_at, n_pos)
+    check_metric_first(model, metric, n, n_pos if logit_pos is None else len(logit_pos))
     src_vals, src_acts = _source_run(model, source_t, metric, names + embeds, logit_pos)
     base_vals, base_acts, grads = _grads(
         model, base_t, metric, names, src_acts, method == "ig", steps, logit_pos
@@ -345,6 +347,9 @@ def edge_attribution(
     embeds = _embed_hooks(model)
     ig = method == "eap-ig"
     logit_pos = None if logits_at is None else _logit_positions(logits_at, clean_t.shape[1])
+    check_metric_first(
+        model, metric, clean_t.shape[0], clean_t.shape[1] if logit_pos is None else len(logit_pos)
+    )
     with _receiver_hooks_enabled(model):
         src_vals, src_acts = _source_run(
             model, source_t, metric, sorted({*sender_names, *embeds}), logit_pos

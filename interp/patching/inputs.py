@@ -19,6 +19,7 @@ __all__ = [
     "Metric",
     "as_tokens",
     "check_ablation",
+    "check_metric_first",
     "check_pair",
     "checked_metric",
     "metric_name",
@@ -86,6 +87,22 @@ def checked_metric(metric: Metric, logits: Tensor, n: int) -> Tensor:
             f"(shape [{n}]) or a scalar. Reduce any position or vocabulary axes inside the metric."
         )
     return out.detach().float()
+
+
+def check_metric_first(model: TLModel, metric: Metric, n: int, n_pos: int) -> None:
+    """Call the metric on zero logits of the right shape, so a bad one fails before any forward."""
+    if not callable(metric):
+        raise TypeError(f"metric must be callable logits -> values; got {metric!r}")
+    zeros = torch.zeros(n, n_pos, model.cfg.d_vocab, device=model.cfg.device)
+    try:
+        with torch.no_grad():
+            out = metric(zeros)
+    except Exception as err:
+        raise ValueError(
+            f"the metric failed on logits of shape [batch={n}, pos={n_pos}, "
+            f"d_vocab={model.cfg.d_vocab}]: {type(err).__name__}: {err}"
+        ) from err
+    checked_metric(lambda _: out, zeros, n)
 
 
 def metric_name(metric: Metric) -> str:

@@ -32,6 +32,7 @@ from interp.patching.inputs import (
     Metric,
     as_tokens,
     check_ablation,
+    check_metric_first,
     check_pair,
     checked_metric,
     metric_name,
@@ -181,6 +182,7 @@ class _PathRun:
     ):
         self.model, self.graph, self.metric = model, graph, metric
         self.n = n = clean_t.shape[0]
+        check_metric_first(model, metric, n, clean_t.shape[1])
         base_t, source_t = (clean_t, corrupt_t) if direction == "noise" else (corrupt_t, clean_t)
         assert base_t is not None
         self.base_t = base_t

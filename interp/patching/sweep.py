@@ -21,6 +21,7 @@ from interp.patching.inputs import (
     Metric,
     as_tokens,
     check_ablation,
+    check_metric_first,
     check_pair,
     checked_metric,
     metric_name,
@@ -145,6 +146,7 @@ def patch_sweep(
         {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions},
     )
     logit_pos = _logit_positions(logits_at, n_pos)
+    check_metric_first(model, metric, n, len(logit_pos))
     ref_t = clean_t if reference is None else as_tokens(model, reference, "reference")
     if ablation == "mean" and ref_t.shape[1] != n_pos:
         raise ValueError(
