@@ -1,4 +1,4 @@
-"""mechscope's interpretability package: models, hooks, caching and activation stores.
+"""mechscope's interpretability package: models, hooks, caching, stores and causal methods.
 
 The names below are re-exported lazily, so ``import interp`` stays cheap and has no side effects.
 """
@@ -10,10 +10,16 @@ from typing import Any
 
 __all__ = [
     "ActivationStore",
+    "ComponentGraph",
+    "attribution_patch",
     "cache_activations",
+    "edge_attribution",
+    "edge_patch",
     "hook_names",
     "hooks",
     "load_model",
+    "patch_sweep",
+    "path_patch",
     "resolve_hooks",
     "shakespeare",
     "write_run_manifest",
@@ -21,6 +27,12 @@ __all__ = [
 
 _HOME = {
     "ActivationStore": "interp.store",
+    "ComponentGraph": "interp.graph",
+    "attribution_patch": "interp.patching",
+    "edge_attribution": "interp.patching",
+    "edge_patch": "interp.patching",
+    "patch_sweep": "interp.patching",
+    "path_patch": "interp.patching",
     "cache_activations": "interp.cache",
     "hook_names": "interp.hooks",
     "hooks": "interp.hooks",
