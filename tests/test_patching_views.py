@@ -111,3 +111,18 @@ def test_a_click_on_a_head_shows_its_attention_pattern(results, tmp_path):
             "document.querySelector('[data-mechscope=attention] .gtitle').textContent"
         )
         assert title == "Attention pattern L1H7"
+
+
+def test_dashboard_shows_linked_views_inline(results, tmp_path):
+    from interp.toy import load_toy_induction
+    from interp.viz import Dashboard, attention_view
+
+    heads, _, resid, _ = results
+    attn = attention_view(load_toy_induction(), torch.tensor([0, 5, 6, 7, 5, 6, 7]))
+    board = Dashboard(heads.plot(), resid.plot(), attn, title=HOSTILE)
+    inline = board._repr_html_()
+    assert inline.startswith('<iframe srcdoc="') and "<script>alert" not in inline
+    assert html.unescape(inline.split('srcdoc="', 1)[1].split('" sandbox', 1)[0]) == board.html
+    assert board.save(tmp_path / "b.html").read_text() == board.html
+    with pytest.raises(ValueError, match="nothing to draw"):
+        Dashboard()

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "AttentionView",
+    "Dashboard",
     "FeatureBrowser",
     "FeatureDashboard",
     "FeatureData",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 _HOME = {
+    "Dashboard": "interp.viz.html",
     "AttentionView": "interp.viz.attention",
     "attention_view": "interp.viz.attention",
     "FeatureBrowser": "interp.viz.features",

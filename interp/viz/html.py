@@ -19,7 +19,7 @@ from interp._io import atomic_write_bytes
 from interp.viz.page import Page, esc
 from interp.viz.views import as_view
 
-__all__ = ["save_html", "to_html"]
+__all__ = ["Dashboard", "save_html", "to_html"]
 
 
 def to_html(*items: Any, title: str = "mechscope") -> str:
@@ -55,3 +55,28 @@ def save_html(path: str | os.PathLike[str], *items: Any, title: str = "mechscope
     document = to_html(*items, title=title)
     atomic_write_bytes(path, document.encode("utf-8"))
     return path
+
+
+class Dashboard:
+    """Several views as one page, shown inline in Jupyter (views on one page are linked: a click
+    on a layer × head heatmap cell shows that head in the page's attention views).
+
+    >>> Dashboard(heads.plot(), attention_view(model, tokens), title="IOI heads")
+    """
+
+    def __init__(self, *items: Any, title: str = "mechscope", height: int = 900):
+        self.html = to_html(*items, title=title)  # every argument checked now
+        self.title, self.height = title, height
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        atomic_write_bytes(path, self.html.encode("utf-8"))
+        return path
+
+    def _repr_html_(self) -> str:
+        import html as _html
+
+        return (
+            f'<iframe srcdoc="{_html.escape(self.html, quote=True)}" sandbox="allow-scripts" '
+            f'style="width: 100%; height: {int(self.height)}px; border: 1px solid #ddd;"></iframe>'
+        )
