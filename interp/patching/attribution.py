@@ -34,12 +34,12 @@ from interp.models import model_fingerprint
 from interp.patching.inputs import (
     Metric,
     as_tokens,
+    axis_labels,
     check_ablation,
     check_metric_first,
     check_pair,
     checked_metric,
     metric_name,
-    position_labels,
 )
 from interp.patching.result import PatchResult
 from interp.patching.runner import is_fast_capable
@@ -255,16 +255,11 @@ def attribution_patch(
     clean_vals, corrupt_vals = (
         (src_vals, base_vals) if direction == "denoise" else (base_vals, src_vals)
     )
-    labels = {
-        "layer": [f"L{v}" for v in ranges.get("layer", [])],
-        "pos": [position_labels(model, clean_t)[p] for p in ranges.get("pos", [])],
-        "head": [f"H{v}" for v in ranges.get("head", [])],
-        "src_pos": [position_labels(model, clean_t)[p] for p in ranges.get("src_pos", [])],
-    }
+    labels = axis_labels(model, clean_t, over, ranges)
     return PatchResult(
         values.detach().cpu(),
         tuple(over),
-        {a: labels[a] for a in over},
+        labels,
         metric_name(metric),
         "attribution_patch" if method == "atp" else "attribution_patch_ig",
         site,

@@ -18,6 +18,7 @@ __all__ = [
     "DIRECTIONS",
     "Metric",
     "as_tokens",
+    "axis_labels",
     "check_ablation",
     "check_metric_first",
     "check_pair",
@@ -109,6 +110,16 @@ def metric_name(metric: Metric) -> str:
     name = getattr(metric, "__name__", None) or type(metric).__name__
     func = getattr(metric, "func", None)  # functools.partial
     return getattr(func, "__name__", name) if name == "partial" else name
+
+
+def axis_labels(
+    model: TLModel, tokens: Tensor, over: Sequence[str], ranges: dict[str, list[int]]
+) -> dict[str, list[str]]:
+    """Labels for each swept axis: ``L3``, ``H5``, and ``"7 ' Mary'"`` for positions."""
+    pos = position_labels(model, tokens)
+    fmt = {"layer": lambda v: f"L{v}", "head": lambda v: f"H{v}", "pos": lambda v: pos[v],
+           "src_pos": lambda v: pos[v]}  # fmt: skip
+    return {a: [fmt[a](v) for v in ranges[a]] for a in over}
 
 
 def position_labels(model: TLModel, tokens: Tensor) -> list[str]:

@@ -67,16 +67,23 @@ class PatchRunner:
         *,
         fast: bool,
         max_tokens: int = 16384,
+        keep: Sequence[str] = (),
     ):
         self.model, self.site, self.fast = model, site, fast
         self.logit_pos = list(logit_pos)
         self.max_tokens = max_tokens
         self.n, self.n_pos = base_tokens.shape
-        self.base = self._base_run(base_tokens)
+        # The base run also keeps the activations at ``keep`` (the swept site's hooks).
+        self.base_acts: dict[str, Tensor] = {}
+        with hooks(model, fwd=[(list(keep), self._keep)] if keep else []):
+            self.base = self._base_run(base_tokens)
         self.forwards = 0  # patched forwards run (batched ones count once)
         self.block_positions = 0  # sum over forwards of blocks × positions × rows
 
     # -- base run ---------------------------------------------------------------------------
+    def _keep(self, act: Tensor, hook: Any) -> None:
+        self.base_acts[hook.name] = act
+
     def _base_run(self, tokens: Tensor) -> BaseRun:
         model = self.model
         with torch.no_grad():

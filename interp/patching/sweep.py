@@ -20,12 +20,12 @@ from interp.models import model_fingerprint
 from interp.patching.inputs import (
     Metric,
     as_tokens,
+    axis_labels,
     check_ablation,
     check_metric_first,
     check_pair,
     checked_metric,
     metric_name,
-    position_labels,
 )
 from interp.patching.result import PatchResult
 from interp.patching.runner import PatchRunner, is_fast_capable
@@ -185,15 +185,17 @@ def patch_sweep(
     # A cell whose patched value equals the base run's value everywhere (say, a position before
     # the first token where clean and corrupted prompts differ) leaves the run unchanged: its
     # value is the base run's, exactly, with no forward.
-    base_acts = cache_activations(model, base_t, names)
+    runner = PatchRunner(
+        model, base_t, spec, logit_pos, fast=use_fast, max_tokens=max_tokens, keep=names
+    )
     base_vals = corrupt_vals if direction == "denoise" else clean_vals
     assert base_vals is not None
+    base_acts = runner.base_acts
     unchanged = [
         _same(src[spec.hook_name(c.layer)], base_acts[spec.hook_name(c.layer)], c, spec.layout)
         for c in cells
     ]
-    del base_acts
-    runner = PatchRunner(model, base_t, spec, logit_pos, fast=use_fast, max_tokens=max_tokens)
+    runner.base_acts = {}  # only needed for the check above
     per_prompt = clean_vals.shape[0] == n
     values = torch.empty(n if per_prompt else 1, len(cells))
     pending: list[tuple[list[int], Tensor]] = []
@@ -233,16 +235,11 @@ def patch_sweep(
             flush()
     flush()
 
-    labels = {
-        "layer": [f"L{v}" for v in ranges.get("layer", [])],
-        "pos": [position_labels(model, clean_t)[p] for p in ranges.get("pos", [])],
-        "head": [f"H{v}" for v in ranges.get("head", [])],
-        "src_pos": [position_labels(model, clean_t)[p] for p in ranges.get("src_pos", [])],
-    }
+    labels = axis_labels(model, clean_t, over, ranges)
     return PatchResult(
         values.reshape(values.shape[0], *shape),
         tuple(over),
-        {a: labels[a] for a in over},
+        labels,
         metric_name(metric),
         "patch_sweep",
         site,
