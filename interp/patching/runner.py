@@ -75,14 +75,18 @@ class PatchRunner:
         self.n, self.n_pos = base_tokens.shape
         # The base run also keeps the activations at ``keep`` (the swept site's hooks).
         self.base_acts: dict[str, Tensor] = {}
-        with hooks(model, fwd=[(list(keep), self._keep)] if keep else []):
+        with hooks(model, fwd=[(name, self._keeper(name)) for name in keep]):
             self.base = self._base_run(base_tokens)
         self.forwards = 0  # patched forwards run (batched ones count once)
         self.block_positions = 0  # sum over forwards of blocks × positions × rows
 
     # -- base run ---------------------------------------------------------------------------
-    def _keep(self, act: Tensor, hook: Any) -> None:
-        self.base_acts[hook.name] = act
+    def _keeper(self, name: str) -> Callable[[Tensor, Any], None]:
+        # Keyed by the name asked for: a bridge's hook point may carry another (aliased) name.
+        def keep(act: Tensor, hook: Any) -> None:
+            self.base_acts[name] = act
+
+        return keep
 
     def _base_run(self, tokens: Tensor) -> BaseRun:
         model = self.model
