@@ -252,7 +252,7 @@ def sparse_sae_loss(
     """The TopK/BatchTopK training loss of ``saes.losses.sae_loss`` through the kernels.
 
     x is in the SAE's normalised space (multiply raw activations by the input scale first).
-    mse = mean over rows of ‖x̂ − x‖²; aux = α · min(n_dead/k_aux', 1) · ‖ê − e‖² / ‖e − mean e‖²
+    mse = mean over rows of ‖x̂ − x‖²; aux = α · min(n_dead/k_aux, 1) · ‖ê − e‖² / ‖e − mean e‖²
     with e = x − x̂ (detached) and ê the aux latents decoded without bias.
 
     n_dead (= dead_mask.sum()) is read once here (one device sync per step) unless passed in.
@@ -279,9 +279,9 @@ def sparse_sae_loss(
     mse = (out.recon - x.to(out.recon.dtype)).pow(2).sum(-1).mean()
     aux = mse.new_zeros(())
     if out.aux_indices.shape[1] and n_dead:
-        kk = out.aux_indices.shape[1]
         err = (x.to(out.recon.dtype) - out.recon).detach()
         err_hat = sparse_decode(out.aux_values, out.aux_indices, W_dec, backend=ops)
         variance = (err - err.mean(0)).pow(2).sum().clamp_min(1e-8)
-        aux = aux_coefficient * min(n_dead / kk, 1.0) * (err_hat - err).pow(2).sum() / variance
+        scale = min(n_dead / ka, 1.0)  # the requested k_aux, not the clipped count of aux latents
+        aux = aux_coefficient * scale * (err_hat - err).pow(2).sum() / variance
     return SparseLossOutput(mse + aux, mse, aux), out

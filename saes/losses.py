@@ -87,6 +87,9 @@ def aux_k_loss(
     n_dead = int(dead.sum())
     if n_dead == 0 or k_aux <= 0:
         return out.pre.new_zeros(())
+    # The scale uses the requested k_aux, not the clipped count: with fewer dead latents than
+    # k_aux the term is down-weighted by n_dead / k_aux.
+    scale = min(n_dead / k_aux, 1.0)
     k = min(k_aux, n_dead)
     x_in = x.to(out.pre.dtype) * sae.input_scale.to(out.pre.dtype)
     err = (x_in - out.recon * sae.input_scale.to(out.recon.dtype)).detach()  # [batch, d_in]
@@ -94,7 +97,7 @@ def aux_k_loss(
     values, indices = topk_mask_values(masked, k)
     err_hat = torch.zeros_like(out.pre).scatter_(-1, indices, values) @ sae.W_dec
     variance = (err - err.mean(0)).pow(2).sum().clamp_min(1e-8)
-    return min(n_dead / k, 1.0) * (err_hat - err).pow(2).sum() / variance
+    return scale * (err_hat - err).pow(2).sum() / variance
 
 
 def sae_loss(

@@ -1,0 +1,55 @@
+"""The aux-k loss against a dense computation written from its formula (Gao et al. 2024, §A.2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.autograd import sparse_sae_loss
+from kernels.dispatch import REFERENCE
+from saes.config import SAEConfig
+from saes.losses import aux_k_loss
+from saes.sae import SAE
+
+K_AUX = 8
+
+
+def make_sae() -> SAE:
+    sae = SAE(SAEConfig(d_in=16, d_sae=64, k=4, activation="topk"), seed=0)
+    with torch.no_grad():
+        sae.b_enc.add_(0.5)  # most pre-activations positive, so every dead latent can contribute
+    return sae
+
+
+def dense_aux(sae: SAE, x: torch.Tensor, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+    """α-free aux-k: min(n_dead/k_aux, 1) · ‖ê − e‖² / ‖e − mean e‖², all in the SAE's space."""
+    n_dead = int(dead.sum())
+    xs = x * sae.input_scale
+    out = sae(x)
+    err = xs - out.recon * sae.input_scale
+    pre = out.pre.masked_fill(~dead, float("-inf"))
+    top = pre.topk(min(k_aux, n_dead), dim=-1)
+    acts = torch.zeros_like(out.pre).scatter(-1, top.indices, top.values.relu())
+    err_hat = acts @ sae.W_dec
+    var = (err - err.mean(0)).pow(2).sum()
+    return min(n_dead / k_aux, 1.0) * (err_hat - err).pow(2).sum() / var
+
+
+@pytest.mark.parametrize("n_dead, scale", [(2, 0.25), (4, 0.5), (8, 1.0), (32, 1.0)])
+def test_aux_k_scale_follows_dead_count(n_dead: int, scale: float) -> None:
+    sae = make_sae()
+    x = torch.randn(10, 16, generator=torch.Generator().manual_seed(1))
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[torch.randperm(64, generator=torch.Generator().manual_seed(n_dead))[:n_dead]] = True
+    want = dense_aux(sae, x, dead, K_AUX)
+    unscaled = want / scale
+    got = aux_k_loss(sae, x, sae(x), dead, K_AUX)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert float((got / unscaled).detach()) == pytest.approx(scale, rel=1e-5)
+    # The sparse (kernel) path, reference backend, in the normalised space it takes.
+    xs = x * sae.input_scale
+    loss, _ = sparse_sae_loss(
+        xs, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, 4,
+        dead_mask=dead, k_aux=K_AUX, aux_coefficient=1.0, backend=REFERENCE,
+    )  # fmt: skip
+    torch.testing.assert_close(loss.aux, want, rtol=1e-5, atol=1e-6)
