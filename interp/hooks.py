@@ -68,13 +68,52 @@ def hook_layer(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _split_site(name: str) -> tuple[int | None, str]:
+    """``blocks.3.attn.hook_z`` -> (3, ``attn.hook_z``); names outside the blocks keep their name."""
+    m = _LAYER_RE.match(name)
+    return (int(m.group(1)), name[m.end() :]) if m else (None, name)
+
+
 def _suggest(target: str, names: Sequence[str], n: int = 5) -> str:
-    close = difflib.get_close_matches(target, names, n=n, cutoff=0.6)
-    if not close:
-        # Short forms like "resid_post" are far from full names by edit distance; match by suffix.
-        tail = target.rsplit(".", 1)[-1]
-        close = [x for x in names if x.endswith(tail)][:n]
-    return f" Did you mean: {', '.join(close)}?" if close else ""
+    """Close valid names, the misspelt *site* first: the best-matching site at the requested layer,
+    then other close sites there, then the best site at other layers. A layer outside the model and
+    a per-block site given without a layer are said so."""
+    layer, site = _split_site(target)
+    by_site: dict[str, list[int | None]] = {}
+    for name in names:
+        lay, s = _split_site(name)
+        by_site.setdefault(s, []).append(lay)
+    sites = list(by_site)
+    close = difflib.get_close_matches(site, sites, n=3, cutoff=0.6)
+    if not close:  # short forms ("resid_post", "resid_pree") are far from "hook_resid_post"
+        tail = site.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches("hook_" + tail, sites, n=3, cutoff=0.6)
+        close = close or [s for s in sites if s.endswith(tail)][:3]
+    layers = sorted({lay for lay in (_split_site(x)[0] for x in names) if lay is not None})
+    note = ""
+    if layer is not None and layers and layer not in layers:
+        note = f" This model has blocks {layers[0]}–{layers[-1]}; there is no block {layer}."
+    picks: list[str] = []
+
+    def full(s: str, lay: int | None) -> str:
+        return s if lay is None else f"blocks.{lay}.{s}"
+
+    for s in close:  # each close site at the requested layer (or its nearest one)
+        lays = by_site[s]
+        want = layer if layer is not None else lays[0]
+        best = min(lays, key=lambda x: abs((x or 0) - (want or 0)))
+        picks.append(full(s, best))
+    if close:  # then the best site at the neighbouring layers
+        lays = by_site[close[0]]
+        want = layer if layer is not None else (lays[0] or 0)
+        picks += [full(close[0], x) for x in sorted(lays, key=lambda x: abs((x or 0) - want))]
+    picks = list(dict.fromkeys(picks))[:n]
+    if close and layer is None and by_site[close[0]][0] is not None and "*" not in target:
+        note += (
+            f" {close[0]!r} is a per-block site: name a block, e.g. 'blocks.{by_site[close[0]][0]}."
+            f"{close[0]}', or use ({close[0].rsplit('hook_', 1)[-1]!r}, layer)."
+        )
+    return (f" Did you mean: {', '.join(picks)}?" if picks else "") + note
 
 
 def _resolve_one(spec: Any, names: list[str], name_set: set[str]) -> list[str]:

@@ -108,3 +108,33 @@ def test_backward_hook_sees_gradient(tiny_model):
         tiny_model(tokens).sum().backward()
     assert grads["blocks.1.hook_resid_post"].shape == (1, 4, 16)
     assert _n_hooks(tiny_model) == 0
+
+
+_SITES = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "attn.hook_pattern",
+          "attn.hook_z", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]  # fmt: skip
+
+
+class _ManyLayers:
+    """Just the hook names of a 30-block model: suggestions are about names, not weights."""
+
+    hook_dict = {f"blocks.{i}.{s}": None for i in range(30) for s in _SITES} | {"hook_embed": None}
+
+
+def _suggestions(spec: str) -> tuple[list[str], str]:
+    with pytest.raises(UnknownHookError) as info:
+        resolve_hooks(_ManyLayers(), spec)
+    msg = str(info.value)
+    return msg.split("Did you mean: ")[1].split("?")[0].split(", "), msg
+
+
+def test_suggestions_rank_the_same_site_and_layer_first():
+    picks, _ = _suggestions("blocks.1.hook_resid_pree")
+    assert picks[0] == "blocks.1.hook_resid_pre"
+    assert picks[1:3] != ["blocks.21.hook_resid_pre", "blocks.19.hook_resid_pre"]  # old order
+    assert picks[1] in ("blocks.1.hook_resid_post", "blocks.1.hook_resid_mid")
+    picks, msg = _suggestions("hook_resid_pree")  # no layer given
+    assert picks[0] == "blocks.0.hook_resid_pre" and "per-block site" in msg
+    picks, msg = _suggestions("resid_pree")
+    assert picks[0] == "blocks.0.hook_resid_pre"
+    picks, msg = _suggestions("blocks.31.hook_resid_pre")
+    assert "blocks 0–29" in msg and picks[0] == "blocks.29.hook_resid_pre"
