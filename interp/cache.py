@@ -16,6 +16,14 @@ from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
 from interp.hooks import HookSpec, TLModel, hook_layer, hooks, resolve_hooks
+from interp.validate import (
+    check_device,
+    check_dtype,
+    check_position,
+    check_position_tensor,
+    check_positions,
+    check_tokens,
+)
 
 __all__ = ["Positions", "cache_activations", "position_dim", "select_positions"]
 
@@ -42,21 +50,13 @@ def select_positions(act: Tensor, positions: Positions, dim: int) -> Tensor:
         return act
     n_pos = act.shape[dim]
     if isinstance(positions, int):
-        _check_range(torch.tensor([positions]), n_pos)
-        return act.narrow(dim, positions % n_pos, 1)
+        return act.narrow(dim, check_positions(positions, n_pos)[0], 1)
     if isinstance(positions, slice):
         return act[(slice(None),) * dim + (positions,)]
-    idx = torch.as_tensor(positions, device=act.device)
-    if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"positions must be integers, got dtype {idx.dtype}")
-    _check_range(idx, n_pos)
-    idx = idx.long() % n_pos
+    idx = check_position_tensor(torch.as_tensor(positions, device=act.device), n_pos)
     if idx.ndim == 1:
         return act.index_select(dim, idx)
-    if idx.ndim != 2 or idx.shape[0] != act.shape[0]:
-        raise ValueError(
-            f"per-sequence positions must have shape [batch={act.shape[0]}, n]; got {tuple(idx.shape)}"
-        )
+    _check_per_sequence(idx, act.shape[0])
     moved = act.movedim(dim, 1)  # [batch, pos, ...]
     gather_idx = idx.view(*idx.shape, *([1] * (moved.ndim - 2))).expand(
         *idx.shape, *moved.shape[2:]
@@ -64,12 +64,24 @@ def select_positions(act: Tensor, positions: Positions, dim: int) -> Tensor:
     return moved.gather(1, gather_idx).movedim(1, dim)
 
 
-def _check_range(idx: Tensor, n_pos: int) -> None:
-    if idx.numel() and (int(idx.max()) >= n_pos or int(idx.min()) < -n_pos):
-        raise IndexError(
-            f"position {int(idx.max()) if int(idx.max()) >= n_pos else int(idx.min())} is out of range "
-            f"for sequences of length {n_pos} (valid: {-n_pos}..{n_pos - 1})"
+def _check_per_sequence(idx: Tensor, batch: int) -> None:
+    if idx.ndim != 2 or idx.shape[0] != batch:
+        raise ValueError(
+            f"per-sequence positions must have shape [batch={batch}, n]; got {tuple(idx.shape)}"
         )
+
+
+def _check_position_arg(positions: Positions, tokens: Tensor) -> None:
+    """Positions checked against the tokens, so a bad one fails before the forward."""
+    if positions is None or isinstance(positions, slice):
+        return
+    n_pos = tokens.shape[-1]
+    if isinstance(positions, int):
+        check_position(positions, n_pos)
+        return
+    idx = check_position_tensor(torch.as_tensor(positions), n_pos)
+    if idx.ndim >= 2:
+        _check_per_sequence(idx, tokens.shape[0] if tokens.ndim == 2 else 1)
 
 
 def _stop_layer(model: TLModel, names: list[str]) -> int | None:
@@ -119,6 +131,10 @@ def cache_activations(
     resolved = resolve_hooks(model, names)
     if isinstance(tokens, (str, list)):
         tokens = model.to_tokens(tokens)
+    tokens = check_tokens(model, tokens)
+    _check_position_arg(positions, tokens)
+    check_dtype(dtype)
+    check_device(device)
     store: dict[str, Tensor] = {}
 
     def make_hook(name: str):
