@@ -6,13 +6,18 @@ positions) gets one interval per cell from the same resamples of prompts, so cel
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["CI", "bootstrap_ci", "paired_difference_ci"]
+__all__ = ["CI", "OnePromptWarning", "bootstrap_ci", "paired_difference_ci"]
+
+
+class OnePromptWarning(UserWarning):
+    """An interval over a single prompt: every resample is that prompt, so low = high."""
 
 
 class CI(NamedTuple):
@@ -43,6 +48,13 @@ def bootstrap_ci(
         raise ValueError("bootstrap_ci got non-finite values; check the metric")
     x = values.double()
     n = x.shape[0]
+    if n == 1:
+        warnings.warn(
+            "a confidence interval over one prompt is degenerate (low = high = the value): it "
+            "shows no uncertainty because none can be measured; use several prompts",
+            OnePromptWarning,
+            stacklevel=2,
+        )
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (n_resamples, n), generator=gen)
     flat = x.reshape(n, -1)

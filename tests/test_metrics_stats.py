@@ -3,7 +3,7 @@ import torch
 from transformer_lens.utilities.lm_utils import lm_cross_entropy_loss
 
 from interp.metrics import kl_div, logit_diff, loss, normalized, prob
-from interp.stats import bootstrap_ci, paired_difference_ci
+from interp.stats import OnePromptWarning, bootstrap_ci, paired_difference_ci
 
 
 @pytest.fixture()
@@ -94,3 +94,16 @@ def test_paired_difference_and_errors():
         bootstrap_ci(torch.tensor([1.0, float("nan")]))
     with pytest.raises(ValueError, match="level"):
         bootstrap_ci(a, level=1.5)
+
+
+def test_one_prompt_interval_warns_instead_of_looking_certain():
+    with pytest.warns(OnePromptWarning, match="one prompt"):
+        ci = bootstrap_ci(torch.tensor([[0.7, -0.2]]))
+    assert torch.equal(ci.low, ci.high)  # still returned: the warning says what it means
+    with pytest.warns(OnePromptWarning):
+        paired_difference_ci(torch.tensor([1.0]), torch.tensor([0.5]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OnePromptWarning)
+        bootstrap_ci(torch.tensor([1.0, 2.0]))  # two prompts: no warning
