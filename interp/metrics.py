@@ -17,6 +17,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.validate import check_position, check_position_tensor, check_token_ids
+
 __all__ = ["kl_div", "logit_diff", "loss", "normalized", "prob"]
 
 Position = int | Int[Tensor, " batch"]
@@ -29,22 +31,28 @@ def _at(
         raise ValueError(f"logits must be [batch, pos, d_vocab]; got shape {tuple(logits.shape)}")
     n_pos = logits.shape[1]
     if isinstance(pos, int):
-        if not -n_pos <= pos < n_pos:
-            raise IndexError(f"position {pos} is out of range for {n_pos} positions")
-        return logits[:, pos]
-    pos = torch.as_tensor(pos, device=logits.device).long()
-    if pos.shape != (logits.shape[0],):
+        return logits[:, check_position(pos, n_pos)]
+    idx = torch.as_tensor(pos, device=logits.device)
+    if idx.shape != (logits.shape[0],):
         raise ValueError(
-            f"per-prompt positions must have shape [batch={logits.shape[0]}]; got {tuple(pos.shape)}"
+            f"per-prompt positions must have shape [batch={logits.shape[0]}]; got {tuple(idx.shape)}"
         )
-    if (pos >= n_pos).any() or (pos < -n_pos).any():
-        raise IndexError(f"a per-prompt position is out of range for {n_pos} positions")
-    return logits[torch.arange(logits.shape[0], device=logits.device), pos % n_pos]
+    idx = check_position_tensor(idx, n_pos, "per-prompt positions")
+    return logits[torch.arange(logits.shape[0], device=logits.device), idx]
 
 
-def _tokens(tok: int | Tensor, batch: int, device: torch.device) -> Tensor:
-    t = torch.as_tensor(tok, device=device).long()
-    return t.expand(batch) if t.ndim == 0 else t
+def _tokens(tok: int | Tensor, at: Tensor, what: str) -> Tensor:
+    """Token ids as ``[batch]``, each checked against the logits' vocabulary."""
+    batch, d_vocab = at.shape
+    t = check_token_ids(torch.as_tensor(tok), d_vocab, what).to(at.device).long()
+    if t.ndim == 0:
+        return t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(
+            f"{what} must be one token id or one id per prompt: shape [{batch}]; got "
+            f"{tuple(t.shape)}"
+        )
+    return t
 
 
 def logit_diff(
@@ -56,7 +64,7 @@ def logit_diff(
 ) -> Float[Tensor, " batch"]:
     """logit[correct] − logit[incorrect] for each prompt."""
     at = _at(logits, pos)
-    c, i = _tokens(correct, len(at), at.device), _tokens(incorrect, len(at), at.device)
+    c, i = _tokens(correct, at, "correct"), _tokens(incorrect, at, "incorrect")
     return at.gather(1, c[:, None])[:, 0] - at.gather(1, i[:, None])[:, 0]
 
 
@@ -68,7 +76,7 @@ def prob(
 ) -> Float[Tensor, " batch"]:
     """Softmax probability of ``token`` for each prompt."""
     at = _at(logits, pos).float().softmax(-1)
-    return at.gather(1, _tokens(token, len(at), at.device)[:, None])[:, 0]
+    return at.gather(1, _tokens(token, at, "token")[:, None])[:, 0]
 
 
 def kl_div(
@@ -99,6 +107,12 @@ def loss(
     if logits.shape[:2] != tokens.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} disagree on [batch, pos]"
+        )
+    check_token_ids(tokens, logits.shape[-1], "tokens")
+    if attention_mask is not None and attention_mask.shape != tokens.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; it must match the tokens' "
+            f"[batch, pos] = {tuple(tokens.shape)}"
         )
     logp = logits[:, :-1].float().log_softmax(-1)
     nll = -logp.gather(-1, tokens[:, 1:, None].long())[..., 0]  # [batch, pos-1]
