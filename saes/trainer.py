@@ -5,9 +5,13 @@ Run directory::
     train_config.json   the TrainConfig
     metrics.jsonl       one JSON line every ``log_every`` steps
     checkpoints/step_000100/  cfg.json, sae.safetensors (unfolded), optimizer.pt, state.json,
-                              last_fired.safetensors   (written to a temp dir, then renamed)
+                              last_fired.safetensors, checksums.json (sha256 of each other file;
+                              written to a temp dir, then renamed)
     checkpoints/latest        the name of the newest complete checkpoint (replaced atomically)
-    final/                    the trained SAE, input scale folded, with run.json
+    final/                    the trained SAE, input scale folded, with run.json and checksums.json
+
+Resuming verifies the checkpoint's checksums and cuts ``metrics.jsonl`` back to the checkpoint's
+step, so a killed run's log holds every step once.
 
 On CPU with a fixed seed, a run resumed from a checkpoint ends with the same weights, bit for bit,
 as one that never stopped. Under ``torch.distributed`` each process takes its slice of every global
@@ -23,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,15 +37,70 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from interp._io import atomic_write_bytes, atomic_write_json, fsync_dir, read_json
+from interp._io import atomic_write_bytes, atomic_write_json, fsync_dir, read_json, sha256_file
 from interp.manifest import run_manifest
 from saes.config import TrainConfig
 from saes.losses import StepStats, dense_stats, sae_loss, sparse_topk_loss
-from saes.sae import SAE
+from saes.sae import SAE, SAELoadError
 
-__all__ = ["DataExhaustedError", "NonFiniteLossError", "Trainer"]
+__all__ = [
+    "CorruptCheckpointError",
+    "DataExhaustedError",
+    "NonFiniteLossError",
+    "Trainer",
+    "verify_checkpoint",
+    "write_checksums",
+]
 
 log = logging.getLogger(__name__)
+
+CHECKSUMS = "checksums.json"
+METRICS = "metrics.jsonl"
+
+
+class CorruptCheckpointError(SAELoadError):
+    """A checkpoint file that is missing or does not match the sha256 recorded when it was written."""
+
+
+def write_checksums(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """Record the sha256 of every file in ``directory`` in its ``checksums.json``."""
+    directory = Path(directory)
+    files = sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.is_file() and p.name != CHECKSUMS and not p.name.startswith(".")
+    )
+    digests = {name: sha256_file(directory / name) for name in files}
+    atomic_write_json(directory / CHECKSUMS, {"sha256": digests})
+    return digests
+
+
+def verify_checkpoint(directory: str | os.PathLike[str], *, remedy: str | None = None) -> None:
+    """Check each file of a checkpoint (or ``final/``) against ``checksums.json``; a directory
+    written before checksums were recorded is accepted with a warning."""
+    directory = Path(directory)
+    if not (directory / CHECKSUMS).exists():
+        warnings.warn(
+            f"{directory} has no checksums ({CHECKSUMS}; written by an older mechscope): "
+            "loading it unverified",
+            stacklevel=2,
+        )
+        return
+    try:
+        recorded: dict[str, str] = read_json(directory / CHECKSUMS)["sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptCheckpointError(f"{directory / CHECKSUMS} is unreadable ({err!r})") from err
+    remedy = remedy or f"Delete {directory} (or restore it from a copy)."
+    for name, expected in recorded.items():
+        path = directory / name
+        if not path.exists():
+            raise CorruptCheckpointError(f"{path} is missing from the checkpoint. {remedy}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise CorruptCheckpointError(
+                f"{path} is corrupted: its sha256 is {actual} but {expected} was recorded when it "
+                f"was written. {remedy}"
+            )
 
 
 class DataExhaustedError(RuntimeError):
@@ -200,7 +260,8 @@ class Trainer:
             bar.close()
         if self.run_dir is not None and self.rank == 0:
             self.save_checkpoint()
-            self.sae.save(self.run_dir / "final", run_manifest=self._manifest())
+            final = self.sae.save(self.run_dir / "final", run_manifest=self._manifest())
+            write_checksums(final)
         return self.sae
 
     def train_step(self, x: Tensor, *, with_metrics: bool = True) -> dict[str, float]:
@@ -292,7 +353,7 @@ class Trainer:
             return
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
+            with open(self.run_dir / METRICS, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
         if self.cfg.wandb_project:
             self._wandb().log(metrics, step=int(metrics["step"]))
@@ -338,6 +399,7 @@ class Trainer:
                 "train_config": dataclasses.asdict(self.cfg),
             },
         )
+        write_checksums(tmp)
         fsync_dir(tmp)
         os.rename(tmp, final)
         fsync_dir(root)
@@ -357,11 +419,8 @@ class Trainer:
         data_info: dict[str, Any] | None = None,
     ) -> Trainer:
         """A trainer restored from ``run_dir``'s latest checkpoint, ready to ``fit()`` to the end."""
-        root = Path(run_dir) / "checkpoints"
-        latest = root / "latest"
-        if not latest.exists():
-            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from (no {latest})")
-        ckpt = root / latest.read_text().strip()
+        ckpt = _latest_checkpoint(Path(run_dir) / "checkpoints")
+        verify_checkpoint(ckpt, remedy=_remedy(ckpt))
         state = read_json(ckpt / "state.json")
         cfg = TrainConfig(
             **{**state["train_config"], "betas": tuple(state["train_config"]["betas"])}
@@ -383,4 +442,60 @@ class Trainer:
         )
         trainer.step, trainer.tokens_seen = state["step"], state["tokens_seen"]
         trainer._initialised = True
+        if trainer.rank == 0:
+            _cut_log(Path(run_dir) / METRICS, trainer.step)
         return trainer
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("step_*") if p.is_dir())
+
+
+def _latest_checkpoint(root: Path) -> Path:
+    """The checkpoint ``latest`` names, or the newest left when that one was deleted."""
+    latest = root / "latest"
+    if latest.exists():
+        named = root / latest.read_text().strip()
+        if named.is_dir():
+            return named
+    left = _checkpoints(root)
+    if not left:
+        raise FileNotFoundError(
+            f"{root.parent} has no checkpoint to resume from (nothing under {root}): "
+            "train it from scratch (delete the run directory or choose another run_dir)"
+        )
+    warnings.warn(
+        f"{latest} does not name a checkpoint that exists; resuming from {left[-1].name}, "
+        "the newest one left",
+        stacklevel=3,
+    )
+    return left[-1]
+
+
+def _remedy(ckpt: Path) -> str:
+    earlier = [p for p in _checkpoints(ckpt.parent) if p.name < ckpt.name]
+    if earlier:
+        return (
+            f"Delete {ckpt} and run again with --resume (Trainer.resume): it continues from "
+            f"{earlier[-1].name}, the earlier checkpoint."
+        )
+    return f"No earlier checkpoint is left: delete {ckpt.parent.parent} and train from scratch."
+
+
+def _cut_log(path: Path, step: int) -> None:
+    """Drop the lines logged after ``step`` (and a line torn by a kill), atomically: a resumed run
+    logs those steps again."""
+    if not path.exists():
+        return
+    raw = path.read_bytes()
+    kept = []
+    for line in raw.splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith(b"\n") and row.get("step", 0) <= step:
+            kept.append(line)
+    new = b"".join(kept)
+    if new != raw:
+        atomic_write_bytes(path, new)

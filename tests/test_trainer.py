@@ -1,6 +1,7 @@
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -8,8 +9,9 @@ import textwrap
 import pytest
 import torch
 
+from interp._io import sha256_file
 from saes.config import SAEConfig, TrainConfig
-from saes.sae import SAE
+from saes.sae import SAE, SAELoadError
 from saes.trainer import DataExhaustedError, NonFiniteLossError, Trainer
 
 D, N_FEAT = 12, 48
@@ -244,3 +246,75 @@ def test_running_out_of_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataExhaustedError, match="ran out after 12 steps"):
         Trainer(cfg(), sae(), iter(finite), run_dir=tmp_path, progress=False).fit()
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step_0000010"
+
+
+def flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def killed_run(tmp_path):
+    """Killed before batch 28: checkpoints at 10 and 20, the log has step 25 past the latest."""
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg(), sae(), killed_at(28), run_dir=tmp_path, progress=False).fit()
+    return tmp_path / "checkpoints" / "step_0000020"
+
+
+@pytest.mark.parametrize("name", ["sae.safetensors", "optimizer.pt", "last_fired.safetensors"])
+def test_a_flipped_byte_in_a_checkpoint_is_refused_by_name(tmp_path, name):
+    ckpt = killed_run(tmp_path)
+    recorded = json.loads((ckpt / "checksums.json").read_text())["sha256"][name]
+    flip_last_byte(ckpt / name)
+    with pytest.raises(SAELoadError, match=f"{name}.*sha256") as err:
+        Trainer.resume(tmp_path, synthetic, progress=False)
+    msg = str(err.value)
+    assert recorded in msg and sha256_file(ckpt / name) in msg
+    assert "step_0000010" in msg and "--resume" in msg  # what to do: fall back to the earlier one
+
+
+def test_after_deleting_a_corrupt_checkpoint_resume_uses_the_earlier_one(tmp_path):
+    whole = Trainer(cfg(), sae(), synthetic, run_dir=tmp_path / "a", progress=False).fit()
+    ckpt = killed_run(tmp_path / "b")
+    flip_last_byte(ckpt / "sae.safetensors")
+    shutil.rmtree(ckpt)
+    with pytest.warns(UserWarning, match="step_0000010"):
+        resumed = Trainer.resume(tmp_path / "b", synthetic, progress=False)
+    assert resumed.step == 10
+    resumed.fit()
+    assert all(
+        torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.sae.parameters(), strict=True)
+    )
+
+
+def test_a_checkpoint_without_checksums_loads_with_a_warning(tmp_path):
+    ckpt = killed_run(tmp_path)
+    (ckpt / "checksums.json").unlink(missing_ok=True)  # as written before checksums existed
+    with pytest.warns(UserWarning, match="no checksums"):
+        assert Trainer.resume(tmp_path, synthetic, progress=False).step == 20
+
+
+def test_final_sae_carries_checksums(tmp_path):
+    from saes.trainer import verify_checkpoint
+
+    Trainer(cfg(total_steps=15), sae(), synthetic, run_dir=tmp_path, progress=False).fit()
+    sums = json.loads((tmp_path / "final" / "checksums.json").read_text())["sha256"]
+    assert {"cfg.json", "sae.safetensors", "run.json"} <= set(sums)
+    assert all(sha256_file(tmp_path / "final" / n) == d for n, d in sums.items())
+    flip_last_byte(tmp_path / "final" / "sae.safetensors")
+    with pytest.raises(SAELoadError, match="sae.safetensors"):
+        verify_checkpoint(tmp_path / "final")
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path):
+    Trainer(cfg(), sae(), synthetic, run_dir=tmp_path / "a", progress=False).fit()
+    killed_run(tmp_path / "b")
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2')  # a line torn by the kill
+    Trainer.resume(tmp_path / "b", synthetic, progress=False).fit()
+
+    def steps(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["step"] for line in lines]
+
+    assert steps("b") == steps("a") == list(range(5, 41, 5))
