@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
 import pytest
 import torch
 
 from interp.patching import edge_patch, patch_sweep
+from interp.patching.result import PatchResult
 from interp.viz import save_html
 from interp.viz.chromium import Browser, find_chromium
 from interp.viz.graph import plot_graph
@@ -53,17 +55,21 @@ def test_three_axes_get_a_slider_and_labels_are_escaped(results):
     fig = by_pos.plot()
     assert len(fig.data) == by_pos.shape[0] and len(fig.layout.sliders[0].steps) == by_pos.shape[0]
     assert [t.visible for t in fig.data] == [True] + [False] * (by_pos.shape[0] - 1)
-    assert "&lt;script&gt;" in resid.plot().data[0].x[0]
+    assert "&lt;script&gt;" in resid.plot().layout.xaxis.ticktext[0]
 
 
 def test_edge_bars_and_graph(results):
     edges = results[3]
-    bars = edges.plot(top=10).data[0]
-    assert bars.type == "bar" and len(bars.x) == 10
+    fig = edges.plot(top=10)
+    bars = fig.data[0]
+    assert bars.type == "bar" and list(bars.x) == list(range(10))
     effect = (edges.mean - edges.corrupt.mean()).abs()
-    assert bars.x[0] == html.escape(edges.labels["edge"][int(effect.argmax())])
+    biggest = edges.labels["edge"][int(effect.argmax())]
+    assert fig.layout.xaxis.ticktext[0] == html.escape(biggest.replace("->", "→"), quote=False)
+    assert html.escape(biggest, quote=False) in bars.customdata[0]  # the whole label on hover
+    assert all(len(t) <= 24 for t in fig.layout.xaxis.ticktext)  # short tick labels
     graph = plot_graph(edges, top=12)
-    lines = [t for t in graph.data if t.mode == "lines"]
+    lines = [t for t in graph.data if t.mode == "lines" and t.x[0] is not None]
     assert len(lines) == 12
     with pytest.raises(ValueError, match="edge results"):
         plot_graph(results[0])
@@ -104,8 +110,7 @@ def test_a_click_on_a_head_shows_its_attention_pattern(results, tmp_path):
         page = browser.load(path)
         assert page.console_errors == []
         browser.evaluate(
-            "document.querySelector('.ms-figure').emit('plotly_click',"
-            " {points: [{x: 'H7', y: 'L1'}]})"
+            "document.querySelector('.ms-figure').emit('plotly_click', {points: [{x: 7, y: 1}]})"
         )
         title = browser.evaluate(
             "document.querySelector('[data-mechscope=attention] .gtitle').textContent"
@@ -126,3 +131,65 @@ def test_dashboard_shows_linked_views_inline(results, tmp_path):
     assert board.save(tmp_path / "b.html").read_text() == board.html
     with pytest.raises(ValueError, match="nothing to draw"):
         Dashboard()
+
+
+def _result(axes, labels, values):
+    return PatchResult(
+        values, axes, labels, "logit_diff", "patch_sweep", "z", "resample", "denoise",
+        torch.ones(values.shape[0]), torch.zeros(values.shape[0]),
+    )  # fmt: skip
+
+
+def test_positions_with_the_same_token_stay_distinct_columns():
+    tokens = [" When", " to", " Mary", " to", " to"]  # the IOI template has " to" twice
+    values = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(0))
+    res = _result(("layer", "pos"), {"layer": ["L0", "L1"], "pos": tokens}, values)
+    fig = res.plot()
+    (trace,) = fig.data
+    assert len(set(trace.x)) == 5  # five columns, not three
+    last = list(trace.x).index(max(trace.x))  # the rightmost column holds the last position
+    torch.testing.assert_close(torch.tensor(trace.z)[:, last], res.mean[:, -1])
+    assert list(fig.layout.xaxis.ticktext) == tokens
+
+
+def test_a_sweep_at_one_position_plots_as_layer_by_head():
+    values = torch.randn(3, 2, 4, 1, generator=torch.Generator().manual_seed(1))
+    labels = {"layer": ["L0", "L1"], "head": [f"H{h}" for h in range(4)], "pos": ["14 'END'"]}
+    res = _result(("layer", "head", "pos"), labels, values)
+    fig = res.plot()
+    assert len(fig.data) == 1 and not fig.layout.sliders  # no slider over one position
+    assert np.asarray(fig.data[0].z).shape == (2, 4)
+    torch.testing.assert_close(torch.tensor(fig.data[0].z), res.mean[..., 0])
+    assert list(fig.layout.yaxis.ticktext) == ["L0", "L1"]
+    assert "at pos 14 'END'" in fig.layout.title.text  # the position is not lost
+    assert fig.layout.meta["mechscope_click"] == "head"
+
+
+def test_the_readme_head_sweep_at_the_last_position_plots_one_heatmap():
+    from interp.toy import load_toy_induction, repeated_random_tokens
+
+    model = load_toy_induction()
+    g = torch.Generator().manual_seed(0)
+    clean = repeated_random_tokens(4, 4, generator=g)
+    corrupt = clean.flip(0)
+
+    def metric(logits):
+        return logits[:, -1, 0]
+
+    heads = patch_sweep(
+        model, clean, corrupt, metric, site="z", over=("layer", "head", "pos"), positions=[-1]
+    )
+    fig = heads.plot()
+    assert len(fig.data) == 1 and not fig.layout.sliders
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    assert np.asarray(fig.data[0].z).shape == shape
+
+
+def test_component_graph_has_layer_ticks_and_a_sign_legend(results):
+    graph = plot_graph(results[3], top=12)
+    ticks = list(graph.layout.xaxis.ticktext)
+    assert ticks[0] == "embed" and ticks[-1] == "logits" and "L0" in ticks and "MLP0" in ticks
+    assert list(graph.layout.xaxis.tickvals) == [float(i) for i in range(len(ticks))]
+    legend = [t.name for t in graph.data if t.x[0] is None]
+    assert len(legend) == 2 and "raises" in legend[0] and "lowers" in legend[1]
+    assert all(t.startswith("H") or t == "MLP" for t in graph.layout.yaxis.ticktext)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from interp.viz.text import plotly_text
+
 __all__ = ["plot_scrub_result"]
 
 
@@ -50,13 +52,13 @@ def plot_scrub_result(result: Any, *, title: str | None = None) -> Any:
             ey += [y0, y1, None]
     text, hover, colour = [], [], []
     for n in nodes:
-        line = f"{n['node']}<br>{n['feature']}"
+        line = f"{plotly_text(n['node'])}<br>{plotly_text(n['feature'])}"
         if n.get("classes") is not None:
             line += f"<br>{n['classes']} classes, pool {n['pool']:.1f}"
         if n.get("recovered_without") is not None:
             line += f"<br>without: {n['recovered_without']:.2f}"
         text.append(line)
-        hover.append(" → ".join(reversed(n["path"])) + "<br>" + line)
+        hover.append(" → ".join(plotly_text(p) for p in reversed(n["path"])) + "<br>" + line)
         colour.append("#bbbbbb" if n.get("implicit") else "#4c78a8")
     rc = result.recovered_ci()
     fig = go.Figure()
@@ -76,10 +78,12 @@ def plot_scrub_result(result: Any, *, title: str | None = None) -> Any:
         )
     )
     fig.update_layout(
-        title=title
-        or (
-            f"{result.hypothesis}: loss recovered {rc.estimate:.2f} "
-            f"[{rc.low:.2f}, {rc.high:.2f}] (n={rc.n})"
+        title=plotly_text(
+            title
+            or (
+                f"{result.hypothesis}: loss recovered {rc.estimate:.2f} "
+                f"[{rc.low:.2f}, {rc.high:.2f}] (n={rc.n})"
+            )
         ),
         showlegend=False,
         template="plotly_white",

@@ -204,11 +204,17 @@ class ScrubComparison:
         """Bars of loss recovered per hypothesis, with 95% CIs."""
         import plotly.graph_objects as go
 
+        from interp.viz.text import plotly_text
+
         rows = self.table()
+        slots = list(range(len(rows)))  # one bar per hypothesis, even where two names agree
+        names = [plotly_text(r["hypothesis"]) for r in rows]
         fig = go.Figure(
             go.Bar(
-                x=[r["hypothesis"] for r in rows],
+                x=slots,
                 y=[r["recovered"] for r in rows],
+                customdata=names,
+                hovertemplate="%{customdata}<br>recovered %{y:.3f}<extra></extra>",
                 error_y={
                     "type": "data",
                     "symmetric": False,
@@ -221,6 +227,7 @@ class ScrubComparison:
         fig.update_layout(
             title="Causal scrubbing: fraction of loss recovered (95% CI)",
             yaxis_title="(random − scrubbed) / (random − clean)",
+            xaxis={"title": "hypothesis", "tickvals": slots, "ticktext": names},
             template="plotly_white",
         )
         return fig

@@ -118,6 +118,8 @@ class DirectionResult:
         """Held-out accuracy vs layer per method, with CI bands."""
         import plotly.graph_objects as go
 
+        from interp.viz.text import plotly_text
+
         fig = go.Figure()
         for method, by_layer in self.accuracy.items():
             layers = sorted(by_layer)
@@ -126,7 +128,7 @@ class DirectionResult:
                 go.Scatter(
                     x=layers,
                     y=[float(a.estimate) for a in acc],
-                    name=method,
+                    name=plotly_text(method),
                     mode="lines+markers",
                     error_y={
                         "type": "data",
@@ -137,8 +139,8 @@ class DirectionResult:
                 )
             )
         fig.update_layout(
-            title=f"{self.name}: held-out accuracy by layer (95% bootstrap CI)",
-            xaxis_title="layer (resid_pre)",
+            title=plotly_text(f"{self.name}: held-out accuracy by layer (95% bootstrap CI)"),
+            xaxis={"title": "layer (resid_pre)", "dtick": 1},
             yaxis_title="accuracy",
             yaxis_range=[0, 1.05],
             height=350,

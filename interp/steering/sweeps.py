@@ -150,8 +150,13 @@ class SteeringSweep:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
+        from interp.viz.text import plotly_text
+
         names = list(self.values)
-        titles = [f"{n} ({'KL' if self.metrics[n] == 'kl' else 'Δ vs unsteered'})" for n in names]
+        titles = [
+            plotly_text(f"{n} ({'KL' if self.metrics[n] == 'kl' else 'Δ vs unsteered'})")
+            for n in names
+        ]
         fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles)
         palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
         for col, name in enumerate(names, start=1):
@@ -163,7 +168,7 @@ class SteeringSweep:
                         x=self.alphas,
                         y=est,
                         mode="lines+markers",
-                        name=f"layer {layer}",
+                        name=plotly_text(f"layer {layer}"),
                         legendgroup=str(layer),
                         showlegend=col == 1,
                         line={"color": palette[li % len(palette)]},
@@ -179,8 +184,10 @@ class SteeringSweep:
                 )
             fig.update_xaxes(title_text="α", row=1, col=col)
         fig.update_layout(
-            title=f"Steering sweep — intended: {self.intended} ({self.goal}); "
-            f"{self.level:.0%} bootstrap CIs over prompts",
+            title=plotly_text(
+                f"Steering sweep — intended: {self.intended} ({self.goal}); "
+                f"{self.level:.0%} bootstrap CIs over prompts"
+            ),
             height=460,
             legend={"orientation": "h", "y": -0.25, "x": 0},  # below the panels: never cut off
         )

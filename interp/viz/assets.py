@@ -116,9 +116,10 @@ window.mechscope = window.mechscope || (function () {
       // A layer x head heatmap: a click on a cell shows that head in the page's attention views.
       drawn.then(function () {
         div.on('plotly_click', function (ev) {
+          // Cells sit at integer coordinates; meta maps them to layer and head numbers.
           const p = ev.points && ev.points[0];
-          const l = p && /^L(\d+)$/.exec(String(p.y)), h = p && /^H(\d+)$/.exec(String(p.x));
-          if (l && h && window.mechscope.showHead) window.mechscope.showHead(+l[1], +h[1]);
+          const l = p && meta.layers[p.y], h = p && meta.heads[p.x];
+          if (Number.isInteger(l) && Number.isInteger(h) && window.mechscope.showHead) window.mechscope.showHead(l, h);
         });
       });
     }

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from interp.viz import assets
 from interp.viz.page import Page
+from interp.viz.text import plotly_text
 from interp.viz.views import View
 
 __all__ = ["AttentionView", "attention_view"]
@@ -57,12 +58,10 @@ class AttentionView(View):
 
     def figure(self, layer: int, head: int) -> Any:
         """One head's pattern as a plotly heatmap (token labels escaped for plotly)."""
-        import html
-
         import plotly.graph_objects as go
 
         z = self.pattern(layer, head)
-        labels = [f"{i}: {html.escape(_show(t), quote=False)}" for i, t in enumerate(self.tokens)]
+        labels = [f"{i}: {plotly_text(_show(t))}" for i, t in enumerate(self.tokens)]
         fig = go.Figure(
             go.Heatmap(
                 z=z.numpy(),

@@ -113,7 +113,7 @@ class FeatureBrowser(View):
 
 def _js_str(s: str) -> str:
     """A JavaScript string literal (JSON's is one) that cannot end the script."""
-    return script_safe_json(json.dumps(s))
+    return script_safe_json(json.dumps(s, ensure_ascii=False))
 
 
 def feature_dashboard(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from interp.viz.page import esc
+from interp.viz.text import plotly_text
 
 __all__ = ["plot_graph"]
 
@@ -65,7 +65,7 @@ def plot_graph(result: Any, *, top: int = 30, title: str | None = None) -> Any:
     fig = go.Figure()
     for i, (s, r) in zip(order, edges, strict=True):
         (x0, y0), (x1, y1) = pos[s], pos[_receiver_node(r)]
-        hover = f"{esc(s)} → {esc(r)}<br>effect {effect[i]:+.4g}"
+        hover = f"{plotly_text(s)} → {plotly_text(r)}<br>effect {effect[i]:+.4g}"
         if ci is not None:
             hover += f"<br>95% CI of value [{float(ci.low[i]):.4g}, {float(ci.high[i]):.4g}]"
         fig.add_scatter(
@@ -85,18 +85,51 @@ def plot_graph(result: Any, *, top: int = 30, title: str | None = None) -> Any:
         x=[pos[n][0] for n in nodes],
         y=[pos[n][1] for n in nodes],
         mode="markers+text",
-        text=[esc(n) for n in nodes],
+        text=[plotly_text(n) for n in nodes],
         textposition="top center",
         hoverinfo="text",
         marker={"size": 14, "color": "#444"},
         showlegend=False,
     )
+    metric = plotly_text(result.metric)
+    for colour, sign in (("#c0392b", "raises"), ("#2c6fbb", "lowers")):
+        fig.add_scatter(  # legend entries only: what the two edge colours mean
+            x=[None],
+            y=[None],
+            mode="lines",
+            line={"color": colour, "width": 4},
+            name=f"patching the edge {sign} {metric}",
+        )
     fig.update_layout(
-        title=title
+        title=plotly_text(title)
         if title is not None
-        else esc(f"{result.method}: top {len(order)} edges · {result.metric} ({result.direction})"),
-        xaxis={"title": "forward order (layer)", "showgrid": False, "zeroline": False},
-        yaxis={"title": "head", "showgrid": False, "zeroline": False, "autorange": "reversed"},
+        else plotly_text(
+            f"{result.method}: top {len(order)} edges · {result.metric} ({result.direction})"
+        ),
+        xaxis={"title": "forward order (layer)", "showgrid": False, "zeroline": False,
+               **_layer_ticks(last_x)},
+        yaxis={"title": "head", "showgrid": False, "zeroline": False, "autorange": "reversed",
+               **_head_ticks(pos.values())},
+        legend={"orientation": "h", "y": -0.2, "x": 0},
         plot_bgcolor="white",
-    )
+    )  # fmt: skip
     return fig
+
+
+def _layer_ticks(last_x: float) -> dict[str, Any]:
+    """Ticks at whole layers: ``embed``, then ``L0`` (its heads) and ``MLP0`` ..., ``logits``."""
+    vals, text = [0.0], ["embed"]
+    for x in range(1, int(last_x)):
+        layer = (x - 1) // 2
+        vals.append(float(x))
+        text.append(f"L{layer}" if x % 2 else f"MLP{layer}")
+    return {"tickvals": vals + [last_x], "ticktext": text + ["logits"]}
+
+
+def _head_ticks(points: Any) -> dict[str, Any]:
+    """Whole-number ticks ``MLP`` (row -1, where MLPs sit), ``H0``, ``H1`` ... up to the last."""
+    top = int(max([y for _, y in points] + [0.0]))
+    return {
+        "tickvals": list(range(-1, top + 1)),
+        "ticktext": ["MLP"] + [f"H{h}" for h in range(top + 1)],
+    }

@@ -17,6 +17,7 @@ from typing import Any
 
 from interp._io import atomic_write_bytes
 from interp.viz.page import Page, esc
+from interp.viz.text import clean_text
 from interp.viz.views import as_view
 
 __all__ = ["Dashboard", "save_html", "to_html"]
@@ -40,7 +41,8 @@ def to_html(*items: Any, title: str = "mechscope") -> str:
             f'<section class="ms-view" id="{sid}">{heading}{view.render(page)}</section>'
         )
         toc.append((sid, view.title or f"view {i + 1}"))
-    return page.document(title, sections, toc)
+    # Each route in escapes its strings; this catches a custom view's raw lone surrogate too.
+    return clean_text(page.document(title, sections, toc))
 
 
 def save_html(path: str | os.PathLike[str], *items: Any, title: str = "mechscope") -> Path:

@@ -4,7 +4,8 @@ Every string from a model or a user reaches the page by one of two routes, both 
 HTML text and attribute values through :func:`esc`, and data through :meth:`Page.json_block`
 (JSON inside ``<script type="application/json">`` with ``<``, ``>``, ``&`` written as ``\\u003c``
 ..., so no string can close the block). JavaScript then puts text into the DOM with
-``textContent`` only, never ``innerHTML``.
+``textContent`` only, never ``innerHTML``. Both routes replace lone surrogates (U+FFFD), so a
+page always encodes as UTF-8; strings for plotly go through :func:`interp.viz.text.plotly_text`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from typing import Any
 
 from interp.viz import assets
+from interp.viz.text import clean_text
 
 __all__ = ["Page", "esc", "script_safe_json"]
 
@@ -24,13 +26,17 @@ _UNSAFE_RE = re.compile("[<>&\u2028\u2029]")
 
 def esc(text: object) -> str:
     """Escape text for HTML element content or a quoted attribute value."""
-    return html.escape(str(text), quote=True)
+    return html.escape(clean_text(text), quote=True)
 
 
 def script_safe_json(obj: Any) -> str:
-    """``obj`` as JSON (or an already serialised JSON string) that cannot end a ``<script>``."""
-    text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"), allow_nan=False)
-    return _UNSAFE_RE.sub(lambda m: _UNSAFE[m.group()], text)
+    """``obj`` as JSON (or an already serialised JSON string) that cannot end a ``<script>``.
+
+    Non-ASCII stays as characters (not ``\\u`` escapes), so a lone surrogate is a character here
+    and :func:`clean_text` replaces it."""
+    if not isinstance(obj, str):
+        obj = json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return _UNSAFE_RE.sub(lambda m: _UNSAFE[m.group()], clean_text(obj))
 
 
 class Page:

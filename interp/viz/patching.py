@@ -4,9 +4,11 @@
 - one axis (senders, edges): a bar chart with CI error bars, the ``top`` cells by effect;
 - three or more: a heatmap of the last two axes with a slider over the leading ones.
 
-The colour scale is centred on the base run's mean (the value with no effect), so blue and red
-read as "patching moved the metric down / up". Model strings (tokens) are HTML-escaped because
-Plotly interprets tags in labels and hover text.
+Axes of length 1 (a head sweep at one position) are dropped first, their label moved to the
+title. Cells sit at integer coordinates with the labels as tick text, so two positions with the
+same token stay two columns. The colour scale is centred on the base run's mean (the value with
+no effect), so blue and red read as "patching moved the metric down / up". Every label reaches
+plotly through :func:`~interp.viz.text.plotly_text`: shown as text, never read as markup.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from interp.viz.page import esc
+from interp.viz.text import plotly_text
 
 __all__ = ["plot_patch_result"]
+
+_SHORT = 24  # longest tick label of a bar chart; the whole label is on hover
 
 
 def _base_mean(result: Any) -> float:
@@ -26,16 +30,51 @@ def _base_mean(result: Any) -> float:
     return float(base.mean()) if base is not None else 0.0
 
 
-def _hover(result: Any, axes: tuple[str, ...]) -> str:
-    parts = [f"{a}: %{{{k}}}" for a, k in zip(axes, ("y", "x"), strict=False)]
-    return "<br>".join(parts) + "<br>%{customdata}<extra></extra>"
+def _squeezed(result: Any) -> tuple[Any, list[str]]:
+    """``result`` without its length-1 axes (at least one axis stays), and ``"pos 14 'END'"``
+    for each axis dropped."""
+    drop = [a for a, n in zip(result.axes, result.shape, strict=True) if n == 1]
+    if len(drop) == len(result.axes):
+        drop = drop[:-1]
+    if not drop:
+        return result, []
+    kept = tuple(a for a in result.axes if a not in drop)
+    dims = tuple(result.axes.index(a) + 1 for a in drop)
+    squeezed = type(result)(
+        result.values.squeeze(dims),
+        kept,
+        {a: result.labels[a] for a in kept},
+        result.metric,
+        result.method,
+        result.site,
+        result.ablation,
+        result.direction,
+        result.clean,
+        result.corrupt,
+        dict(result.meta),
+    )
+    return squeezed, [f"{a} {result.labels[a][0]}" for a in drop]
 
 
-def _title(result: Any) -> str:
-    return esc(
-        f"{result.method} · {result.site} · {result.metric} · {result.ablation} "
+def _title(result: Any, fixed: list[str]) -> str:
+    where = f" at {', '.join(fixed)}" if fixed else ""
+    return plotly_text(
+        f"{result.method} · {result.site}{where} · {result.metric} · {result.ablation} "
         f"({result.direction}) · n={result.n_prompts}"
     )
+
+
+def _short(label: str) -> str:
+    label = label.replace("->", "→")
+    return label if len(label) <= _SHORT else label[: _SHORT - 1] + "…"
+
+
+def _ints(labels: list[str]) -> list[int] | None:
+    """``[3, 5]`` for labels ``["L3", "L5"]`` (None when they are not all that form)."""
+    try:
+        return [int(s[1:]) for s in labels]
+    except ValueError:
+        return None
 
 
 def plot_patch_result(
@@ -44,25 +83,32 @@ def plot_patch_result(
     """A Plotly figure of ``result`` (a :class:`~interp.patching.PatchResult`)."""
     import plotly.graph_objects as go
 
+    result, fixed = _squeezed(result)
     mean = result.mean.numpy()
     ci = result.ci(level=level) if result.n_prompts > 1 else None
     low = ci.low.numpy() if ci is not None else mean
     high = ci.high.numpy() if ci is not None else mean
-    labels = {a: [esc(v) for v in result.labels[a]] for a in result.axes}
+    raw = {a: [str(v) for v in result.labels[a]] for a in result.axes}
+    labels = {a: [plotly_text(v) for v in raw[a]] for a in result.axes}
     centre = _base_mean(result)
     span = float(np.nanmax(np.abs(mean - centre))) or 1.0
     pct = int(round(level * 100))
+    metric = plotly_text(result.metric)
     fig = go.Figure()
-    heading = title if title is not None else _title(result)
+    heading = plotly_text(title) if title is not None else _title(result, fixed)
+
+    def cell(m: float, lo: float, hi: float) -> str:
+        return f"{metric} {m:.4g}<br>{pct}% CI [{lo:.4g}, {hi:.4g}]"
 
     if len(result.axes) == 1:
         (axis,) = result.axes
         order = np.argsort(-np.abs(mean - centre))[:top]
-        names = [labels[axis][i] for i in order]
+        slots = list(range(len(order)))
         fig.add_bar(
-            x=names,
+            x=slots,
             y=mean[order] - centre,
             base=centre,
+            marker={"color": ["#c0392b" if mean[i] >= centre else "#2c6fbb" for i in order]},
             error_y={
                 "type": "data",
                 "symmetric": False,
@@ -70,41 +116,59 @@ def plot_patch_result(
                 "arrayminus": mean[order] - low[order],
             },
             customdata=[
-                f"mean {mean[i]:.4g}<br>{pct}% CI [{low[i]:.4g}, {high[i]:.4g}]" for i in order
+                f"{axis}: {labels[axis][i]}<br>{cell(mean[i], low[i], high[i])}" for i in order
             ],
-            hovertemplate=f"{axis}: %{{x}}<br>%{{customdata}}<extra></extra>",
+            hovertemplate="%{customdata}<extra></extra>",
         )
-        fig.update_layout(title=heading, yaxis_title=esc(result.metric), xaxis_title=axis)
+        fig.update_layout(
+            title=heading,
+            yaxis_title=metric,
+            xaxis={
+                "title": f"{axis} (top {len(order)} by |effect|)",
+                "tickvals": slots,
+                "ticktext": [plotly_text(_short(raw[axis][i])) for i in order],
+                "tickangle": -45,
+            },
+        )
         return fig
 
     lead, (ya, xa) = result.axes[:-2], result.axes[-2:]
     lead_idx = list(itertools.product(*(range(len(labels[a])) for a in lead)))
+    xs, ys = list(range(len(labels[xa]))), list(range(len(labels[ya])))
     for k, idx in enumerate(lead_idx):
         m, lo, hi = mean[idx], low[idx], high[idx]
-        custom = np.vectorize(lambda a, b, c: f"mean {a:.4g}<br>{pct}% CI [{b:.4g}, {c:.4g}]")(
-            m, lo, hi
-        )
+        custom = [
+            [
+                f"{ya}: {labels[ya][r]}<br>{xa}: {labels[xa][c]}<br>{cell(m[r, c], lo[r, c], hi[r, c])}"
+                for c in xs
+            ]
+            for r in ys
+        ]
         fig.add_heatmap(
             z=m,
-            x=labels[xa],
-            y=labels[ya],
+            x=xs,
+            y=ys,
             customdata=custom,
-            hovertemplate=_hover(result, (ya, xa)),
+            hovertemplate="%{customdata}<extra></extra>",
             colorscale="RdBu_r",
             zmid=centre,
             zmin=centre - span,
             zmax=centre + span,
-            colorbar={"title": esc(result.metric)},
+            colorbar={"title": metric},
             visible=k == 0,
             name=", ".join(labels[a][i] for a, i in zip(lead, idx, strict=True)),
         )
     layout: dict[str, Any] = {
         "title": heading,
-        "xaxis": {"title": xa, "type": "category"},
-        "yaxis": {"title": ya, "type": "category", "autorange": "reversed"},
+        "xaxis": {"title": xa, "tickvals": xs, "ticktext": labels[xa]},
+        "yaxis": {"title": ya, "tickvals": ys, "ticktext": labels[ya], "autorange": "reversed"},
     }
-    if (ya, xa) == ("layer", "head"):
-        layout["meta"] = {"mechscope_click": "head"}  # a click shows the head's attention
+    if len(xs) > 8:
+        layout["xaxis"]["tickangle"] = -45
+    layers, heads = _ints(raw[ya]), _ints(raw[xa])
+    if (ya, xa) == ("layer", "head") and layers is not None and heads is not None:
+        # A click on a cell shows that head in the page's attention views.
+        layout["meta"] = {"mechscope_click": "head", "layers": layers, "heads": heads}
     if lead:
         steps = []
         for k, idx in enumerate(lead_idx):

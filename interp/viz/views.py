@@ -7,11 +7,13 @@ Plotly figures become :class:`FigureView`; results with a ``.plot()`` method ret
 from __future__ import annotations
 
 import html as _html
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from interp.viz.page import Page, esc
+from interp.viz.text import plotly_plain
 
 __all__ = ["FigureView", "Text", "View", "as_view"]
 
@@ -58,7 +60,8 @@ class FigureView(View):
 
         page.use_plotly()
         div, data = page.new_id("fig"), page.new_id("fig-data")
-        spec = pio.to_json(self.figure, validate=False)  # numpy arrays and dates handled by plotly
+        # plotly serialises numpy arrays and dates; parsed back so every string is cleaned
+        spec = json.loads(pio.to_json(self.figure, validate=False))
         return (
             f'<div class="ms-figure" id="{div}"></div>'
             + page.json_block(data, spec)
@@ -115,7 +118,7 @@ def _figure_title(fig: Any) -> str:
         text = fig.layout.title.text
     except AttributeError:
         return ""
-    return str(text) if text else ""
+    return plotly_plain(text) if text else ""  # the text plotly shows; escaped again as HTML
 
 
 def _js(s: str) -> str:
