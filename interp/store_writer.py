@@ -6,7 +6,6 @@ import fcntl
 import logging
 import math
 import os
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from interp.store import (
     hook_filename,
     shard_dirname,
 )
+from interp.validate import check_context
 
 __all__ = ["write_store"]
 
@@ -68,7 +68,7 @@ def write_store(
     device: torch.device | str | None = None,
     model_name: str | None = None,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
 ) -> ActivationStore:
     """Write the activations of ``hooks`` over ``corpus`` into a store at ``path``, or resume one.
 
@@ -81,6 +81,7 @@ def write_store(
         drop_bos: leave out position 0 when contexts start with BOS (its activations are outliers
             that no SAE should train on).
         model_name: recorded in the manifest (default: ``model.cfg.model_name``).
+        progress: a tqdm bar over tokens written (resumed shards count at once).
 
     Calling it again with the same arguments on a killed store writes only the missing shards; on
     a complete store it returns at once. Different arguments raise :class:`StoreMismatchError`.
@@ -108,24 +109,25 @@ def write_store(
         _discard_uncommitted(path, manifest)
         done = {s["index"]: s for s in manifest["shards"]}
         seqs = _sequences(model, corpus, context_size, prepend_bos, spec["max_sequences"])
-        started = time.perf_counter()
         n_seq = 0
-        for index, chunk in _chunks(seqs, spec["sequences_per_shard"]):
-            n_seq += len(chunk)
-            if index in done:
-                _check_same_tokens(path, done[index], chunk)
-                continue
-            entry = _write_shard(path, model, names, index, chunk, spec, batch_size, dtype, device)
-            manifest["shards"].append(entry)
-            manifest["shards"].sort(key=lambda s: s["index"])
-            atomic_write_json(path / MANIFEST, manifest)
-            if progress:
-                log.info(
-                    "shard %d written: %d contexts so far, %.0f s",
-                    index,
-                    n_seq,
-                    time.perf_counter() - started,
+        bar = _progress_bar(progress, spec, path)
+        try:
+            for index, chunk in _chunks(seqs, spec["sequences_per_shard"]):
+                n_seq += len(chunk)
+                if index in done:
+                    _check_same_tokens(path, done[index], chunk)
+                    bar.update(len(chunk) * context_size)
+                    continue
+                entry = _write_shard(
+                    path, model, names, index, chunk, spec, batch_size, dtype, device
                 )
+                manifest["shards"].append(entry)
+                manifest["shards"].sort(key=lambda s: s["index"])
+                atomic_write_json(path / MANIFEST, manifest)
+                bar.update(len(chunk) * context_size)
+                bar.set_postfix_str(f"{len(manifest['shards'])} shards")
+        finally:
+            bar.close()
         manifest["complete"] = True
         manifest["n_sequences"] = n_seq
         manifest["n_rows"] = sum(s["rows"] for s in manifest["shards"])
@@ -142,6 +144,16 @@ def write_store(
             data={"corpus": manifest["data"], "model": spec["model"]},
         )
     return ActivationStore(path)
+
+
+def _progress_bar(progress: bool, spec: dict[str, Any], path: Path) -> Any:
+    from tqdm.auto import tqdm
+
+    n = spec["max_sequences"]
+    total = None if n is None else n * spec["context_size"]
+    return tqdm(
+        total=total, desc=f"store {path.name}", unit="tok", unit_scale=True, disable=not progress
+    )
 
 
 def _store_spec(
@@ -162,6 +174,7 @@ def _store_spec(
         raise ValueError(
             f"need 2 <= context_size <= shard_tokens; got {context_size} and {shard_tokens}"
         )
+    check_context(context_size, model.cfg.n_ctx, what="context_size")
     widths = _hook_widths(model, names, context_size)
     tok = getattr(model, "tokenizer", None)
     return {

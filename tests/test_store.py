@@ -235,3 +235,17 @@ def test_skip_continues_the_same_sequence_of_batches(tmp_path, tiny_model):
     rest = list(store.batches(7, seed=5, epochs=2, skip=11))
     assert len(rest) == len(full) - 11
     assert all(torch.equal(a, b) for a, b in zip(full[11:], rest, strict=True))
+
+
+def test_context_longer_than_the_model_is_refused_before_any_forward(tmp_path, tiny_model):
+    calls = []
+    tiny_model.blocks[0].hook_resid_pre.add_hook(lambda x, hook: calls.append(1))
+    with pytest.raises(ValueError, match=r"context_size is 40 positions.*n_ctx=32"):
+        ActivationStore.write(tmp_path / "s", tiny_model, HOOK, contexts(2, 40), context_size=40)
+    assert calls == [] and not (tmp_path / "s").exists()
+
+
+def test_write_shows_progress_in_tokens(tmp_path, tiny_model, capsys):
+    write(tmp_path / "s", tiny_model, max_tokens=60)
+    err = capsys.readouterr().err
+    assert "store s" in err and "100%" in err and "60.0/60.0" in err  # 10 contexts x 6 tokens
