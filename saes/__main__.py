@@ -1,4 +1,5 @@
-"""``python -m saes train --config FILE [section.field=value ...] [--resume]`` and ``python -m saes eval RUN_DIR``.
+"""``python -m saes train --config FILE [section.field=value ...] [--resume]`` and
+``python -m saes eval RUN_DIR [--store HELD_OUT] [--json]``.
 
 A config file is JSON with three sections and the run directory::
 
@@ -8,6 +9,8 @@ A config file is JSON with three sections and the run directory::
      "data":  {"store": "runs/demo/store_l15"}}
 
 Overrides on the command line use dotted names and JSON values: ``train.lr=1e-3 sae.k=16``.
+``eval`` prints a table (``--json``: the full report as JSON) and warns when it evaluates on the
+training store, whose numbers are in-sample.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from saes.config import ConfigError
+from saes.sae import SAELoadError
 
 log = logging.getLogger("saes")
 
@@ -63,6 +67,61 @@ def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
     return cfg
 
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v: float | None, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The headline numbers of an ``evaluate_run`` report as an aligned ``metric | value`` table."""
+    rec, ce = report["reconstruction"], report.get("ce")
+    where = "training store" if report.get("in_sample") else "held-out"
+    rows = [
+        ("hook", report["hook"]),
+        ("store", f"{report['store']} ({where})"),
+        ("tokens evaluated", f"{rec['n_tokens']:,}"),
+        ("L0 (active latents per token)", _num(rec["l0"], 2)),
+        ("MSE (squared error per token)", _num(rec["mse"])),
+        ("explained variance", _num(rec["explained_variance"])),
+        ("FVU (1 - explained variance)", _num(rec["fvu"])),
+        ("cosine similarity", _num(rec["cosine_similarity"])),
+        ("dead latents", _pct(rec["dead_fraction"])),
+        (
+            f"dense latents (on > {100 * rec['dense_threshold']:g}% of tokens)",
+            _pct(rec["dense_fraction"]),
+        ),
+    ]
+    if ce is not None:
+        rows += [
+            ("CE contexts", str(ce["n_contexts"])),
+            ("CE loss, clean (nats)", _num(ce["ce_clean"])),
+            ("CE loss, SAE spliced (nats)", _num(ce["ce_sae"])),
+            ("CE loss, zero-ablated (nats)", _num(ce["ce_zero"])),
+            ("CE loss recovered", _pct(ce["loss_recovered"])),
+            ("KL to clean, SAE spliced (nats)", _num(ce["kl_sae"])),
+            ("KL to clean, zero-ablated (nats)", _num(ce["kl_zero"])),
+        ]
+    else:
+        rows.append(("CE loss recovered", "skipped (--ce-contexts 0)"))
+    rows.insert(0, ("metric", "value"))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}} | {value}" for name, value in rows]
+    lines.insert(1, "-" * width + "-+-" + "-" * max(len(v) for _, v in rows))
+    return "\n".join(lines)
+
+
+def _saved(run_dir: Path) -> str:
+    final = str(run_dir / "final")
+    return (
+        f"saved the SAE to {final}\n"
+        f"  load it:     from saes import SAE; sae = SAE.load({final!r})\n"
+        f"  evaluate it: python -m saes eval {run_dir} --store HELD_OUT_STORE"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m saes",
@@ -87,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument(
         "--store", help="evaluate on this store (held-out data) instead of the training one"
     )
+    ev.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from saes.run import evaluate_run, train_run
@@ -95,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             cfg = load_run_config(args.config, args.overrides)
             train_run(cfg, resume=args.resume, progress=not args.no_progress)
+            print(_saved(Path(cfg["run_dir"])))
         else:
             report = evaluate_run(
                 args.run_dir,
@@ -103,8 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                 n_ce_contexts=args.ce_contexts,
                 store_path=args.store,
             )
-            print(json.dumps(report, indent=2))
-    except ConfigError as err:
+            if report["in_sample"]:
+                print(
+                    f"warning: evaluating on the training store {report['store']}: these numbers "
+                    "are in-sample (the SAE was trained on these activations); pass --store with "
+                    "a held-out store for numbers that generalise",
+                    file=sys.stderr,
+                )
+            print(json.dumps(report, indent=2) if args.json else format_report(report))
+    except (ConfigError, SAELoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -14,7 +14,7 @@ from torch import Tensor
 from interp._io import atomic_write_json, read_json
 from saes.config import ConfigError, DataConfig, SAEConfig, TrainConfig, config_from_dict
 from saes.sae import SAE
-from saes.trainer import Trainer
+from saes.trainer import Trainer, verify_checkpoint
 
 __all__ = ["evaluate_run", "make_data", "train_run"]
 
@@ -130,7 +130,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate ``run_dir/final`` on its training store, or on ``store_path`` (held-out data, same
     model and hook), with CE loss recovered on the store's model; writes eval.json (or
-    eval_<store name>.json for another store)."""
+    eval_<store name>.json for another store). ``in_sample`` in the result says whether the store
+    is the one the SAE was trained on (its numbers then flatter the SAE)."""
     from interp.store import ActivationStore
     from saes.evals import evaluate
 
@@ -138,13 +139,22 @@ def evaluate_run(
     if not (run_dir / RUN_CONFIG).exists():
         raise ConfigError(f"{run_dir} is not a training run: it has no {RUN_CONFIG}")
     cfg = read_json(run_dir / RUN_CONFIG)
-    sae = SAE.load(run_dir / "final")
+    final = run_dir / "final"
+    if (final / "sae.safetensors").exists():
+        verify_checkpoint(
+            final,
+            remedy=f"Delete {final} and run `python -m saes train --config {run_dir / RUN_CONFIG} "
+            "--resume`: it rewrites final/ from the last checkpoint.",
+        )
+    sae = SAE.load(final)
     data = DataConfig(**cfg.get("data", {}))
     if store_path is None and data.store is None:
         raise ConfigError(
             "this run streamed from a model: name a store to evaluate on with --store"
         )
     store = ActivationStore(store_path if store_path is not None else str(data.store))
+    trained_on = None if data.store is None else Path(data.store).resolve()
+    in_sample = store.path.resolve() == trained_on
     model = None
     if n_ce_contexts:
         from interp.models import load_model
@@ -155,6 +165,7 @@ def evaluate_run(
     )
     result: dict[str, Any] = report.to_dict()
     result["store"] = str(store.path)
+    result["in_sample"] = in_sample
     name = "eval.json" if store_path is None else f"eval_{Path(store_path).name}.json"
     atomic_write_json(run_dir / name, result)
     return result
