@@ -494,7 +494,7 @@ def _cut_log(path: Path, step: int) -> None:
             row = json.loads(line)
         except ValueError:
             continue
-        if line.endswith(b"\n") and row.get("step", 0) <= step:
+        if line.endswith(b"\n") and isinstance(row, dict) and row.get("step", 0) <= step:
             kept.append(line)
     new = b"".join(kept)
     if new != raw:
