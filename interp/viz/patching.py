@@ -30,18 +30,19 @@ def _base_mean(result: Any) -> float:
     return float(base.mean()) if base is not None else 0.0
 
 
-def _squeezed(result: Any) -> tuple[Any, list[str]]:
-    """``result`` without its length-1 axes (at least one axis stays), and ``"pos 14 'END'"``
-    for each axis dropped."""
+def _squeezed(result: Any) -> Any:
+    """``result`` without its length-1 axes (at least one axis stays); each dropped axis's label
+    goes to ``meta["fixed"]``, as :meth:`PatchResult.squeeze` keeps it."""
     drop = [a for a, n in zip(result.axes, result.shape, strict=True) if n == 1]
     if len(drop) == len(result.axes):
         drop = drop[:-1]
     if not drop:
-        return result, []
+        return result
     kept = tuple(a for a in result.axes if a not in drop)
-    dims = tuple(result.axes.index(a) + 1 for a in drop)
-    squeezed = type(result)(
-        result.values.squeeze(dims),
+    index = (slice(None), *(0 if a in drop else slice(None) for a in result.axes))
+    fixed = {**result.meta.get("fixed", {}), **{a: result.labels[a][0] for a in drop}}
+    return type(result)(
+        result.values[index],
         kept,
         {a: result.labels[a] for a in kept},
         result.metric,
@@ -51,13 +52,13 @@ def _squeezed(result: Any) -> tuple[Any, list[str]]:
         result.direction,
         result.clean,
         result.corrupt,
-        dict(result.meta),
+        {**result.meta, "fixed": fixed},
     )
-    return squeezed, [f"{a} {result.labels[a][0]}" for a in drop]
 
 
-def _title(result: Any, fixed: list[str]) -> str:
-    where = f" at {', '.join(fixed)}" if fixed else ""
+def _title(result: Any) -> str:
+    fixed = result.meta.get("fixed", {})
+    where = f" at {', '.join(f'{a} {v}' for a, v in fixed.items())}" if fixed else ""
     return plotly_text(
         f"{result.method} · {result.site}{where} · {result.metric} · {result.ablation} "
         f"({result.direction}) · n={result.n_prompts}"
@@ -83,7 +84,7 @@ def plot_patch_result(
     """A Plotly figure of ``result`` (a :class:`~interp.patching.PatchResult`)."""
     import plotly.graph_objects as go
 
-    result, fixed = _squeezed(result)
+    result = _squeezed(result)
     mean = result.mean.numpy()
     ci = result.ci(level=level) if result.n_prompts > 1 else None
     low = ci.low.numpy() if ci is not None else mean
@@ -95,7 +96,7 @@ def plot_patch_result(
     pct = int(round(level * 100))
     metric = plotly_text(result.metric)
     fig = go.Figure()
-    heading = plotly_text(title) if title is not None else _title(result, fixed)
+    heading = plotly_text(title) if title is not None else _title(result)
 
     def cell(m: float, lo: float, hi: float) -> str:
         return f"{metric} {m:.4g}<br>{pct}% CI [{lo:.4g}, {hi:.4g}]"
