@@ -44,7 +44,8 @@ from interp.patching.inputs import (
 from interp.patching.result import PatchResult
 from interp.patching.runner import is_fast_capable
 from interp.patching.sites import Site, site_spec
-from interp.patching.sweep import _logit_positions, _ranges
+from interp.patching.sweep import _logit_positions, _ranges, fixed_axes
+from interp.validate import check_choice, check_int
 
 __all__ = ["attribution_patch", "correlation", "edge_attribution"]
 
@@ -158,8 +159,6 @@ def _grads(
     """Base metric values, base activations and (mean) gradients at ``names``."""
     if not ig:
         return _forward_with_grads(model, base_t, metric, names, logit_pos=logit_pos)
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1; got {steps}")
     embeds = {e: src_acts[e] for e in _embed_hooks(model)}
     _, _, grads = _forward_with_grads(
         model, base_t, metric, names, source_embeds=embeds, steps=steps, logit_pos=logit_pos
@@ -204,10 +203,10 @@ def attribution_patch(
     direction: str = "denoise",
     method: str = "atp",
     steps: int = 5,
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-    heads: Sequence[int] | None = None,
-    src_positions: Sequence[int] | None = None,
+    layers: Sequence[int] | int | None = None,
+    positions: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    src_positions: Sequence[int] | int | None = None,
     logits_at: int | Sequence[int] | None = None,
 ) -> PatchResult:
     """Estimated :func:`patch_sweep` values for every cell, from gradients.
@@ -217,18 +216,14 @@ def attribution_patch(
     (``logits_at`` skips the unembedding, and its backward, outside the positions the metric
     reads).
     """
-    if method not in ("atp", "ig"):
-        raise ValueError(f"method must be 'atp' or 'ig'; got {method!r}")
+    if check_choice(method, ("atp", "ig"), "method") == "ig":
+        check_int(steps, "steps", minimum=1)
     spec = site_spec(site, over)
+    restrict = {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions}
+    over, fixed = fixed_axes(spec, over, restrict)
     clean_t, corrupt_t, _ = _prepare(model, clean, corrupt, "corrupt", direction)
     n, n_pos = clean_t.shape
-    ranges = _ranges(
-        model,
-        spec,
-        over,
-        n_pos,
-        {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions},
-    )
+    ranges = _ranges(model, spec, over, n_pos, restrict)
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
     layer_list = ranges["layer"]
     names = [spec.hook_name(layer) for layer in layer_list]
@@ -256,7 +251,7 @@ def attribution_patch(
         (src_vals, base_vals) if direction == "denoise" else (base_vals, src_vals)
     )
     labels = axis_labels(model, clean_t, over, ranges)
-    return PatchResult(
+    result = PatchResult(
         values.detach().cpu(),
         tuple(over),
         labels,
@@ -273,6 +268,7 @@ def attribution_patch(
             "steps": steps if method == "ig" else 1,
         },
     )
+    return result.squeeze(*fixed) if fixed else result
 
 
 # -- edges ----------------------------------------------------------------------------------
@@ -330,8 +326,8 @@ def edge_attribution(
     ``values[:, e]`` ≈ the metric when only edge e carries the source value (what
     :func:`edge_patch` measures exactly). ``method``: ``"eap"`` or ``"eap-ig"``.
     """
-    if method not in ("eap", "eap-ig"):
-        raise ValueError(f"method must be 'eap' or 'eap-ig'; got {method!r}")
+    if check_choice(method, ("eap", "eap-ig"), "method") == "eap-ig":
+        check_int(steps, "steps", minimum=1)
     graph = ComponentGraph(model)
     clean_t, corrupt_t, _ = _prepare(model, clean, corrupt, "corrupt", direction)
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)

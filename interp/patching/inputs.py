@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from interp.hooks import TLModel
+from interp.validate import check_choice, check_tokens
 
 __all__ = [
     "ABLATIONS",
@@ -25,6 +26,7 @@ __all__ = [
     "checked_metric",
     "metric_name",
     "position_labels",
+    "reference_tokens",
 ]
 
 Metric = Callable[[Tensor], Tensor]
@@ -47,7 +49,19 @@ def as_tokens(model: TLModel, x: Any, what: str) -> Tensor:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{what} is empty: shape {tuple(x.shape)}")
+    check_tokens(model, x, what)
     return x.long().to(model.cfg.device)
+
+
+def reference_tokens(model: TLModel, reference: Any, clean: Tensor, ablation: str) -> Tensor:
+    """The mean-ablation reference (default: the clean batch), checked before any forward."""
+    ref = clean if reference is None else as_tokens(model, reference, "reference")
+    if ablation == "mean" and ref.shape[1] != clean.shape[1]:
+        raise ValueError(
+            f"the mean-ablation reference has {ref.shape[1]} positions but the prompts have "
+            f"{clean.shape[1]}; use reference prompts of the same length (means are per position)"
+        )
+    return ref
 
 
 def check_pair(clean: Tensor, corrupt: Tensor | None) -> None:
@@ -60,10 +74,8 @@ def check_pair(clean: Tensor, corrupt: Tensor | None) -> None:
 
 
 def check_ablation(ablation: str, direction: str, corrupt: Tensor | None) -> None:
-    if ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be one of {ABLATIONS}; got {ablation!r}")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
+    check_choice(ablation, ABLATIONS, "ablation")
+    check_choice(direction, DIRECTIONS, "direction")
     if ablation == "corrupt" and corrupt is None:
         raise ValueError("ablation='corrupt' needs a corrupted batch; pass `corrupt=` tokens")
     if ablation != "corrupt" and direction == "denoise":

@@ -36,8 +36,10 @@ from interp.patching.inputs import (
     check_pair,
     checked_metric,
     metric_name,
+    reference_tokens,
 )
 from interp.patching.result import PatchResult
+from interp.validate import check_int
 
 __all__ = ["edge_patch", "path_patch"]
 
@@ -118,10 +120,12 @@ def path_patch(
     ``"heads"`` its cell is exactly the base run's value, which is what its path patch is.
     """
     graph = ComponentGraph(model)
+    check_int(max_rows, "max_rows", minimum=1)
     clean_t = as_tokens(model, clean, "clean")
     corrupt_t = None if corrupt is None else as_tokens(model, corrupt, "corrupt")
     check_pair(clean_t, corrupt_t)
     check_ablation(ablation, direction, corrupt_t)
+    reference = reference_tokens(model, reference, clean_t, ablation)
     n, n_pos = clean_t.shape
     recv = _check_receivers(graph, receivers, n_pos)
     groups, axes, labels = _sender_groups(graph, senders)
@@ -195,8 +199,7 @@ class _PathRun:
             base_cache = cache_activations(model, base_t, names)
             self.base = {k: base_cache[k] for k in names}
             if ablation == "mean":
-                ref_t = clean_t if reference is None else as_tokens(model, reference, "reference")
-                ref_cache = cache_activations(model, ref_t, names)
+                ref_cache = cache_activations(model, reference, names)
                 self.source = {
                     k: ref_cache[k].mean(0, keepdim=True).expand_as(self.base[k]) for k in names
                 }
@@ -276,10 +279,12 @@ def edge_patch(
     up with :func:`interp.patching.edge_attribution` for checking the estimates.
     """
     graph = ComponentGraph(model)
+    check_int(max_rows, "max_rows", minimum=1)
     clean_t = as_tokens(model, clean, "clean")
     corrupt_t = None if corrupt is None else as_tokens(model, corrupt, "corrupt")
     check_pair(clean_t, corrupt_t)
     check_ablation(ablation, direction, corrupt_t)
+    reference = reference_tokens(model, reference, clean_t, ablation)
     n_pos = clean_t.shape[1]
     pairs = graph.edges if edges is None else [_parse_edge(graph, e, n_pos) for e in edges]
     if not pairs:

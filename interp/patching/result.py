@@ -18,6 +18,7 @@ from torch import Tensor
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
 from interp.manifest import write_run_manifest
 from interp.stats import CI, bootstrap_ci
+from interp.validate import check_choice, check_int, did_you_mean
 
 __all__ = ["PatchResult"]
 
@@ -106,18 +107,56 @@ class PatchResult:
             dict(self.meta),
         )
 
+    def squeeze(self, *axes: str) -> PatchResult:
+        """The result without its length-1 axes (or without just the named ones).
+
+        A sweep at one position, ``over=("layer", "head", "pos"), positions=[-1]``, becomes a
+        layer × head result. Each dropped axis's label is kept in ``meta["fixed"]``
+        (``{"pos": "13 ' to'"}``), so views can say where the cells were patched.
+        """
+        for a in axes:
+            if a not in self.axes:
+                raise ValueError(
+                    f"no axis {a!r} in this result (its axes: {', '.join(self.axes)})"
+                    + did_you_mean(a, self.axes)
+                )
+            if len(self.labels[a]) != 1:
+                raise ValueError(
+                    f"axis {a!r} has {len(self.labels[a])} entries; only an axis of length 1 "
+                    "can be squeezed away"
+                )
+        drop = set(axes) if axes else {a for a in self.axes if len(self.labels[a]) == 1}
+        if not drop:
+            return self
+        keep = tuple(a for a in self.axes if a not in drop)
+        index = (slice(None), *(0 if a in drop else slice(None) for a in self.axes))
+        fixed = {
+            **self.meta.get("fixed", {}),
+            **{a: self.labels[a][0] for a in self.axes if a in drop},
+        }
+        return PatchResult(
+            self.values[index],
+            keep,
+            {a: self.labels[a] for a in keep},
+            self.metric,
+            self.method,
+            self.site,
+            self.ablation,
+            self.direction,
+            self.clean,
+            self.corrupt,
+            {**self.meta, "fixed": fixed},
+        )
+
     def top(self, k: int = 10, *, by: str = "abs_effect") -> list[dict[str, Any]]:
         """The k cells with the largest effect (|mean − base-run mean|), with their CIs."""
+        check_int(k, "k", minimum=1)
+        check_choice(by, ("abs_effect", "value"), "by")
         base = self.corrupt if self.direction == "denoise" else self.clean
         ref = float(base.mean()) if base is not None else 0.0
         ci = self.ci()
         mean = self.mean.flatten()
-        if by == "abs_effect":
-            score = (mean - ref).abs()
-        elif by == "value":
-            score = mean
-        else:
-            raise ValueError(f"by must be 'abs_effect' or 'value'; got {by!r}")
+        score = (mean - ref).abs() if by == "abs_effect" else mean
         order = torch.argsort(score, descending=True)[:k]
         rows = []
         for flat in order.tolist():

@@ -8,7 +8,7 @@ prompt (``[batch]``), so every cell carries a confidence interval over prompts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -26,12 +26,57 @@ from interp.patching.inputs import (
     check_pair,
     checked_metric,
     metric_name,
+    reference_tokens,
 )
 from interp.patching.result import PatchResult
 from interp.patching.runner import PatchRunner, is_fast_capable
 from interp.patching.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
+from interp.validate import (
+    check_head,
+    check_int,
+    check_layer,
+    check_nonempty,
+    check_position,
+    check_positions,
+)
 
 __all__ = ["patch_sweep", "source_activations"]
+
+
+# The keyword argument that restricts each axis.
+ARGS = {"layer": "layers", "pos": "positions", "head": "heads", "src_pos": "src_positions"}
+
+
+def fixed_axes(
+    site: Site, over: Sequence[str], restrict: dict[str, Any]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``over`` plus every axis given one index without being in ``over``, and those axes.
+
+    ``over=("layer", "head"), positions=[-1]`` patches each head at the last position only: the
+    sweep runs over (layer, head, pos) and the length-1 ``pos`` axis is squeezed away afterwards.
+    """
+    fixed = []
+    for axis, chosen in restrict.items():
+        if chosen is None or axis in over:
+            continue
+        if axis not in site.axes:
+            raise ValueError(
+                f"{ARGS[axis]}= was given, but site {site.name!r} has no {axis} axis (its axes: "
+                f"{', '.join(site.axes)})"
+            )
+        vals = _as_list(chosen)
+        if len(vals) != 1:
+            raise ValueError(
+                f"{ARGS[axis]}={vals} names {len(vals)} entries, but {axis!r} is not in "
+                f"over={tuple(over)}: add {axis!r} to over to sweep each of them, or give one "
+                f"to patch only there"
+            )
+        fixed.append(axis)
+    return (*over, *fixed), tuple(fixed)
+
+
+def _as_list(chosen: Any) -> list[Any]:
+    return [chosen] if isinstance(chosen, int) or not isinstance(chosen, Iterable) else list(chosen)
 
 
 def _ranges(
@@ -39,8 +84,9 @@ def _ranges(
     site: Site,
     over: Sequence[str],
     n_pos: int,
-    restrict: dict[str, Sequence[int] | None],
+    restrict: dict[str, Sequence[int] | int | None],
 ) -> dict[str, list[int]]:
+    """The indices swept on each axis of ``over``: all of them, or the ones asked for."""
     sizes = axis_sizes(model, site, n_pos)
     out: dict[str, list[int]] = {}
     for axis in over:
@@ -48,30 +94,21 @@ def _ranges(
         if chosen is None:
             out[axis] = list(range(sizes[axis]))
             continue
-        vals = [int(v) for v in chosen]
-        bad = [v for v in vals if not -sizes[axis] <= v < sizes[axis]]
-        if bad:
-            raise IndexError(
-                f"{axis} {bad} out of range: this sweep's {axis} axis has {sizes[axis]} entries "
-                f"(0..{sizes[axis] - 1}, or negative from the end)"
-            )
-        if not vals:
-            raise ValueError(f"the list of {axis}s to sweep is empty")
-        out[axis] = [v % sizes[axis] for v in vals]
-    for axis, chosen in restrict.items():
-        if chosen is not None and axis not in over:
-            raise ValueError(f"{axis}s= was given but {axis!r} is not in over={tuple(over)}")
+        vals = check_nonempty(_as_list(chosen), f"{ARGS[axis]}=")
+        if axis == "layer":
+            out[axis] = [check_layer(v, sizes[axis], negative=True) for v in vals]
+        elif axis == "head":
+            out[axis] = [check_head(v, sizes[axis], negative=True) for v in vals]
+        else:
+            what = "position" if axis == "pos" else "source position"
+            out[axis] = [check_position(v, sizes[axis], what) for v in vals]
     return out
 
 
 def _logit_positions(logits_at: int | Sequence[int] | None, n_pos: int) -> list[int]:
     if logits_at is None:
         return list(range(n_pos))
-    vals = [logits_at] if isinstance(logits_at, int) else list(logits_at)
-    bad = [p for p in vals if not -n_pos <= p < n_pos]
-    if bad or not vals:
-        raise IndexError(f"logits_at {vals} must be non-empty positions in range for {n_pos}")
-    return [p % n_pos for p in vals]
+    return check_positions(logits_at, n_pos, "logits_at")
 
 
 def source_activations(
@@ -104,10 +141,10 @@ def patch_sweep(
     ablation: str = "corrupt",
     direction: str = "denoise",
     reference: Any = None,
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-    heads: Sequence[int] | None = None,
-    src_positions: Sequence[int] | None = None,
+    layers: Sequence[int] | int | None = None,
+    positions: Sequence[int] | int | None = None,
+    heads: Sequence[int] | int | None = None,
+    src_positions: Sequence[int] | int | None = None,
     logits_at: int | Sequence[int] | None = None,
     max_tokens: int = 16384,
     fast: bool | None = None,
@@ -125,7 +162,10 @@ def patch_sweep(
         ablation: ``corrupt`` (the paired corrupted prompt), ``mean`` (over ``reference``, default
             the clean batch; per position when the lengths match) or ``zero``.
         direction: ``denoise`` (clean activation into the corrupted run) or ``noise``.
-        layers, positions, heads, src_positions: sweep only these indices of an axis.
+        layers, positions, heads, src_positions: sweep only these indices of an axis. An
+            axis given one index but not listed in ``over`` is patched at that index only and
+            left out of the result: ``over=("layer", "head"), positions=[-1]`` is a layer × head
+            sweep at the last position.
         logits_at: positions the metric reads. When given, the metric gets logits at just
             these positions (``[batch, len(logits_at), d_vocab]``) and the sweep skips the
             unembedding elsewhere; ``None`` gives it every position.
@@ -133,26 +173,18 @@ def patch_sweep(
         fast: force (True) or forbid (False) the block-level fast path; default when supported.
     """
     spec = site_spec(site, over)
+    restrict = {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions}
+    over, fixed = fixed_axes(spec, over, restrict)
+    check_int(max_tokens, "max_tokens", minimum=1)
     clean_t = as_tokens(model, clean, "clean")
     corrupt_t = None if corrupt is None else as_tokens(model, corrupt, "corrupt")
     check_pair(clean_t, corrupt_t)
     check_ablation(ablation, direction, corrupt_t)
     n, n_pos = clean_t.shape
-    ranges = _ranges(
-        model,
-        spec,
-        over,
-        n_pos,
-        {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions},
-    )
+    ranges = _ranges(model, spec, over, n_pos, restrict)
     logit_pos = _logit_positions(logits_at, n_pos)
     check_metric_first(model, metric, n, len(logit_pos))
-    ref_t = clean_t if reference is None else as_tokens(model, reference, "reference")
-    if ablation == "mean" and ref_t.shape[1] != n_pos:
-        raise ValueError(
-            f"the mean-ablation reference has {ref_t.shape[1]} positions but the prompts have "
-            f"{n_pos}; use reference prompts of the same length (means are per position)"
-        )
+    ref_t = reference_tokens(model, reference, clean_t, ablation)
     use_fast = is_fast_capable(model) if fast is None else fast
     if use_fast and not is_fast_capable(model):
         raise ValueError(
@@ -236,7 +268,7 @@ def patch_sweep(
     flush()
 
     labels = axis_labels(model, clean_t, over, ranges)
-    return PatchResult(
+    result = PatchResult(
         values.reshape(values.shape[0], *shape),
         tuple(over),
         labels,
@@ -256,6 +288,7 @@ def patch_sweep(
             "cells_skipped_unchanged": sum(unchanged),
         },
     )
+    return result.squeeze(*fixed) if fixed else result
 
 
 def _same(source: Tensor, base: Tensor, cell: Cell, layout: str) -> bool:
