@@ -327,3 +327,9 @@ class ActivationStore:
         if not with_meta:
             return acts
         return batch._replace(acts=acts)
+
+
+if __name__ == "__main__":  # python -m interp.store write | info | verify ...
+    from interp.store_cli import main
+
+    raise SystemExit(main())
