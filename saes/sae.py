@@ -28,6 +28,7 @@ __all__ = ["SAE", "SAEOutput", "SAELoadError", "geometric_median"]
 
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae.safetensors"
+CHECKSUMS = "checksums.json"  # see saes.checksums
 FORMAT = "mechscope-sae"
 
 _DTYPES = {
@@ -164,6 +165,10 @@ class SAE(nn.Module):
         fsync_dir(directory)
         if run_manifest is not None:
             atomic_write_json(directory / "run.json", run_manifest)
+        if (directory / CHECKSUMS).exists():  # a checkpoint's record would be stale now
+            from saes.checksums import write_checksums
+
+            write_checksums(directory)
         return directory
 
     @classmethod
@@ -185,6 +190,10 @@ class SAE(nn.Module):
                 f"{cfg_path} is not a mechscope SAE config (for SAELens SAEs use saes.interop)"
             )
         sae = cls(config_from_dict(SAEConfig, raw))
+        if (directory / CHECKSUMS).exists():  # written by save() and by the trainer
+            from saes.checksums import verify_checkpoint
+
+            verify_checkpoint(directory)
         try:
             state = load_file(str(w_path))
         except Exception as err:  # safetensors raises its own error types for truncated files

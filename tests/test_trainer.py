@@ -304,6 +304,17 @@ def test_final_sae_carries_checksums(tmp_path):
     flip_last_byte(tmp_path / "final" / "sae.safetensors")
     with pytest.raises(SAELoadError, match="sae.safetensors"):
         verify_checkpoint(tmp_path / "final")
+    with pytest.raises(SAELoadError, match="sae.safetensors is corrupted: its sha256"):
+        SAE.load(tmp_path / "final")  # plain loading checks too
+
+
+def test_saving_over_a_checkpoint_rewrites_its_checksums(tmp_path):
+    Trainer(cfg(total_steps=15), sae(), synthetic, run_dir=tmp_path, progress=False).fit()
+    edited = SAE.load(tmp_path / "final")
+    with torch.no_grad():
+        edited.b_dec.add_(1.0)
+    edited.save(tmp_path / "final")
+    torch.testing.assert_close(SAE.load(tmp_path / "final").b_dec, edited.b_dec)
 
 
 def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path):
