@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from interp.hooks import TLModel
+from interp.validate import check_int, check_tokenizer
 
 __all__ = ["IOIBatch", "ioi_prompts"]
 
@@ -104,8 +105,9 @@ def _single_tokens(model: TLModel, words: list[str]) -> list[str]:
 
 def ioi_prompts(model: TLModel, n: int, *, seed: int = 0) -> IOIBatch:
     """``n`` IOI prompts (half ABBA, half BABA) and their ABC-corrupted pairs."""
-    if n < 1:
-        raise ValueError(f"n must be at least 1; got {n}")
+    check_int(n, "n", minimum=1)
+    check_int(seed, "seed")
+    check_tokenizer(model, "ioi_prompts")  # the prompts are text
     names = _single_tokens(model, NAMES)
     places, objects = _single_tokens(model, PLACES), _single_tokens(model, OBJECTS)
     if len(names) < 3 or not places or not objects:

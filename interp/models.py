@@ -46,9 +46,11 @@ from torch import nn
 from interp._io import atomic_write_json, fsync_dir, read_json, remove_tree, sha256_file
 from interp.hooks import TLModel
 from interp.manifest import write_run_manifest
+from interp.validate import check_device, did_you_mean
 
 __all__ = [
-    "MECHSCOPE_MODELS", "ModelFolderError", "UnknownModelError", "cache_root", "config_fields",
+    "MECHSCOPE_MODELS", "HubUnavailableError", "ModelFolderError", "UnknownModelError",
+    "cache_root", "config_fields",
     "hooked_from_hf_llama", "known_model_names", "load_model", "model_fingerprint", "resolve_dtype",
 ]  # fmt: skip
 
@@ -88,6 +90,38 @@ class ModelFolderError(ValueError):
     """A local folder that cannot be loaded as a causal language model."""
 
 
+class HubUnavailableError(OSError):
+    """A model name that needs the Hugging Face hub, asked for while the hub is switched off."""
+
+    def __init__(self, name: str, official: str, offline: list[str]):
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        are = " and ".join(f"{v}={os.environ.get(v)}" for v in offline)
+        super().__init__(
+            f"load_model({name!r}): {official!r} is a TransformerLens model that needs the Hugging "
+            f"Face hub, but {are} {'is' if len(offline) == 1 else 'are'} set and it is not in "
+            f"the local hub cache ({HF_HUB_CACHE}). Unset {' and '.join(offline)} (on a machine "
+            "with network access) to download it once, or load a local copy: load_model('/path/to/folder') takes a Hugging Face "
+            "model folder with config.json. Models that load offline: "
+            f"{', '.join(known_model_names())}."
+        )
+
+
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _offline_vars() -> list[str]:
+    """The environment variables that switch the hub off."""
+    on = {"1", "ON", "YES", "TRUE"}
+    return [v for v in _OFFLINE_VARS if os.environ.get(v, "").strip().upper() in on]
+
+
+def _in_hub_cache(repo: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+
+
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     """``None`` means float32; strings such as ``"bfloat16"``, ``"bf16"``, ``"torch.float16"``."""
     if dtype is None:
@@ -96,7 +130,10 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
     if key not in _DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; use a torch.dtype or one of {sorted(_DTYPES)}")
+        raise ValueError(
+            f"Unknown dtype {dtype!r}; use a torch.dtype or one of {sorted(_DTYPES)}"
+            + did_you_mean(key, _DTYPES)
+        )
     return _DTYPES[key]
 
 
@@ -151,6 +188,7 @@ def load_model(
     from transformer_lens.utilities.devices import get_device
 
     torch_dtype = resolve_dtype(dtype)
+    check_device(device)
     key = os.fspath(name)
     where = str(device) if device is not None else get_device()
     if key in MECHSCOPE_MODELS:
@@ -162,7 +200,15 @@ def load_model(
         _no_kwargs(key, kwargs)
         return _load_folder(folder, where, torch_dtype).eval()
     if (official := _tl_official_name(key)) is not None:
-        return _load_tl_official(official, device, torch_dtype, kwargs).eval()
+        offline = _offline_vars()
+        if offline and not _in_hub_cache(official):
+            raise HubUnavailableError(key, official, offline)
+        try:
+            return _load_tl_official(official, device, torch_dtype, kwargs).eval()
+        except OSError as err:  # a partial cache: some file it needs is not there
+            if offline:
+                raise HubUnavailableError(key, official, offline) from err
+            raise
     raise _unknown(key)
 
 

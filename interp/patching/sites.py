@@ -12,12 +12,12 @@ Axis names: ``layer`` (always), ``pos`` (the query/destination position for patt
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from interp.hooks import TLModel
+from interp.validate import did_you_mean
 
 __all__ = ["AXES", "SITES", "Cell", "Site", "site_spec"]
 
@@ -63,9 +63,9 @@ SITES: dict[str, Site] = {
 def site_spec(site: str, over: Sequence[str]) -> Site:
     """The site, after checking it exists and supports every axis in ``over``."""
     if site not in SITES:
-        close = difflib.get_close_matches(site, list(SITES), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown site {site!r}: expected one of {', '.join(SITES)}{hint}")
+        raise ValueError(
+            f"unknown site {site!r}: expected one of {', '.join(SITES)}{did_you_mean(site, SITES)}"
+        )
     spec = SITES[site]
     over = tuple(over)
     if "layer" not in over:
@@ -76,7 +76,7 @@ def site_spec(site: str, over: Sequence[str]) -> Site:
     if bad:
         raise ValueError(
             f"site {site!r} cannot be indexed by {bad}; its axes are {spec.axes} "
-            f"(activation layout {spec.layout})"
+            f"(activation layout {spec.layout}){did_you_mean(bad[0], spec.axes)}"
         )
     return spec
 
