@@ -163,6 +163,8 @@ def test_a_sweep_at_one_position_plots_as_layer_by_head():
     assert list(fig.layout.yaxis.ticktext) == ["L0", "L1"]
     assert "at pos 14 'END'" in fig.layout.title.text  # the position is not lost
     assert fig.layout.meta["mechscope_click"] == "head"
+    one = _result(("layer", "pos"), {"layer": ["L3"], "pos": ["0"]}, torch.randn(3, 1, 1)).plot()
+    assert one.data[0].type == "bar" and "at layer L3" in one.layout.title.text  # one axis stays
 
 
 def test_the_readme_head_sweep_at_the_last_position_plots_one_heatmap():

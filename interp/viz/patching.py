@@ -31,29 +31,12 @@ def _base_mean(result: Any) -> float:
 
 
 def _squeezed(result: Any) -> Any:
-    """``result`` without its length-1 axes (at least one axis stays); each dropped axis's label
-    goes to ``meta["fixed"]``, as :meth:`PatchResult.squeeze` keeps it."""
+    """``result`` without its length-1 axes, keeping at least one (``PatchResult.squeeze`` puts
+    each dropped axis's label in ``meta["fixed"]``)."""
     drop = [a for a, n in zip(result.axes, result.shape, strict=True) if n == 1]
     if len(drop) == len(result.axes):
         drop = drop[:-1]
-    if not drop:
-        return result
-    kept = tuple(a for a in result.axes if a not in drop)
-    index = (slice(None), *(0 if a in drop else slice(None) for a in result.axes))
-    fixed = {**result.meta.get("fixed", {}), **{a: result.labels[a][0] for a in drop}}
-    return type(result)(
-        result.values[index],
-        kept,
-        {a: result.labels[a] for a in kept},
-        result.metric,
-        result.method,
-        result.site,
-        result.ablation,
-        result.direction,
-        result.clean,
-        result.corrupt,
-        {**result.meta, "fixed": fixed},
-    )
+    return result.squeeze(*drop) if drop else result
 
 
 def _title(result: Any) -> str:
