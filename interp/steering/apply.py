@@ -32,6 +32,7 @@ from torch import Tensor
 
 from interp.hooks import TLModel, hooks
 from interp.steering.vector import SteeringVector, check_layer, check_width, hook_name_for
+from interp.validate import check_context, check_int, check_token_ids, did_you_mean
 
 __all__ = ["Edit", "Positions", "ablate", "add", "clamp", "generate", "steer"]
 
@@ -113,8 +114,7 @@ def _check_positions(positions: Positions) -> None:
         if positions not in ("all", "prompt", "generated"):
             raise ValueError(
                 f"positions must be 'all', 'prompt', 'generated', an int, a list of ints or a "
-                f"slice; "
-                f"got {positions!r}"
+                f"slice; got {positions!r}{did_you_mean(positions, ('all', 'prompt', 'generated'))}"
             )
         return
     if isinstance(positions, slice):
@@ -272,9 +272,11 @@ def generate(
     A list of prompts is left-padded (as TransformerLens does); indices count real tokens.
     """
     edits = _validate(model, edits)
+    check_int(max_new_tokens, "max_new_tokens", minimum=0)
     if isinstance(prompt, Tensor):  # token ids [pos] or [batch, pos], taken as unpadded
         if prompt.ndim not in (1, 2):
             raise ValueError(f"token ids must be [pos] or [batch, pos]; got {tuple(prompt.shape)}")
+        check_token_ids(prompt, int(model.cfg.d_vocab), "prompt")
         prompt = prompt if prompt.ndim == 2 else prompt[None]  # TL reads a 1-d tensor as embeds
         lengths = torch.full((prompt.shape[0],), prompt.shape[1])
     else:
@@ -282,6 +284,7 @@ def generate(
         opts = {k: kwargs[k] for k in ("prepend_bos",) if k in kwargs}
         lengths = torch.tensor([model.to_tokens(p, **opts).shape[1] for p in prompts])
     width = int(lengths.max())
+    check_context(width + max_new_tokens, int(model.cfg.n_ctx), "the prompt plus max_new_tokens")
     layout = _Layout(width - lengths, lengths, width)
     seen = {"total": 0}
 

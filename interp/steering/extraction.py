@@ -36,6 +36,7 @@ from interp.steering._batch import (
 )  # fmt: skip
 from interp.steering._batch import token_index as _token_index
 from interp.steering.vector import SteeringVector, check_layer, hook_name_for
+from interp.validate import check_context, check_int, check_token_ids, did_you_mean
 
 __all__ = [
     "METHODS",
@@ -145,7 +146,10 @@ def direction_from_activations(
 
 def _check_method(method: str, n_pos: int, n_neg: int) -> None:
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown method {method!r}: expected one of {', '.join(METHODS)}"
+            + did_you_mean(method, METHODS)
+        )
     if n_pos == 0 or n_neg == 0:
         raise ValueError(
             f"the {'positive' if n_pos == 0 else 'negative'} set is empty: each set needs at "
@@ -187,7 +191,10 @@ def collect_activations(
     """One activation per prompt and layer, at ``position`` among each prompt's real tokens."""
     layer_list = _check_layers(model, layers)
     names = [hook_name_for(site, layer) for layer in layer_list]
+    check_int(batch_size, "batch_size", minimum=1)
     enc = encode(model, prompts, padding_side=padding_side, prepend_bos=prepend_bos)
+    check_token_ids(enc.tokens, int(model.cfg.d_vocab), "prompts")
+    check_context(enc.tokens.shape[1], int(model.cfg.n_ctx), "the longest prompt")
     pooled = position == "mean" or isinstance(position, slice)
     # A bad position fails here, before any model run.
     token_mask(enc, position) if pooled else _token_index(enc, position)  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from interp.hooks import TLModel
+from interp.validate import check_layer as _check_layer
+from interp.validate import did_you_mean
 
 __all__ = ["SITES", "Site", "SteeringVector", "check_layer", "check_width", "hook_name_for"]
 
@@ -65,18 +67,14 @@ def hook_name_for(site: str, layer: int) -> str:
     if site not in SITES:
         raise ValueError(
             f"unknown steering site {site!r}: expected one of {', '.join(SITES)} "
-            "(hooks whose activation is [batch, pos, d_model])"
+            f"(hooks whose activation is [batch, pos, d_model]){did_you_mean(site, SITES)}"
         )
     return get_act_name(site, layer)
 
 
 def check_layer(model: TLModel, layer: int) -> None:
-    n = int(model.cfg.n_layers)
-    if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < n:
-        raise ValueError(
-            f"layer {layer!r} is out of range: this model has {n} layers, so a layer is an int "
-            f"in 0..{n - 1}"
-        )
+    """A block index of ``model``, counted from 0 (no negative layers for steering)."""
+    _check_layer(layer, int(model.cfg.n_layers))
 
 
 def check_width(model: TLModel, vector: Tensor, where: str) -> None:
