@@ -25,6 +25,44 @@ import torch
 
 log = logging.getLogger("interp.demo")
 
+STAGES = (
+    "load SmolLM2",
+    "activation store",
+    "SAE training and eval",
+    "toy induction model",
+    "feature browser",
+    "circuit studies",
+    "steering study",
+)
+
+
+class _Timer:
+    """Numbered stage banners as the demo goes, and a table of stage times at the end."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float]] = []
+        self.current: str | None = None
+        self.start = time.perf_counter()
+        self.t = self.start
+
+    def stage(self, name: str) -> None:
+        self._close()
+        self.current = name
+        print(f"\n[{STAGES.index(name) + 1}/{len(STAGES)}] {name} ...", flush=True)
+
+    def _close(self) -> None:
+        now = time.perf_counter()
+        if self.current:
+            self.times.append((self.current, now - self.t))
+        self.t, self.current = now, None
+
+    def report(self) -> None:
+        self._close()
+        print("\n== stage times")
+        for name, secs in self.times:
+            print(f"  {name:<24} {secs:7.0f} s")
+        print(f"  {'total':<24} {time.perf_counter() - self.start:7.0f} s")
+
 
 def _store_summary(model: Any, store_path: Path, layer: int, tokens: int) -> None:
     from interp.cache import cache_activations
@@ -106,7 +144,7 @@ def _sae_summary(model: Any, out: Path, layer: int, steps: int) -> None:
     }
     t = time.perf_counter()
     if not (run_dir / "final" / "sae.safetensors").exists():
-        train_run(cfg, resume=(run_dir / "checkpoints" / "latest").exists(), progress=False)
+        train_run(cfg, resume=(run_dir / "checkpoints" / "latest").exists(), progress=True)
     sae = SAE.load(run_dir / "final")
     print(
         f"\n== TopK SAE (d_sae {sae.cfg.d_sae}, k {sae.cfg.k}) on {hook}: {steps} steps x 1024 vectors, "
@@ -164,14 +202,25 @@ def _feature_browser(model: Any, out: Path, layer: int) -> None:
 
 
 def _circuits(model: Any, out: Path) -> None:
-    from interp.patching.study import induction_study, ioi_study
+    from interp.patching.study import STUDY_FILE, StudyResult, induction_study, ioi_study
     from interp.viz import save_html
 
     t = time.perf_counter()
-    studies = [ioi_study(model, n_prompts=16, quick=True), induction_study()]
-    for s in studies:
-        print("\n" + s.summary())
-        s.save(out / "circuits" / s.name.split()[0].lower())
+    runs = {
+        "ioi": lambda: ioi_study(model, n_prompts=16, quick=True),
+        "induction": induction_study,
+    }
+    studies = []
+    for key, run in runs.items():
+        folder = out / "circuits" / key
+        if (folder / STUDY_FILE).exists():  # a complete study from an earlier run
+            study = StudyResult.load(folder)
+            print(f"\n(reused from {folder}; delete it to recompute)")
+        else:
+            study = run()
+            study.save(folder)
+        print(study.summary())
+        studies.append(study)
     figs = [f for s in studies for f in s.figures()]
     path = save_html(out / "circuits.html", *figs, title="mechscope circuits")
     print(f"circuit dashboard ({time.perf_counter() - t:.0f} s): {path}")
@@ -180,11 +229,16 @@ def _circuits(model: Any, out: Path) -> None:
 def _steering(model: Any, out: Path) -> None:
     from interp.steering.study import run_study
 
+    folder = out / "steering"
+    if (folder / "run.json").exists() and (folder / "summary.txt").exists():  # run.json: last
+        print((folder / "summary.txt").read_text().rstrip())
+        print(f"(reused from {folder}; delete it to recompute)")
+        return
     t = time.perf_counter()
     study = run_study(model, quick=True)
     print("\n" + study.summary())
-    study.save(out / "steering")
-    print(f"steering study ({time.perf_counter() - t:.0f} s) -> {out / 'steering'}")
+    study.save(folder)
+    print(f"steering study ({time.perf_counter() - t:.0f} s) -> {folder}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from interp.models import load_model
 
+    timer = _Timer()
+    timer.stage("load SmolLM2")
     t = time.perf_counter()
     model: Any = load_model("smollm2-135m")
     cfg = model.cfg
@@ -213,12 +269,19 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         out = model.generate(prompt, max_new_tokens=4, do_sample=False, verbose=False)
     print(f"{prompt!r} -> {out!r}")
+    timer.stage("activation store")
     _store_summary(model, args.out / f"store_l{args.layer}", args.layer, args.tokens)
+    timer.stage("SAE training and eval")
     _sae_summary(model, args.out, args.layer, args.sae_steps)
+    timer.stage("toy induction model")
     _toy_summary()
+    timer.stage("feature browser")
     _feature_browser(model, args.out, args.layer)
+    timer.stage("circuit studies")
     _circuits(model, args.out)
+    timer.stage("steering study")
     _steering(model, args.out)
+    timer.report()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from interp._io import atomic_write_json, read_json
 from interp.hooks import TLModel
 from interp.patching.attribution import attribution_patch, correlation, edge_attribution
 from interp.patching.path import edge_patch, path_patch
@@ -22,6 +23,9 @@ from interp.patching.sweep import patch_sweep
 from interp.stats import bootstrap_ci
 
 __all__ = ["StudyResult", "induction_study", "ioi_study"]
+
+
+STUDY_FILE = "study.json"
 
 
 @dataclass
@@ -35,17 +39,59 @@ class StudyResult:
         return "\n".join([f"== {self.name} ==", *self.lines])
 
     def save(self, directory: str | Path) -> Path:
+        """Every result in its own folder, then ``study.json`` (written last: its presence means
+        the study is complete and :meth:`load` can reuse it)."""
         d = Path(directory)
         for key, res in self.results.items():
             res.save(d / key)
+        meta = {"name": self.name, "results": list(self.results), "numbers": self.numbers}
+        atomic_write_json(d / STUDY_FILE, meta | {"lines": self.lines})
         return d
 
+    @classmethod
+    def load(cls, directory: str | Path) -> StudyResult:
+        d = Path(directory)
+        if not (d / STUDY_FILE).is_file():
+            raise FileNotFoundError(
+                f"{d} holds no complete study ({STUDY_FILE} is missing); run the study and save it"
+            )
+        meta = read_json(d / STUDY_FILE)
+        results = {k: PatchResult.load(d / k) for k in meta["results"]}
+        return cls(meta["name"], results, meta["numbers"], meta["lines"])
+
     def figures(self) -> list[Any]:
+        """Every result's plot, then the edge graphs; each title starts with the study's name."""
         from interp.viz.graph import plot_graph
+        from interp.viz.text import plotly_text
 
         figs = [r.plot() for r in self.results.values()]
         figs += [plot_graph(r) for r in self.results.values() if r.axes == ("edge",)]
+        for fig in figs:
+            own = fig.layout.title.text or ""
+            name = plotly_text(self.name)
+            fig.update_layout(title_text=f"{name}: {own}" if own else name)
         return figs
+
+
+class _Stages:
+    """A progress bar over a study's stages: ``stage(label)`` ends the one before and starts the
+    next; ``stage.close()`` ends the last."""
+
+    def __init__(self, name: str, total: int, progress: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=name, disable=not progress, dynamic_ncols=True)
+        self.started = False
+
+    def __call__(self, label: str) -> None:
+        if self.started:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_postfix_str(label)
+
+    def close(self) -> None:
+        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.close()
 
 
 def _ci_text(values: torch.Tensor) -> str:
@@ -65,7 +111,12 @@ def _top_text(res: PatchResult, k: int) -> list[str]:
 
 
 def ioi_study(
-    model: TLModel, *, n_prompts: int = 16, quick: bool = True, seed: int = 0
+    model: TLModel,
+    *,
+    n_prompts: int = 16,
+    quick: bool = True,
+    seed: int = 0,
+    progress: bool = True,
 ) -> StudyResult:
     """IOI on ``model``: baselines, residual and head sweeps, attribution vs exact, top heads."""
     from interp.ioi import ioi_prompts
@@ -76,11 +127,15 @@ def ioi_study(
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logit_diff(logits, batch.io, batch.s, pos=-1)
 
+    metric.__name__ = "logit diff (IO − S)"  # what the plots' axes say
+
     lines: list[str] = []
     numbers: dict[str, Any] = {}
     results: dict[str, PatchResult] = {}
     n_layers = model.cfg.n_layers
     t0 = time.perf_counter()
+    stage = _Stages("IOI study", 4, progress)
+    stage("residual sweep")
     resid = patch_sweep(
         model,
         batch.clean,
@@ -108,6 +163,7 @@ def ioi_study(
     lines.append("residual stream (denoising resid_pre, normalised 0 = corrupted, 1 = clean):")
     lines += [f"  {layer:>4}: best position {role:<8} {v:.2f}" for layer, role, v in best]
 
+    stage("head sweep")
     heads = patch_sweep(
         model,
         batch.clean,
@@ -118,11 +174,12 @@ def ioi_study(
         positions=[-1],
         logits_at=-1,
     )
-    heads = _squeeze_pos(heads)
+    heads = heads.squeeze("pos")
     results["heads_end"] = heads
     lines.append("heads at the final position (denoising z), largest normalised effects:")
     lines += _top_text(heads, 6)
 
+    stage("attribution patching")
     atp = attribution_patch(
         model,
         batch.clean,
@@ -132,7 +189,7 @@ def ioi_study(
         over=("layer", "head", "pos"),
         positions=[-1],
     )
-    atp = _squeeze_pos(atp)
+    atp = atp.squeeze("pos")
     results["heads_end_attribution"] = atp
     numbers["attribution_vs_exact_r"] = correlation(atp, heads)
     lines.append(
@@ -141,6 +198,7 @@ def ioi_study(
     )
     top = [row["cell"] for row in heads.normalized().top(3)]
     names = [f"{c['layer']}{c['head']}" for c in top]
+    stage("path patching")
     direct = path_patch(
         model,
         batch.clean,
@@ -156,31 +214,13 @@ def ioi_study(
         "denoising, normalised):"
     )
     lines += _top_text(direct, 3)
+    stage.close()
     numbers["seconds"] = round(time.perf_counter() - t0, 1)
     numbers["top_heads"] = names
     return StudyResult("IOI on " + str(model.cfg.model_name), results, numbers, lines)
 
 
-def _squeeze_pos(res: PatchResult) -> PatchResult:
-    """A (layer, head, pos) result with one position as a (layer, head) one."""
-    axes = tuple(a for a in res.axes if a != "pos")
-    dim = res.axes.index("pos") + 1
-    return PatchResult(
-        res.values.squeeze(dim),
-        axes,
-        {a: res.labels[a] for a in axes},
-        res.metric,
-        res.method,
-        res.site + "@END",
-        res.ablation,
-        res.direction,
-        res.clean,
-        res.corrupt,
-        res.meta,
-    )
-
-
-def induction_study(*, n_prompts: int = 16, seed: int = 0) -> StudyResult:
+def induction_study(*, n_prompts: int = 16, seed: int = 0, progress: bool = True) -> StudyResult:
     """The toy 2-layer induction model: head sweep, attribution and edges vs exact."""
     from interp.toy import load_toy_induction, repeated_random_tokens
 
@@ -197,9 +237,14 @@ def induction_study(*, n_prompts: int = 16, seed: int = 0) -> StudyResult:
         logp = logits[:, half:-1].log_softmax(-1)
         return logp.gather(2, clean[:, half + 1 :, None])[..., 0].mean(1)
 
+    metric.__name__ = "log p(repeated token)"
+
+    stage = _Stages("induction study", 4, progress)
+    stage("head sweep")
     heads = patch_sweep(
         model, clean, corrupt, metric, site="z", over=("layer", "head"), direction="noise"
     )
+    stage("attribution patching")
     atp = attribution_patch(
         model, clean, corrupt, metric, site="z", over=("layer", "head"), direction="noise"
     )
@@ -213,9 +258,12 @@ def induction_study(*, n_prompts: int = 16, seed: int = 0) -> StudyResult:
         direction="noise",
         method="ig",
     )
+    stage("edge patching")
     edges = edge_patch(model, clean, corrupt, metric, direction="noise")
+    stage("edge attribution")
     eap = edge_attribution(model, clean, corrupt, metric, direction="noise")
     eap_ig = edge_attribution(model, clean, corrupt, metric, direction="noise", method="eap-ig")
+    stage.close()
     numbers = {
         "node_r": correlation(atp, heads),
         "node_ig_r": correlation(atp_ig, heads),
