@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from interp._io import read_json, sha256_file
+from interp.validate import check_device, check_dtype, check_int, did_you_mean
 
 __all__ = ["ActivationStore", "CorruptShardError", "StoreBatch", "StoreError", "StoreMismatchError"]
 
@@ -153,12 +154,8 @@ class ActivationStore:
                 raise ValueError(f"this store holds several hooks {hooks}: name one with hook=")
             return hooks[0]
         if hook not in hooks:
-            import difflib
-
-            close = difflib.get_close_matches(hook, hooks, n=3)
             raise KeyError(
-                f"hook {hook!r} is not in this store (it holds {hooks})"
-                + (f"; did you mean {close[0]!r}?" if close else "")
+                f"hook {hook!r} is not in this store (it holds {hooks}){did_you_mean(hook, hooks)}"
             )
         return hook
 
@@ -209,7 +206,10 @@ class ActivationStore:
 
     def rows(self, index: Tensor | np.ndarray | list[int], hook: str | None = None) -> StoreBatch:
         """Rows by global index (0 .. len-1), in the order given."""
-        idx = np.asarray(index, dtype=np.int64)
+        raw = np.asarray(index.cpu() if isinstance(index, Tensor) else index)
+        if raw.size and raw.dtype.kind not in "iu":
+            raise TypeError(f"row indices must be integers; got dtype {raw.dtype}")
+        idx = raw.astype(np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(
                 f"row indices must be in [0, {len(self)}); got {idx.min()}..{idx.max()}"
@@ -219,6 +219,7 @@ class ActivationStore:
 
     def context(self, seq_id: int) -> Tensor:
         """The full token context ``[context_size]`` with global index ``seq_id``."""
+        check_int(seq_id, "seq_id")
         for pos, shard in enumerate(self.shards):
             start, end = shard["sequences"]
             if start <= seq_id < end:
@@ -272,11 +273,34 @@ class ActivationStore:
         ids, context ids and positions of its rows. ``skip`` passes over the first batches without
         reading them (a resumed training run continues the same sequence of batches).
         """
-        if batch_size < 1:
+        if check_int(batch_size, "batch_size") < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_int(skip, "skip", minimum=0)
+        check_device(device)
+        check_dtype(dtype)
         hook = self._hook(hook)
         if not self.shards:
             raise StoreError(f"{self.path} has no shards yet: nothing to read")
+        # Checked above when called, not at the first next(): the batches come from an inner loop.
+        return self._batches(
+            batch_size, hook, seed, shuffle, epochs, shuffle_shards, drop_last, device, dtype,
+            with_meta, skip,
+        )  # fmt: skip
+
+    def _batches(
+        self,
+        batch_size: int,
+        hook: str,
+        seed: int,
+        shuffle: bool,
+        epochs: int | None,
+        shuffle_shards: int,
+        drop_last: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+        with_meta: bool,
+        skip: int,
+    ) -> Iterator[Any]:
         epoch = 0
         while epochs is None or epoch < epochs:
             rng = np.random.default_rng([seed, epoch])
