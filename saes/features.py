@@ -23,6 +23,7 @@ how the final norm is treated.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -198,9 +199,16 @@ def _scan(
     batches = store.batches(
         opts["batch_size"], hook=hook, seed=seed, with_meta=True, dtype=torch.float32
     )
+    from tqdm.auto import tqdm
+
+    total = math.ceil(len(store) / opts["batch_size"])
+    if opts["n_batches"] is not None:
+        total = min(total, opts["n_batches"])
+    bar = tqdm(total=total, desc="feature stats", unit="batch", disable=not opts["progress"])
     for i, batch in enumerate(batches):
         if opts["n_batches"] is not None and i >= opts["n_batches"]:
             break
+        bar.update(1)
         acts = sae.encode(batch.acts.to(device)).index_select(1, idx).float()  # [B, L]
         on = acts != 0
         rows = torch.stack([batch.seq_ids, batch.positions, batch.token_ids], 1).to(device)
@@ -211,6 +219,7 @@ def _scan(
         scan.active += on.sum(0)
         scan.total += acts.double().sum(0)
         scan.n_rows += len(acts)
+    bar.close()
     return scan
 
 
@@ -290,12 +299,14 @@ def feature_stats(
     hook: str | None = None,
     seed: int = 0,
     tokenizer: Any | None = None,
+    progress: bool = True,
 ) -> FeatureReport:
     """Dashboard data for ``latents`` (default all) over ``n_batches`` store batches (None: one pass).
 
     ``context_window`` is (tokens left, tokens right) of each example's position. With a
     ``tokenizer`` every window is also decoded token by token. Memory is per latent
-    O(top_k + reservoir_size + hist_bins), whatever the size of the store.
+    O(top_k + reservoir_size + hist_bins), whatever the size of the store. ``progress``: tqdm
+    bars over the store pass and over the latents' examples.
     """
     name = sae_store_hook(sae, store, hook)
     ids = _latent_ids(latents, sae.cfg.d_sae)
@@ -306,7 +317,7 @@ def feature_stats(
     opts = {
         "top_k": top_k, "reservoir_size": reservoir_size, "hist_bins": hist_bins,
         "batch_size": batch_size, "n_batches": n_batches, "n_quantiles": n_quantiles,
-        "per_band": examples_per_band,
+        "per_band": examples_per_band, "progress": progress,
     }  # fmt: skip
     with _eval_mode(sae):
         scan = _scan(sae, store, name, ids, opts, seed)
@@ -314,10 +325,11 @@ def feature_stats(
         raise ValueError(
             f"no rows were read from the store at {store.path} (n_batches={n_batches})"
         )
+    from tqdm.auto import tqdm
+
     ctx = _Contexts(store, context_window, tokenizer)
-    return FeatureReport(
-        name, scan.n_rows, [_stats(scan, i, lat, opts, ctx) for i, lat in enumerate(ids)]
-    )
+    each = tqdm(list(enumerate(ids)), desc="feature examples", unit="latent", disable=not progress)
+    return FeatureReport(name, scan.n_rows, [_stats(scan, i, lat, opts, ctx) for i, lat in each])
 
 
 # ---- logit effects ------------------------------------------------------------------------------

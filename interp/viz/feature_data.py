@@ -195,6 +195,7 @@ def collect(
     n_neighbours: int = 8,
     hook: str | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> FeatureData:
     """Dashboard data for ``latents`` (default all) of ``sae`` over ``store``.
 
@@ -211,7 +212,7 @@ def collect(
     report = feature_stats(
         sae, store, latents=ids, n_batches=n_batches, batch_size=batch_size, top_k=top_k,
         n_quantiles=n_quantiles, examples_per_band=examples_per_band,
-        context_window=context_window, hook=hook, seed=seed,
+        context_window=context_window, hook=hook, seed=seed, progress=progress,
     )  # fmt: skip
     effects = (
         {e.latent: e for e in logit_effects(sae, model, ids, n_logits, tokenizer=tok).effects}
