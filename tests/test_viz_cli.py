@@ -32,7 +32,9 @@ def test_browser_from_a_run_directory_finds_its_store(tmp_path, tiny_model, caps
     capsys.readouterr()
     assert viz_main(["browser", str(run), "--latents", "5"]) == 0
     page = run / "feature_browser.html"
-    assert f"wrote {page}" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert f"wrote {page}" in shown.out
+    assert "feature stats" in shown.err and "feature examples" in shown.err  # progress bars
     text = page.read_text(encoding="utf-8")
     assert "blocks.1.hook_resid_post" in text and "5 of 24 latents" in text
 
