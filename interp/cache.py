@@ -22,6 +22,7 @@ from interp.validate import (
     check_position,
     check_position_tensor,
     check_positions,
+    check_tokenizer,
     check_tokens,
 )
 
@@ -130,6 +131,7 @@ def cache_activations(
     """
     resolved = resolve_hooks(model, names)
     if isinstance(tokens, (str, list)):
+        check_tokenizer(model, "text input")
         tokens = model.to_tokens(tokens)
     tokens = check_tokens(model, tokens)
     _check_position_arg(positions, tokens)

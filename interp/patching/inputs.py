@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from interp.hooks import TLModel
-from interp.validate import check_choice, check_tokens
+from interp.validate import check_choice, check_tokenizer, check_tokens
 
 __all__ = [
     "ABLATIONS",
@@ -37,6 +37,7 @@ DIRECTIONS = ("denoise", "noise")
 def as_tokens(model: TLModel, x: Any, what: str) -> Tensor:
     """Token ids ``[batch, pos]`` from a tensor, a string or a list of strings."""
     if isinstance(x, str) or (isinstance(x, Sequence) and x and isinstance(x[0], str)):
+        check_tokenizer(model, f"{what} as text")
         x = model.to_tokens(x)
     if not isinstance(x, Tensor):
         raise TypeError(f"{what} must be token ids [batch, pos] or text; got {type(x).__name__}")
