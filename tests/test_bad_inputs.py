@@ -248,6 +248,10 @@ CASES = [
     Case("collect: layer out of range", lambda c: collect_activations(c.model, [[1, 2]], layers=[0, 3]),
          ValueError, "layer 3 is out of range"),
     # -- the activation store ---------------------------------------------------------------
+    Case("store: context_size longer than n_ctx",
+         lambda c: ActivationStore.write(c.store_dir.parent / "long", c.model, HOOK, [torch.arange(40)],
+                                         context_size=40),
+         ValueError, "context_size is 40 positions, longer than this model's context window n_ctx=32"),
     Case("store: batch size of zero", lambda c: next(c.store.batches(0)), ValueError, "batch_size must be"),
     Case("store: misspelt hook", lambda c: next(c.store.batches(4, hook="blocks.1.hook_resid_psot")),
          KeyError, "did you mean 'blocks.1.hook_resid_post'"),
