@@ -119,3 +119,9 @@ def test_sweep_refuses_bad_input(tiny_model):
         sweep(tiny_model, vecs[0], layers=[0], alphas=[1.0], measures=m, intended="effect")
     with pytest.raises(ValueError, match="at least one strength"):
         sweep(tiny_model, vecs[0], layers=[0], alphas=[], measures=m, intended="kl")
+
+
+def test_sweep_shows_progress_over_prompt_batches(capsys, result):
+    # The fixture's sweep ran under this test's capture: 8 + 4 + 4 prompts in batches of 3.
+    err = capsys.readouterr().err
+    assert "steering sweep" in err and "7/7" in err

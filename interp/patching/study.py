@@ -20,6 +20,7 @@ from interp.patching.attribution import attribution_patch, correlation, edge_att
 from interp.patching.path import edge_patch, path_patch
 from interp.patching.result import PatchResult
 from interp.patching.sweep import patch_sweep
+from interp.progress import Stages
 from interp.stats import bootstrap_ci
 
 __all__ = ["StudyResult", "induction_study", "ioi_study"]
@@ -73,27 +74,6 @@ class StudyResult:
         return figs
 
 
-class _Stages:
-    """A progress bar over a study's stages: ``stage(label)`` ends the one before and starts the
-    next; ``stage.close()`` ends the last."""
-
-    def __init__(self, name: str, total: int, progress: bool):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc=name, disable=not progress, dynamic_ncols=True)
-        self.started = False
-
-    def __call__(self, label: str) -> None:
-        if self.started:
-            self.bar.update(1)
-        self.started = True
-        self.bar.set_postfix_str(label)
-
-    def close(self) -> None:
-        self.bar.update(self.bar.total - self.bar.n)
-        self.bar.close()
-
-
 def _ci_text(values: torch.Tensor) -> str:
     ci = bootstrap_ci(values)
     return f"{float(ci.estimate):.3f} (95% CI {float(ci.low):.3f} to {float(ci.high):.3f})"
@@ -134,7 +114,7 @@ def ioi_study(
     results: dict[str, PatchResult] = {}
     n_layers = model.cfg.n_layers
     t0 = time.perf_counter()
-    stage = _Stages("IOI study", 4, progress)
+    stage = Stages("IOI study", 4, progress)
     stage("residual sweep")
     resid = patch_sweep(
         model,
@@ -239,7 +219,7 @@ def induction_study(*, n_prompts: int = 16, seed: int = 0, progress: bool = True
 
     metric.__name__ = "log p(repeated token)"
 
-    stage = _Stages("induction study", 4, progress)
+    stage = Stages("induction study", 4, progress)
     stage("head sweep")
     heads = patch_sweep(
         model, clean, corrupt, metric, site="z", over=("layer", "head"), direction="noise"

@@ -29,6 +29,7 @@ import torch
 from interp._io import atomic_write_bytes, atomic_write_json
 from interp.hooks import TLModel
 from interp.manifest import write_run_manifest
+from interp.progress import Stages
 from interp.steering import data
 from interp.steering.apply import add, generate
 from interp.steering.extraction import (
@@ -254,9 +255,10 @@ def _samples(
     return {k: v[len(prompt) :] if k != "prompt" else v for k, v in out.items()}
 
 
-def run_study(model: TLModel, *, quick: bool = True) -> StudyResult:
+def run_study(model: TLModel, *, quick: bool = True, progress: bool = True) -> StudyResult:
     """Run both experiments on ``model`` (``load_model("smollm2-135m")``)."""
     t0 = time.perf_counter()
+    stage = Stages("steering study", 2, progress)
     plan = _plan(quick)
     k = plan["n_eval"]
     held_shakespeare = data.shakespeare_lines(20, first_doc=32, lines=2, min_chars=60)[:k]
@@ -264,6 +266,7 @@ def run_study(model: TLModel, *, quick: bool = True) -> StudyResult:
     pos = [p for p, _ in data.SENTIMENT_PAIRS]
     neg = [n for _, n in data.SENTIMENT_PAIRS]
     metric = word_logit_diff(model, data.POSITIVE_WORDS, data.NEGATIVE_WORDS)
+    stage("sentiment")
     sentiment = _direction(
         model, "sentiment", (pos[:32], neg[:32]), (pos[32:], neg[32:]), plan=plan,
         methods=["diff_mean", "pca", "probe"], paired=True,
@@ -275,6 +278,7 @@ def run_study(model: TLModel, *, quick: bool = True) -> StudyResult:
         goal="increase", sample_prompt="I watched the film last night, and honestly it was",
     )  # fmt: skip
     train_shakespeare = data.shakespeare_lines(48, max_docs=24, lines=2, min_chars=50)
+    stage("style")
     style = _direction(
         model, "style", (train_shakespeare, data.MODERN_TRAIN),
         (data.shakespeare_lines(20, first_doc=32, lines=2, min_chars=60), data.MODERN_HELDOUT),
@@ -286,4 +290,5 @@ def run_study(model: TLModel, *, quick: bool = True) -> StudyResult:
         ],
         goal="decrease", sample_prompt="Tell me about your day.",
     )  # fmt: skip
+    stage.close()
     return StudyResult(sentiment, style, quick, time.perf_counter() - t0)

@@ -272,8 +272,10 @@ def sweep(
     batch_size: int = 16,
     n_resamples: int = 1000,
     seed: int = 0,
+    progress: bool = True,
 ) -> SteeringSweep:
-    """Add ``alpha * vector`` at each layer (the layer's own vector when a mapping is given)."""
+    """Add ``alpha * vector`` at each layer (the layer's own vector when a mapping is given).
+    ``progress``: a tqdm bar over prompt batches of every measure."""
     layers, alphas = list(layers), [float(a) for a in alphas]
     if isinstance(vectors, Mapping) and (missing := [la for la in layers if la not in vectors]):
         raise ValueError(f"no vector for layers {missing}; vectors exist for {sorted(vectors)}")
@@ -286,14 +288,23 @@ def sweep(
     encs = {
         m.name: encode(model, m.prompts, what=f"prompts of measure {m.name!r}") for m in measures
     }
+    from tqdm.auto import tqdm
+
+    chunks = {m.name: list(encs[m.name].chunks(batch_size)) for m in measures}
+    bar = tqdm(
+        total=sum(map(len, chunks.values())), desc="steering sweep", unit="batch",
+        disable=not progress,
+    )  # fmt: skip
     values, baseline = {}, {}
     for m in measures:
-        parts = [
-            _sweep_chunk(model, m.metric, chunk, layers, alphas, vec_at, positions)
-            for chunk in encs[m.name].chunks(batch_size)
-        ]
+        parts = []
+        for chunk in chunks[m.name]:
+            bar.set_postfix_str(m.name)
+            parts.append(_sweep_chunk(model, m.metric, chunk, layers, alphas, vec_at, positions))
+            bar.update(1)
         values[m.name] = torch.cat([p[0] for p in parts])
         baseline[m.name] = torch.cat([p[1] for p in parts])
+    bar.close()
     first = vec_at(layers[0])
     config = {
         "method": first.method,
