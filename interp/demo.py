@@ -194,6 +194,10 @@ def _toy_summary() -> None:
 def _feature_browser(model: Any, out: Path, layer: int) -> None:
     from interp.viz import demo_views
 
+    page, sae = out / "feature_browser.html", out / f"sae_l{layer}" / "final" / "sae.safetensors"
+    if page.exists() and page.stat().st_mtime > sae.stat().st_mtime:  # built from this SAE
+        print(f"\n== feature browser (reused; delete it to rebuild): {page}")
+        return
     t = time.perf_counter()
     paths = demo_views(
         out / f"sae_l{layer}", out / f"store_l{layer}", out, model=model, n_batches=16
