@@ -32,7 +32,13 @@ from torch import Tensor
 
 from interp.hooks import TLModel, hooks
 from interp.steering.vector import SteeringVector, check_layer, check_width, hook_name_for
-from interp.validate import check_context, check_int, check_token_ids, did_you_mean
+from interp.validate import (
+    check_context,
+    check_int,
+    check_token_ids,
+    check_tokenizer,
+    did_you_mean,
+)
 
 __all__ = ["Edit", "Positions", "ablate", "add", "clamp", "generate", "steer"]
 
@@ -239,9 +245,15 @@ def steer(
 
 
 def _layout(attention_mask: Tensor | None, prompt_len: int | None) -> _Layout:
+    if prompt_len is not None:
+        check_int(prompt_len, "prompt_len", minimum=0)
     if attention_mask is None:
         return _Layout(None, None, prompt_len)
     mask = torch.as_tensor(attention_mask)
+    if mask.ndim != 2 or mask.shape[1] == 0:
+        raise ValueError(
+            f"attention_mask must be [batch, pos] with 1 at real tokens; got shape {tuple(mask.shape)}"
+        )
     if prompt_len is not None:
         mask = mask[:, :prompt_len]
     return _Layout(mask.int().argmax(1).long(), mask.sum(1).long(), prompt_len)
@@ -281,6 +293,7 @@ def generate(
         lengths = torch.full((prompt.shape[0],), prompt.shape[1])
     else:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        check_tokenizer(model, "generate() from text")
         opts = {k: kwargs[k] for k in ("prepend_bos",) if k in kwargs}
         lengths = torch.tensor([model.to_tokens(p, **opts).shape[1] for p in prompts])
     width = int(lengths.max())
