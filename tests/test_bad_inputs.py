@@ -95,7 +95,8 @@ CASES = [
     Case("cache: a missing GPU",
          lambda c: cache_activations(c.model, c.tokens, HOOK, device="cuda:7"),
          ValueError, "'cuda:7' is not available"),
-    Case("cache: dtype as a string", lambda c: cache_activations(c.model, c.tokens, HOOK, dtype="float16"),
+    Case("cache: dtype as a string",
+         lambda c: cache_activations(c.model, c.tokens, HOOK, dtype="float16"),  # type: ignore[arg-type]
          TypeError, "dtype must be a torch.dtype"),
     Case("cache: an integer dtype", lambda c: cache_activations(c.model, c.tokens, HOOK, dtype=torch.int64),
          ValueError, "floating-point dtype"),
@@ -115,7 +116,7 @@ CASES = [
          IndexError, "incorrect holds token id -1"),
     Case("logit_diff: per-prompt ids of the wrong batch", lambda c: logit_diff(L, torch.tensor([1, 2, 3]), 1),
          ValueError, "one id per prompt: shape [2]"),
-    Case("logit_diff: a float token id", lambda c: logit_diff(L, 1.5, 1),
+    Case("logit_diff: a float token id", lambda c: logit_diff(L, 1.5, 1),  # type: ignore[arg-type]
          TypeError, "correct must be integer token ids"),
     Case("logit_diff: position past the end", lambda c: logit_diff(L, 1, 2, pos=3),
          IndexError, "position 3 is out of range"),
@@ -209,7 +210,8 @@ CASES = [
     # -- IOI and models ---------------------------------------------------------------------
     Case("ioi: a model without a tokenizer", lambda c: ioi_prompts(c.model, 4),
          ValueError, "ioi_prompts needs a model with a tokenizer"),
-    Case("ioi: a float count", lambda c: ioi_prompts(c.model, 2.5), TypeError, "n must be an int"),
+    Case("ioi: a float count", lambda c: ioi_prompts(c.model, 2.5),  # type: ignore[arg-type]
+         TypeError, "n must be an int"),
     Case("load_model: a hub name offline", lambda c: load_model("gpt2"),
          OSError, "needs the Hugging Face hub, but HF_HUB_OFFLINE"),
     Case("load_model: misspelt mechscope name", lambda c: load_model("smolm2-135m"),
@@ -328,7 +330,7 @@ def _pair(model):
 
 def test_a_head_sweep_at_one_position_is_layer_by_head(tiny_model):
     clean, corrupt = _pair(tiny_model)
-    kw = {"site": "z", "positions": [-1]}
+    kw: dict[str, Any] = {"site": "z", "positions": [-1]}
     res = patch_sweep(tiny_model, clean, corrupt, metric, over=("layer", "head"), **kw)
     full = patch_sweep(tiny_model, clean, corrupt, metric, over=("layer", "head", "pos"), **kw)
     assert res.axes == ("layer", "head") and res.shape == (2, 4)
