@@ -114,11 +114,14 @@ class HeadScores:
         return self.scores[self._have(kind)]
 
     def best(self, kind: str) -> tuple[tuple[int, int], float]:
-        """``((layer, head), score)`` of the highest-scoring head (NaN when nothing counted)."""
-        (row,) = self.top(kind, 1) or [None]
-        if row is None:
-            return (0, 0), float("nan")
-        return (row["layer"], row["head"]), row["score"]
+        """``((layer, head), score)`` of the highest-scoring head."""
+        rows = self.top(kind, 1)
+        if not rows:
+            raise ValueError(
+                f"no head has a {kind} score: no query position in these prompts has a {kind} "
+                "target (see the NoTargetWarning), so there is no best head"
+            )
+        return (rows[0]["layer"], rows[0]["head"]), rows[0]["score"]
 
     def top(self, kind: str, k: int = 5) -> Rows:
         """The ``k`` highest-scoring heads as a table: layer, head, score, node name."""
@@ -243,25 +246,26 @@ def head_scores(
     num = {k: torch.zeros(n_prompts, n_layers, n_heads, dtype=torch.float64) for k in kinds}
     tl_den = torch.zeros(n_prompts, n_layers, n_heads, dtype=torch.float64)
     count = {k: torch.zeros(n_prompts, dtype=torch.float64) for k in kinds}
-    device = model.cfg.device
+    device = getattr(model.cfg, "device", None)
     forward_kwargs = {"stop_at_layer": n_layers} if isinstance(model, HookedTransformer) else {}
     for idx in _batches(rows, batch_size):
-        tokens = torch.stack([rows[i] for i in idx]).to(device)
+        tokens = torch.stack([rows[i] for i in idx])
+        tokens = tokens.to(device) if device is not None else tokens
         n = tokens.shape[-1]
         # attention TL's denominator counts: all of it, less the keys it excludes
-        keep = torch.ones(n, n, dtype=torch.float64, device=tokens.device)
+        keep = torch.ones(n, n, dtype=torch.bool, device=tokens.device)
         if exclude_bos:
-            keep[:, 0] = 0
+            keep[:, 0] = False
         if exclude_current_token:
-            keep.fill_diagonal_(0)
+            keep.fill_diagonal_(False)
         masks = {
             kind: target_mask(
                 tokens, kind, exclude_bos=exclude_bos, exclude_current_token=exclude_current_token
-            ).double()  # [b, q, k]
+            )  # [b, q, k], bool: the hook casts it to the pattern's dtype
             for kind in kinds
         }
         for kind, mask in masks.items():
-            count[kind][idx] = mask.amax(-1).sum(-1).cpu()
+            count[kind][idx] = mask.any(-1).sum(-1).double().cpu()
 
         with hooks(
             model,
@@ -299,10 +303,12 @@ def _reducer(
     layer rather than [batch, head, pos, pos]."""
 
     def hook(pattern: Tensor, hook: object) -> None:
-        p = pattern.detach().double()
+        p = pattern.detach()
+        if p.dtype not in (torch.float32, torch.float64):
+            p = p.float()  # half-precision sums over pos^2 entries lose digits
         for kind, mask in masks.items():
-            num[kind][idx, layer] = torch.einsum("bhqk,bqk->bh", p, mask).cpu()
-        tl_den[idx, layer] = torch.einsum("bhqk,qk->bh", p, keep).cpu()
+            num[kind][idx, layer] = torch.einsum("bhqk,bqk->bh", p, mask.to(p.dtype)).double().cpu()
+        tl_den[idx, layer] = torch.einsum("bhqk,qk->bh", p, keep.to(p.dtype)).double().cpu()
 
     return hook
 
