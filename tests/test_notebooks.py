@@ -115,6 +115,20 @@ def test_no_machine_paths_in_outputs(path):
     assert not leaks
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_no_progress_bars_or_terminal_codes(path):
+    """Progress bars and cursor escapes show as junk lines in a stored notebook."""
+    junk = [
+        (i, text[:80])
+        for i, c in _code_cells(path)
+        for o in c.outputs
+        if o.output_type == "stream"
+        for text in [o.text]
+        if "\x1b[" in text or re.search(r"\d+%\|", text)
+    ]
+    assert not junk
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_notebook_runs(path):

@@ -3,12 +3,12 @@
     .venv/bin/python tools/execute_notebooks.py                  # every notebook in notebooks/
     .venv/bin/python tools/execute_notebooks.py notebooks/04_patching.ipynb
 
-Each notebook runs in a fresh temporary directory, so nothing it writes lands in the repository.
-GitHub and nbviewer run no JavaScript, so every Plotly figure keeps its JSON (interactive in
-Jupyter) and gains a PNG drawn by plotly.js in headless Chromium, and each of mechscope's
-iframe views (``Dashboard``, views) is stored as a screenshot of its page instead of a
-multi-megabyte ``srcdoc``. A notebook whose outputs hold an error or a machine path is not
-written: fix the cell so that it prints relative paths.
+Each notebook runs in a fresh temporary directory, so nothing it writes lands in the repository,
+and its progress bars are dropped from the stored outputs. GitHub and nbviewer run no
+JavaScript, so every Plotly figure keeps its JSON (interactive in Jupyter) and gains a PNG drawn
+by plotly.js in headless Chromium, and each of mechscope's iframe views (``Dashboard``, views)
+is stored as a screenshot of its page instead of a multi-megabyte ``srcdoc``. A notebook whose
+outputs hold an error or a machine path is not written: fix the cell to print relative paths.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ NOTEBOOKS = ROOT / "notebooks"
 PLOTLY = "application/vnd.plotly.v1+json"
 MACHINE_PATH = re.compile(r"/work/|/tmp/|/root/|/home/|/Users/|\b[A-Za-z]:\\[\w.]")
 _IFRAME = re.compile(r'^<iframe srcdoc="([^"]*)"')
+_PROGRESS = re.compile(r"\d+%\|.*\| *[\d.]+k?/[\d.]+k? \[|\x1b\[")  # a tqdm bar, or cursor moves
 
 # The kernel's environment: offline, figures as JSON (not 4.8 MB of inlined plotly.js per
 # notebook), no ipywidgets warning (stderr noise that names the venv's path).
@@ -73,6 +74,21 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
                     where = text[max(hit.start() - 40, 0) : hit.end() + 40]
                     found.append(f"cell {i}: machine path in an output: ...{where}...")
     return found
+
+
+def drop_progress_bars(nb: nbformat.NotebookNode) -> None:
+    """Remove tqdm bars from stderr, in place: transient, and different on every run."""
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and out.name == "stderr":
+                lines = out.text.splitlines(keepends=True)
+                out.text = "".join(line for line in lines if not _PROGRESS.search(line))
+                if not out.text.strip():
+                    continue
+            kept.append(out)
+        if "outputs" in cell:
+            cell.outputs = kept
 
 
 def _strings(obj: Any) -> list[str]:
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             nb = execute(path)
             seconds = time.perf_counter() - t0
+            drop_progress_bars(nb)
             added = images.add(nb)
             bad = problems(nb)
             if bad:
