@@ -27,6 +27,7 @@ from interp.patching import (
     patch_sweep,
     path_patch,
 )
+from interp.scrubbing import next_token_loss
 from interp.steering import add, collect_activations, extract, generate, steer
 from interp.steering.vector import hook_name_for
 from interp.store import ActivationStore
@@ -257,6 +258,10 @@ CASES = [
          ValueError, "batch_size must be at least 1"),
     Case("collect: layer out of range", lambda c: collect_activations(c.model, [[1, 2]], layers=[0, 3]),
          ValueError, "layer 3 is out of range"),
+    Case("next_token_loss: position past the end",
+         lambda c: next_token_loss(6)(torch.zeros(2, 6, V), c.tokens),
+         IndexError, "position 6 is out of range for sequences of 6 positions"),
+    Case("next_token_loss: a float position", lambda c: next_token_loss([1.5]), TypeError, "must be an int"),
     # -- the activation store ---------------------------------------------------------------
     Case("store: context_size longer than n_ctx",
          lambda c: ActivationStore.write(c.store_dir.parent / "long", c.model, HOOK, [torch.arange(40)],
