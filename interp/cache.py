@@ -132,7 +132,7 @@ def cache_activations(
     resolved = resolve_hooks(model, names)
     if isinstance(tokens, (str, list)):
         check_tokenizer(model, "text input")
-        tokens = model.to_tokens(tokens)
+        tokens = model.to_tokens(tokens, truncate=False)  # too long is refused below, not cut
     tokens = check_tokens(model, tokens)
     _check_position_arg(positions, tokens)
     check_dtype(dtype)

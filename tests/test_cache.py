@@ -77,3 +77,9 @@ def test_bad_positions_and_names(tiny_model):
 def test_select_positions_rejects_float_index():
     with pytest.raises(TypeError):
         select_positions(torch.zeros(1, 3, 2), torch.tensor([0.5]), 1)
+
+
+def test_text_longer_than_the_context_is_refused_not_truncated(smollm2):
+    text = "to be or not " * 2100  # > 8192 tokens
+    with pytest.raises(ValueError, match="n_ctx=8192"):
+        cache_activations(smollm2, text, "blocks.0.hook_resid_post")

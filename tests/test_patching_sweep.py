@@ -182,11 +182,21 @@ def test_result_ci_top_save_load(tiny_model, tmp_path):
     assert abs(float(norm.clean.mean()) - 1) < 1e-6 and abs(float(norm.corrupt.mean())) < 1e-6
     top = res.top(3)
     assert len(top) == 3 and abs(top[0]["effect"]) >= abs(top[-1]["effect"])
+    # A table in a notebook and in print: one column per axis, then the numbers.
+    assert "<table>" in top._repr_html_() and "<th>layer</th>" in top._repr_html_()
+    assert str(top).splitlines()[0].split()[:3] == ["layer", "pos", "mean"]
     out = res.save(tmp_path / "r")
     back = PatchResult.load(out)
     assert torch.equal(back.values, res.values) and back.labels == res.labels
     assert (out / "run.json").exists()
     assert len(res.to_dataframe()) == res.values[0].numel()
+
+
+def test_a_lambda_metric_is_named_on_the_axes(tiny_model):
+    clean, corrupt = _batch(tiny_model)
+    res = patch_sweep(tiny_model, clean, corrupt, lambda lg: _metric(lg), site="resid_pre")
+    assert res.metric == "metric (lambda)"
+    assert res.normalized().metric == "normalized(metric (lambda))"
 
 
 def test_scalar_metric_loses_only_the_ci(tiny_model):

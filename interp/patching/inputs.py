@@ -122,7 +122,9 @@ def check_metric_first(model: TLModel, metric: Metric, n: int, n_pos: int) -> No
 def metric_name(metric: Metric) -> str:
     name = getattr(metric, "__name__", None) or type(metric).__name__
     func = getattr(metric, "func", None)  # functools.partial
-    return getattr(func, "__name__", name) if name == "partial" else name
+    name = getattr(func, "__name__", name) if name == "partial" else name
+    # A lambda has no name to show on an axis; a def or metric.__name__ gives one.
+    return "metric (lambda)" if name == "<lambda>" else name
 
 
 def axis_labels(

@@ -18,6 +18,7 @@ from torch import Tensor
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
 from interp.manifest import write_run_manifest
 from interp.stats import CI, bootstrap_ci
+from interp.table import Rows
 from interp.validate import check_choice, check_int, did_you_mean
 
 __all__ = ["PatchResult"]
@@ -148,7 +149,7 @@ class PatchResult:
             {**self.meta, "fixed": fixed},
         )
 
-    def top(self, k: int = 10, *, by: str = "abs_effect") -> list[dict[str, Any]]:
+    def top(self, k: int = 10, *, by: str = "abs_effect") -> Rows:
         """The k cells with the largest effect (|mean − base-run mean|), with their CIs."""
         check_int(k, "k", minimum=1)
         check_choice(by, ("abs_effect", "value"), "by")
@@ -158,7 +159,7 @@ class PatchResult:
         mean = self.mean.flatten()
         score = (mean - ref).abs() if by == "abs_effect" else mean
         order = torch.argsort(score, descending=True)[:k]
-        rows = []
+        rows = Rows()
         for flat in order.tolist():
             idx = np.unravel_index(flat, self.shape)
             rows.append(
