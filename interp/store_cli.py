@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
+
+from interp._cli import command_parser, run_command
 
 __all__ = ["main"]
 
@@ -96,12 +97,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m interp.store",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+    p, sub = command_parser("python -m interp.store", __doc__)
     w = sub.add_parser("write", help="write (or resume) a store")
     w.add_argument("path", type=Path)
     w.add_argument("--model", required=True, help="smollm2-135m, toy-induction or a local folder")
@@ -123,8 +119,4 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from interp.store import StoreError
 
-    try:
-        return int(args.run(args))
-    except (ValueError, FileNotFoundError, TypeError, StoreError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(args, (ValueError, FileNotFoundError, TypeError, StoreError))

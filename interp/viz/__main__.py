@@ -10,8 +10,9 @@ latent's logit effects and token strings. Writes ``OUT/feature_browser.html``, o
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from interp._cli import command_parser, run_command
 
 __all__ = ["main"]
 
@@ -52,12 +53,7 @@ def _browser(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m interp.viz",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+    p, sub = command_parser("python -m interp.viz", __doc__)
     b = sub.add_parser("browser", help="feature browser for a saved SAE or a training run")
     b.add_argument("run_dir", type=Path, help="a training run directory or a saved SAE folder")
     b.add_argument("--store", type=Path, default=None)
@@ -70,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from interp.store import StoreError
     from saes.sae import SAELoadError
 
-    try:
-        return int(args.run(args))
-    except (ValueError, FileNotFoundError, StoreError, SAELoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(args, (ValueError, FileNotFoundError, StoreError, SAELoadError))
 
 
 if __name__ == "__main__":
