@@ -1,6 +1,7 @@
 """``python -m interp.viz.screenshots``: PNGs of each view for the docs, by headless Chromium.
 
 Writes ``feature_browser.png``, ``feature_dashboard.png`` and ``attention.png`` into ``--out``
+(with ``--circuits runs/demo/circuits.html``: only ``circuit_dashboard.png``)
 (default ``docs/img``) and the HTML pages they show into ``--pages``. Features come from ``--sae`` over
 ``--store`` (a trained SAE reads best; default: the demo's); attention from SmolLM2-135M on a
 sentence said twice, at the head with the highest induction score.
@@ -80,6 +81,19 @@ def run(args: argparse.Namespace) -> list[Path]:
     return [out / n for n in ("feature_browser.png", "feature_dashboard.png", "attention.png")]
 
 
+def circuits(html: Path, out: Path) -> Path:
+    """The top of the demo's circuit dashboard (the IOI residual sweep, position by position)."""
+    from interp.viz.chromium import Browser
+
+    with Browser(width=1280, height=1000) as b:
+        page = b.load(html.resolve().as_uri())
+        if page.console_errors or page.ready_ms is None:
+            raise RuntimeError(f"{html} did not render cleanly: {page}")
+        b.evaluate("window.scrollTo(0, 0)")
+        b.screenshot(out / "circuit_dashboard.png")
+    return out / "circuit_dashboard.png"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m interp.viz.screenshots", description=__doc__)
     parser.add_argument("--sae", default="runs/demo/sae_l15")
@@ -89,8 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-batches", type=int, default=16)
     parser.add_argument("--out", default="docs/img")
     parser.add_argument("--pages", default="runs/viz_screenshots", help="where the HTML goes")
+    parser.add_argument(
+        "--circuits", default=None, help="only screenshot this circuit dashboard (circuits.html)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.circuits:
+        print(circuits(Path(args.circuits), Path(args.out)))
+        return
     for path in run(args):
         print(path)
 
