@@ -1,8 +1,8 @@
 """``python -m interp.viz.screenshots``: PNGs of each view for the docs, by headless Chromium.
 
 Writes ``feature_browser.png``, ``feature_dashboard.png`` and ``attention.png`` into ``--out``
-(with ``--circuits runs/demo/circuits.html``: only ``circuit_dashboard.png``)
-(default ``docs/img``) and the HTML pages they show into ``--pages``. Features come from ``--sae`` over
+(default ``docs/img``) and the HTML pages they show into ``--pages``; with ``--circuits
+runs/demo/circuits.html``, only ``circuit_dashboard.png``. Features come from ``--sae`` over
 ``--store`` (a trained SAE reads best; default: the demo's); attention from SmolLM2-135M on a
 sentence said twice, at the head with the highest induction score.
 """
@@ -30,6 +30,15 @@ def _induction_head(view: Any) -> tuple[int, int]:
     k = q - half + 1
     scores = view.patterns[:, q, k].mean(-1)
     return view.heads[int(scores.argmax())]
+
+
+def _shoot(b: Any, url: str, png: Path) -> None:
+    """Load ``url`` in browser ``b``, refuse a page that did not render cleanly, save its top."""
+    page = b.load(url)
+    if page.console_errors or page.ready_ms is None:
+        raise RuntimeError(f"{url} did not render cleanly: {page}")
+    b.evaluate("window.scrollTo(0, 0)")
+    b.screenshot(png)
 
 
 def run(args: argparse.Namespace) -> list[Path]:
@@ -67,16 +76,9 @@ def run(args: argparse.Namespace) -> list[Path]:
             (browser_html, "feature_browser.png", f"#features-latent-{args.latent}"),
             (attn_html, "attention.png", f"#attn-L{layer}H{head}"),
         ]:
-            page = b.load(html.resolve().as_uri() + url_hash)
-            if page.console_errors or page.ready_ms is None:
-                raise RuntimeError(f"{html} did not render cleanly: {page}")
-            b.evaluate("window.scrollTo(0, 0)")
-            b.screenshot(out / name)
+            _shoot(b, html.resolve().as_uri() + url_hash, out / name)
     with Browser(width=1280, height=1700) as b:
-        page = b.load(dashboard_html)
-        if page.console_errors or page.ready_ms is None:
-            raise RuntimeError(f"{dashboard_html} did not render cleanly: {page}")
-        b.screenshot(out / "feature_dashboard.png")
+        _shoot(b, dashboard_html.resolve().as_uri(), out / "feature_dashboard.png")
     log.info("induction head L%dH%d; screenshots in %s", layer, head, out)
     return [out / n for n in ("feature_browser.png", "feature_dashboard.png", "attention.png")]
 
@@ -86,11 +88,7 @@ def circuits(html: Path, out: Path) -> Path:
     from interp.viz.chromium import Browser
 
     with Browser(width=1280, height=1000) as b:
-        page = b.load(html.resolve().as_uri())
-        if page.console_errors or page.ready_ms is None:
-            raise RuntimeError(f"{html} did not render cleanly: {page}")
-        b.evaluate("window.scrollTo(0, 0)")
-        b.screenshot(out / "circuit_dashboard.png")
+        _shoot(b, html.resolve().as_uri(), out / "circuit_dashboard.png")
     return out / "circuit_dashboard.png"
 
 
