@@ -28,7 +28,7 @@ __all__ = [
 
 _HOME = {
     "ActivationStore": "interp.store",
-    "ComponentGraph": "interp.graph",
+    "ComponentGraph": "interp.core.nodes",
     "attribution_patch": "interp.patching",
     "edge_attribution": "interp.patching",
     "edge_patch": "interp.patching",

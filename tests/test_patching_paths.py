@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interp.graph import ComponentGraph, UnknownNodeError
+from interp.core.nodes import ComponentGraph, UnknownNodeError
 from interp.metrics import logit_diff
 from interp.patching import (
     attribution_patch,

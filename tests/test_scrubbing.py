@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.graph import ComponentGraph, UnknownNodeError
+from interp.core.nodes import ComponentGraph, UnknownNodeError
 from interp.hooks import hooks
 from interp.scrubbing import (
     FeatureError,
@@ -144,7 +144,7 @@ def _reference(model, graph, tokens, plan_, rows, engine, i):
         if graph.has_pos_embed:
             fwd.append(("hook_pos_embed", set_whole("pos_embed")))
         for L in range(graph.n_layers):
-            if graph._attn_order(L) < node.order:
+            if graph.attn_order(L) < node.order:
 
                 def set_z(act, hook, L=L):
                     out = engine.cache[hook.name][r].clone()
@@ -154,7 +154,7 @@ def _reference(model, graph, tokens, plan_, rows, engine, i):
                     return out[None]
 
                 fwd.append((f"blocks.{L}.attn.hook_z", set_z))
-            if not graph.attn_only and graph._mlp_order(L) < node.order:
+            if not graph.attn_only and graph.mlp_order(L) < node.order:
                 fwd.append((f"blocks.{L}.hook_mlp_out", set_whole(f"MLP{L}")))
         if node.kind in ("q", "k", "v"):
 

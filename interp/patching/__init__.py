@@ -7,10 +7,10 @@
 Every method returns a :class:`PatchResult` (per-prompt values, labelled axes, bootstrap CIs).
 """
 
+from interp.core.sites import SITES
 from interp.patching.attribution import attribution_patch, correlation, edge_attribution
 from interp.patching.path import edge_patch, path_patch
 from interp.patching.result import PatchResult
-from interp.patching.sites import SITES
 from interp.patching.sweep import patch_sweep
 
 __all__ = [

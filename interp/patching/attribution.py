@@ -20,15 +20,16 @@ units as the exact methods, so they can be compared cell for cell (``correlation
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens.utilities import apply_softcap
 
-from interp.graph import ComponentGraph
+from interp.core.adapter import adapt
+from interp.core.forward import logits_at as _run_logits
+from interp.core.nodes import ComponentGraph
+from interp.core.sites import Site, site_spec
 from interp.hooks import TLModel, hooks
 from interp.models import model_fingerprint
 from interp.patching.inputs import (
@@ -42,44 +43,10 @@ from interp.patching.inputs import (
     metric_name,
 )
 from interp.patching.result import PatchResult
-from interp.patching.runner import is_fast_capable
-from interp.patching.sites import Site, site_spec
 from interp.patching.sweep import _logit_positions, _ranges, fixed_axes
 from interp.validate import check_choice, check_int
 
 __all__ = ["attribution_patch", "correlation", "edge_attribution"]
-
-
-@contextlib.contextmanager
-def _activation_grads_only(model: TLModel) -> Iterator[None]:
-    """Freeze weights so backward computes activation gradients only (no weight gradients)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-def _run_logits(model: TLModel, tokens: Tensor, logit_pos: list[int] | None) -> Tensor:
-    """Logits, at just ``logit_pos`` when given (the unembedding is skipped elsewhere)."""
-    if logit_pos is None:
-        return model(tokens)
-    if not is_fast_capable(model):
-        return model(tokens)[:, logit_pos]
-    resid = model(tokens, stop_at_layer=model.cfg.n_layers)[:, logit_pos]
-    if model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
-
-
-def _embed_hooks(model: TLModel) -> list[str]:
-    names = ["hook_embed"]
-    if getattr(model.cfg, "positional_embedding_type", "") == "standard":
-        names.append("hook_pos_embed")
-    return names
 
 
 def _forward_with_grads(
@@ -113,8 +80,8 @@ def _forward_with_grads(
         acts[hook.name] = act
 
     rows = tokens.repeat(steps, 1)
-    with _activation_grads_only(model), torch.enable_grad():
-        with hooks(model, fwd=[(e, leaf) for e in _embed_hooks(model)] + [(names, keep)]):
+    with adapt(model).activation_grads_only(), torch.enable_grad():
+        with hooks(model, fwd=[(e, leaf) for e in adapt(model).embed_hooks] + [(names, keep)]):
             logits = _run_logits(model, rows, logit_pos)
         per_step = [
             checked_metric(metric, logits[i * n : (i + 1) * n].detach(), n) for i in range(steps)
@@ -159,7 +126,7 @@ def _grads(
     """Base metric values, base activations and (mean) gradients at ``names``."""
     if not ig:
         return _forward_with_grads(model, base_t, metric, names, logit_pos=logit_pos)
-    embeds = {e: src_acts[e] for e in _embed_hooks(model)}
+    embeds = {e: src_acts[e] for e in adapt(model).embed_hooks}
     _, _, grads = _forward_with_grads(
         model, base_t, metric, names, source_embeds=embeds, steps=steps, logit_pos=logit_pos
     )
@@ -227,7 +194,7 @@ def attribution_patch(
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
     layer_list = ranges["layer"]
     names = [spec.hook_name(layer) for layer in layer_list]
-    embeds = _embed_hooks(model)
+    embeds = adapt(model).embed_hooks
     logit_pos = None if logits_at is None else _logit_positions(logits_at, n_pos)
     check_metric_first(model, metric, n, n_pos if logit_pos is None else len(logit_pos))
     src_vals, src_acts = _source_run(model, source_t, metric, names + embeds, logit_pos)
@@ -272,42 +239,24 @@ def attribution_patch(
 
 
 # -- edges ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _receiver_hooks_enabled(model: TLModel) -> Iterator[None]:
-    """Turn on TL's per-head q/k/v input hooks and the MLP input hook, then restore."""
-    cfg = model.cfg
-    old = (cfg.use_split_qkv_input, getattr(cfg, "use_hook_mlp_in", False))
-    try:
-        model.set_use_split_qkv_input(True)
-        if not cfg.attn_only:
-            model.set_use_hook_mlp_in(True)
-        yield
-    finally:
-        model.set_use_split_qkv_input(old[0])
-        if not cfg.attn_only:
-            model.set_use_hook_mlp_in(old[1])
-
-
 def _sender_outputs(model: TLModel, graph: ComponentGraph, acts: dict[str, Tensor]) -> Tensor:
     """Each sender's write into the residual stream, ``[n, pos, n_senders, d_model]``."""
-    outs = []
-    for s in graph.senders:
-        if s.kind in ("embed", "pos_embed"):
-            outs.append(acts[s.hook])
-        elif s.kind == "head":
-            w_o = model.blocks[s.layer].attn.W_O[s.head]  # [d_head, d_model]
-            outs.append(acts[s.hook][:, :, s.head] @ w_o)
-        else:
-            outs.append(acts[s.hook])
+    adapter = adapt(model)
+    per_head = {
+        layer: adapter.head_outputs(layer, acts[f"blocks.{layer}.attn.hook_z"])
+        for layer in {s.layer for s in graph.senders if s.kind == "head"}
+    }
+    outs = [
+        per_head[s.layer][:, :, s.head] if s.kind == "head" else acts[s.hook] for s in graph.senders
+    ]
     return torch.stack(outs, dim=2)
 
 
-def _receiver_hook(r: Any, n_layers: int) -> tuple[str, int | None]:
+def _receiver_hook(model: TLModel, r: Any) -> tuple[str, int | None]:
+    """The residual-width input a receiver reads, and its head (None: not per head)."""
     if r.kind == "logits":
-        return f"blocks.{n_layers - 1}.hook_resid_post", None
-    if r.kind == "mlp_in":
-        return f"blocks.{r.layer}.hook_mlp_in", None
-    return f"blocks.{r.layer}.hook_{r.kind}_input", r.head
+        return adapt(model).final_hook, None
+    return r.input_hook, r.head if r.spec.per_head else None
 
 
 def edge_attribution(
@@ -331,17 +280,16 @@ def edge_attribution(
     graph = ComponentGraph(model)
     clean_t, corrupt_t, _ = _prepare(model, clean, corrupt, "corrupt", direction)
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
-    n_layers = graph.n_layers
     sender_names = sorted({s.hook for s in graph.senders})
     recv = graph.receivers
-    recv_hooks = sorted({_receiver_hook(r, n_layers)[0] for r in recv})
-    embeds = _embed_hooks(model)
+    recv_hooks = sorted({_receiver_hook(model, r)[0] for r in recv})
+    embeds = adapt(model).embed_hooks
     ig = method == "eap-ig"
     logit_pos = None if logits_at is None else _logit_positions(logits_at, clean_t.shape[1])
     check_metric_first(
         model, metric, clean_t.shape[0], clean_t.shape[1] if logit_pos is None else len(logit_pos)
     )
-    with _receiver_hooks_enabled(model):
+    with adapt(model).split_inputs():
         src_vals, src_acts = _source_run(
             model, source_t, metric, sorted({*sender_names, *embeds}), logit_pos
         )
@@ -358,7 +306,7 @@ def edge_attribution(
     delta = _sender_outputs(model, graph, src_acts) - _sender_outputs(model, graph, base_acts)
     g = []
     for r in recv:
-        hook, head = _receiver_hook(r, n_layers)
+        hook, head = _receiver_hook(model, r)
         g.append(grads[hook] if head is None else grads[hook][:, :, head])
     g_all = torch.stack(g, dim=2)  # [n, pos, n_receivers, d_model]
     scores = torch.einsum("bpsd,bprd->bsr", delta.float(), g_all.float())  # [n, S, R]

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from interp.cache import cache_activations
-from interp.graph import ComponentGraph, Node
+from interp.core.nodes import ComponentGraph, Node
 from interp.hooks import TLModel, hooks
 from interp.models import model_fingerprint
 from interp.patching.inputs import (

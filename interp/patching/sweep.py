@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from interp.cache import cache_activations
+from interp.core.adapter import adapt
+from interp.core.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
 from interp.patching.inputs import (
@@ -29,8 +31,7 @@ from interp.patching.inputs import (
     reference_tokens,
 )
 from interp.patching.result import PatchResult
-from interp.patching.runner import PatchRunner, is_fast_capable
-from interp.patching.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
+from interp.patching.runner import PatchRunner
 from interp.validate import (
     check_head,
     check_int,
@@ -185,11 +186,12 @@ def patch_sweep(
     logit_pos = _logit_positions(logits_at, n_pos)
     check_metric_first(model, metric, n, len(logit_pos))
     ref_t = reference_tokens(model, reference, clean_t, ablation)
-    use_fast = is_fast_capable(model) if fast is None else fast
-    if use_fast and not is_fast_capable(model):
+    adapter = adapt(model)
+    use_fast = adapter.fast_capable if fast is None else fast
+    if use_fast and not adapter.fast_capable:
         raise ValueError(
-            "fast=True needs a HookedTransformer with causal attention on one device; "
-            f"got {type(model).__name__}"
+            "fast=True needs the block-level partial forward (a HookedTransformer with causal "
+            f"attention on one device); got {adapter}"
         )
 
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
@@ -227,12 +229,12 @@ def patch_sweep(
         _same(src[spec.hook_name(c.layer)], base_acts[spec.hook_name(c.layer)], c, spec.layout)
         for c in cells
     ]
-    runner.base_acts = {}  # only needed for the check above
+    runner.release_base_acts()  # only needed for the check above
     per_prompt = clean_vals.shape[0] == n
     values = torch.empty(n if per_prompt else 1, len(cells))
     pending: list[tuple[list[int], Tensor]] = []
     # Unembed many groups' final residuals at once, within a bound on the logits' size.
-    rows_per_unembed = max(n, (1 << 26) // (len(logit_pos) * model.cfg.d_vocab))
+    rows_per_unembed = max(n, (1 << 26) // (len(logit_pos) * adapter.spec.d_vocab))
 
     def score(idx: list[int], logits: Tensor) -> None:
         for j, i in enumerate(idx):
@@ -247,7 +249,7 @@ def patch_sweep(
                 runner.logits(finals[i : i + rows_per_unembed])
                 for i in range(0, len(finals), rows_per_unembed)
             ]
-        ).reshape(-1, n, len(logit_pos), model.cfg.d_vocab)
+        ).reshape(-1, n, len(logit_pos), adapter.spec.d_vocab)
         score([i for idx, _ in pending for i in idx], logits)
         pending.clear()
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.graph import ComponentGraph
+from interp.core.nodes import ComponentGraph
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
 from interp.patching.inputs import as_tokens, metric_name

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.graph import ComponentGraph, Node
+from interp.core.nodes import ComponentGraph, Node
 from interp.hooks import TLModel, hooks
 from interp.scrubbing.hypothesis import Claim, Feature, Hypothesis, class_sampler
 
@@ -137,10 +137,7 @@ class _Builder:
         return r.id
 
     def _receiver(self, head: Node, kind: str) -> Node:
-        g = self.graph
-        h = head.head if kind == "q" or not g.gqa else head.head // (g.n_heads // g.n_kv_heads)  # type: ignore[operator]
-        letter = "G" if g.gqa and kind != "q" else "H"
-        return g.node(f"L{head.layer}{letter}{h}.{kind}")
+        return self.graph.input_of(head.at(None), kind)
 
 
 def plan(graph: ComponentGraph, hyp: Hypothesis, start: int = 0) -> Plan:
@@ -303,7 +300,7 @@ class ScrubEngine:
                     if b.role == "head" and b.node.layer == layer:
                         vals[b.id] = act[where[b.id], :, b.node.head].clone()
                 out = act.clone()
-                set_senders(out, hook.name, "head", g._attn_order(layer), True)
+                set_senders(out, hook.name, "head", g.attn_order(layer), True)
                 return out
 
             return fn
@@ -314,7 +311,7 @@ class ScrubEngine:
                     if b.role == "recv" and b.node.kind == "mlp_in" and b.node.layer == layer:
                         vals[b.id] = act[where[b.id]].clone()
                 out = act.clone()
-                set_senders(out, hook.name, "mlp", g._mlp_order(layer), False)
+                set_senders(out, hook.name, "mlp", g.mlp_order(layer), False)
                 return out
 
             return fn

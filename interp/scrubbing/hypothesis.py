@@ -1,6 +1,6 @@
 """Hypotheses as data: a tree of claims over component-graph nodes, each with a feature of the input.
 
-A :class:`Claim` names one node of :class:`interp.graph.ComponentGraph` (``"logits"``, ``"L1H7"``,
+A :class:`Claim` names one node of :class:`interp.core.nodes.ComponentGraph` (``"logits"``, ``"L1H7"``,
 ``"L1H7.k"``, ``"L0H4"``, ``"embed"``, ``"MLP0"``, ``"MLP0.in"``) and carries a *feature*: a
 function of one input (token ids ``[pos]``) whose value defines equivalence classes (two inputs
 agree on the feature iff the values are equal). Its children are the upstream nodes the
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.graph import ComponentGraph, Node
+from interp.core.nodes import ComponentGraph, Node
 
 __all__ = [
     "Claim",
@@ -257,9 +257,7 @@ def _check_link(hname: str, graph: ComponentGraph, p: Node, c: Node, path: tuple
 
 
 def _kv(graph: ComponentGraph, head: Node, kind: str) -> int | None:
-    if kind == "q" or not graph.gqa or head.head is None:
-        return head.head
-    return head.head // (graph.n_heads // graph.n_kv_heads)
+    return None if head.head is None else graph.input_of(head.at(None), kind).head
 
 
 def _inputs(graph: ComponentGraph, p: Node) -> str:

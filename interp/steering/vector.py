@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
+from interp.core.adapter import adapt
+from interp.core.sites import site_hook
 from interp.hooks import TLModel
 from interp.validate import check_layer as _check_layer
-from interp.validate import did_you_mean
 
-__all__ = ["SITES", "Site", "SteeringVector", "check_layer", "check_width", "hook_name_for"]
-
-Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
-# Sites whose activation is [batch, pos, d_model]: a d_model vector can be added there.
-SITES: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+__all__ = ["SteeringVector", "check_layer", "check_width", "hook_name_for"]
 
 
 @dataclass(frozen=True)
@@ -64,21 +60,17 @@ class SteeringVector:
 
 
 def hook_name_for(site: str, layer: int) -> str:
-    if site not in SITES:
-        raise ValueError(
-            f"unknown steering site {site!r}: expected one of {', '.join(SITES)} "
-            f"(hooks whose activation is [batch, pos, d_model]){did_you_mean(site, SITES)}"
-        )
-    return get_act_name(site, layer)
+    """The hook of a residual-width site (see :func:`interp.core.sites.residual_sites`)."""
+    return site_hook(site, layer, residual=True)
 
 
 def check_layer(model: TLModel, layer: int) -> None:
     """A block index of ``model``, counted from 0 (no negative layers for steering)."""
-    _check_layer(layer, int(model.cfg.n_layers))
+    _check_layer(layer, adapt(model).spec.n_layers)
 
 
 def check_width(model: TLModel, vector: Tensor, where: str) -> None:
-    d = int(model.cfg.d_model)
+    d = adapt(model).spec.d_model
     if vector.ndim != 1 or vector.shape[0] != d:
         raise ValueError(
             f"the vector for {where} has shape {tuple(vector.shape)}, but this model's d_model is "

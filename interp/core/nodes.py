@@ -23,13 +23,93 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from interp.hooks import TLModel
+from interp.core.adapter import adapt
 
-__all__ = ["ComponentGraph", "Node", "UnknownNodeError"]
+__all__ = [
+    "NODE_KINDS",
+    "ComponentGraph",
+    "Node",
+    "NodeKind",
+    "UnknownNodeError",
+    "register_node_kind",
+]
 
-Kind = Literal["embed", "pos_embed", "head", "mlp", "q", "k", "v", "mlp_in", "logits"]
-SENDER_KINDS = ("embed", "pos_embed", "head", "mlp")
-RECEIVER_KINDS = ("q", "k", "v", "mlp_in", "logits")
+
+@dataclass(frozen=True)
+class NodeKind:
+    """What a kind of node is: sender or receiver, where its activation lives, how it is named.
+
+    ``hook`` is the activation a patch writes (a head's slice of ``hook_z``, a receiver's
+    ``hook_q``); ``input_hook`` is a receiver's residual-width input (``hook_q_input``), where a
+    gradient with respect to the residual stream is read. Templates take ``{layer}``; ``label``
+    also takes ``{head}`` and ``{letter}`` (``G`` for a key/value group under GQA, else ``H``).
+    Dictionaries register their own kinds (latents, error terms) with :func:`register_node_kind`.
+    """
+
+    name: str
+    role: Literal["sender", "receiver"]
+    hook: str
+    label: str
+    input_hook: str = ""
+    per_head: bool = False  # the node is one head (or key/value group) of its hook
+    kv: bool = False  # indexed by key/value heads under GQA
+
+
+NODE_KINDS: dict[str, NodeKind] = {}
+
+
+def register_node_kind(kind: NodeKind) -> NodeKind:
+    old = NODE_KINDS.get(kind.name)
+    if old is not None and old != kind:
+        raise ValueError(f"node kind {kind.name!r} is already registered as {old}")
+    NODE_KINDS[kind.name] = kind
+    return kind
+
+
+for _k in (
+    NodeKind("embed", "sender", "hook_embed", "embed"),
+    NodeKind("pos_embed", "sender", "hook_pos_embed", "pos_embed"),
+    NodeKind("head", "sender", "blocks.{layer}.attn.hook_z", "L{layer}H{head}", per_head=True),
+    NodeKind("mlp", "sender", "blocks.{layer}.hook_mlp_out", "MLP{layer}"),
+    NodeKind(
+        "q",
+        "receiver",
+        "blocks.{layer}.attn.hook_q",
+        "L{layer}H{head}.q",
+        "blocks.{layer}.hook_q_input",
+        per_head=True,
+    ),  # fmt: skip
+    NodeKind(
+        "k",
+        "receiver",
+        "blocks.{layer}.attn.hook_k",
+        "L{layer}{letter}{head}.k",
+        "blocks.{layer}.hook_k_input",
+        per_head=True,
+        kv=True,
+    ),  # fmt: skip
+    NodeKind(
+        "v",
+        "receiver",
+        "blocks.{layer}.attn.hook_v",
+        "L{layer}{letter}{head}.v",
+        "blocks.{layer}.hook_v_input",
+        per_head=True,
+        kv=True,
+    ),  # fmt: skip
+    # An MLP's output is a function of its input alone, so setting the output to what the
+    # patched input would produce is the same as patching the input.
+    NodeKind(
+        "mlp_in",
+        "receiver",
+        "blocks.{layer}.hook_mlp_out",
+        "MLP{layer}.in",
+        "blocks.{layer}.hook_mlp_in",
+    ),  # fmt: skip
+    NodeKind("logits", "receiver", "", "logits"),
+):
+    register_node_kind(_k)
+del _k
 
 
 class UnknownNodeError(KeyError):
@@ -44,34 +124,29 @@ class Node:
     """One component. ``order`` sorts nodes by where they sit in the forward pass."""
 
     order: int
-    kind: Kind = field(compare=False)
+    kind: str = field(compare=False)
     layer: int | None = field(default=None, compare=False)
     head: int | None = field(default=None, compare=False)  # query head, or key/value head for k/v
     pos: int | None = field(default=None, compare=False)
     gqa: bool = field(default=False, compare=False)
 
     @property
+    def spec(self) -> NodeKind:
+        return NODE_KINDS[self.kind]
+
+    @property
     def name(self) -> str:
-        base = {
-            "embed": "embed",
-            "pos_embed": "pos_embed",
-            "logits": "logits",
-            "mlp": f"MLP{self.layer}",
-            "mlp_in": f"MLP{self.layer}.in",
-            "head": f"L{self.layer}H{self.head}",
-        }.get(self.kind)
-        if base is None:  # q, k, v
-            letter = "G" if self.gqa and self.kind in ("k", "v") else "H"
-            base = f"L{self.layer}{letter}{self.head}.{self.kind}"
+        letter = "G" if self.gqa and self.spec.kv else "H"
+        base = self.spec.label.format(layer=self.layer, head=self.head, letter=letter)
         return base if self.pos is None else f"{base}@{self.pos}"
 
     @property
     def is_sender(self) -> bool:
-        return self.kind in SENDER_KINDS
+        return self.spec.role == "sender"
 
     @property
     def is_receiver(self) -> bool:
-        return self.kind in RECEIVER_KINDS
+        return self.spec.role == "receiver"
 
     def at(self, pos: int | None) -> Node:
         """This node narrowed to one position (``None``: every position)."""
@@ -80,20 +155,15 @@ class Node:
     @property
     def hook(self) -> str:
         """The TL hook whose activation this node is (a head or kv-head slice of it)."""
-        l_ = self.layer
-        return {
-            "embed": "hook_embed",
-            "pos_embed": "hook_pos_embed",
-            "head": f"blocks.{l_}.attn.hook_z",
-            "mlp": f"blocks.{l_}.hook_mlp_out",
-            "q": f"blocks.{l_}.attn.hook_q",
-            "k": f"blocks.{l_}.attn.hook_k",
-            "v": f"blocks.{l_}.attn.hook_v",
-            # An MLP's output is a function of its input alone, so setting the output to what the
-            # patched input would produce is the same as patching the input.
-            "mlp_in": f"blocks.{l_}.hook_mlp_out",
-            "logits": "",
-        }[self.kind]
+        return self.spec.hook.format(layer=self.layer)
+
+    @property
+    def input_hook(self) -> str:
+        """A receiver's residual-width input hook (split q/k/v inputs, ``hook_mlp_in``); the
+        final residual for ``logits``."""
+        if self.kind == "logits":
+            raise ValueError("logits has no input hook of its own: use the final residual hook")
+        return self.spec.input_hook.format(layer=self.layer)
 
     def __str__(self) -> str:
         return self.name
@@ -108,23 +178,23 @@ _POS = re.compile(r"^(?P<base>.+?)@(?P<pos>-?\d+)$")
 class ComponentGraph:
     """Nodes and sender → receiver edges of a TL model (``HookedTransformer`` or a bridge)."""
 
-    def __init__(self, model: TLModel):
-        cfg = model.cfg
-        self.n_layers: int = cfg.n_layers
-        self.n_heads: int = cfg.n_heads
-        self.n_kv_heads: int = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-        self.attn_only: bool = bool(getattr(cfg, "attn_only", False))
-        self.parallel: bool = bool(getattr(cfg, "parallel_attn_mlp", False))
-        self.has_pos_embed: bool = getattr(cfg, "positional_embedding_type", "") == "standard"
-        self.gqa = self.n_kv_heads != self.n_heads
+    def __init__(self, model: Any):
+        spec = self.spec = adapt(model).spec
+        self.n_layers: int = spec.n_layers
+        self.n_heads: int = spec.n_heads
+        self.n_kv_heads: int = spec.n_kv_heads
+        self.attn_only: bool = spec.attn_only
+        self.parallel: bool = spec.parallel
+        self.has_pos_embed: bool = spec.positional == "standard"
+        self.gqa = spec.gqa
 
     # Order: embeddings, then per layer the heads' inputs and outputs, then the MLP's; a sender
     # reaches a receiver iff its order is strictly smaller. With parallel attention and MLP both
     # read the same residual, so the MLP shares the heads' slot.
-    def _attn_order(self, layer: int) -> int:
+    def attn_order(self, layer: int) -> int:
         return 2 * layer + 1
 
-    def _mlp_order(self, layer: int) -> int:
+    def mlp_order(self, layer: int) -> int:
         return 2 * layer + 1 if self.parallel else 2 * layer + 2
 
     @cached_property
@@ -133,22 +203,22 @@ class ComponentGraph:
         if self.has_pos_embed:
             out.append(Node(0, "pos_embed"))
         for layer in range(self.n_layers):
-            a = self._attn_order(layer)
+            a = self.attn_order(layer)
             out += [Node(a, "head", layer, h) for h in range(self.n_heads)]
             if not self.attn_only:
-                out.append(Node(self._mlp_order(layer), "mlp", layer))
+                out.append(Node(self.mlp_order(layer), "mlp", layer))
         return out
 
     @cached_property
     def receivers(self) -> list[Node]:
         out: list[Node] = []
         for layer in range(self.n_layers):
-            a = self._attn_order(layer)
+            a = self.attn_order(layer)
             for kind in ("q", "k", "v"):
                 n = self.n_heads if kind == "q" else self.n_kv_heads
                 out += [Node(a, kind, layer, h, gqa=self.gqa) for h in range(n)]  # type: ignore[arg-type]
             if not self.attn_only:
-                out.append(Node(self._mlp_order(layer), "mlp_in", layer))
+                out.append(Node(self.mlp_order(layer), "mlp_in", layer))
         out.append(Node(2 * self.n_layers + 2, "logits"))
         return out
 
@@ -169,6 +239,15 @@ class ComponentGraph:
     def edges(self) -> list[tuple[Node, Node]]:
         """Every (sender, receiver) pair with the sender strictly upstream."""
         return [(s, r) for r in self.receivers for s in self.senders if s.order < r.order]
+
+    def input_of(self, head: Node | str, kind: str) -> Node:
+        """A head's q, k or v receiver (its key/value group's, under grouped-query attention)."""
+        h = self.node(head)
+        if h.kind != "head" or kind not in ("q", "k", "v"):
+            raise ValueError(f"input_of takes a head node and 'q', 'k' or 'v'; got {h}, {kind!r}")
+        assert h.head is not None
+        index = h.head if kind == "q" else self.spec.kv_group(h.head)
+        return Node(self.attn_order(h.layer or 0), kind, h.layer, index, h.pos, self.gqa)
 
     def upstream(self, receiver: Node | str) -> list[Node]:
         r = self.node(receiver)
@@ -202,10 +281,10 @@ class ComponentGraph:
         m = re.fullmatch(r"L(\d+)H(\d+)\.([kv])", base)
         if m and self.gqa:
             layer, head, kind = int(m[1]), int(m[2]), m[3]
-            group = head // (self.n_heads // self.n_kv_heads)
+            group = self.spec.kv_group(head)
             return (
                 f"no node {base!r}: this model uses grouped-query attention, so keys and values "
-                f"are shared by groups of {self.n_heads // self.n_kv_heads} query heads; head "
+                f"are shared by groups of {self.spec.group_size} query heads; head "
                 f"{head}'s {kind} input is 'L{layer}G{group}.{kind}'"
             )
         close = difflib.get_close_matches(base, list(self._by_name), n=5, cutoff=0.6)

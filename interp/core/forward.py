@@ -1,0 +1,169 @@
+"""The one partial forward: run only what an intervention can change.
+
+An intervention at layer l and position p leaves every earlier layer, and under causal attention
+every earlier position, exactly as in the unchanged (base) run. :class:`PartialForward` runs the
+base once, block by block, keeping each block's input residual and its keys and values; then
+:meth:`PartialForward.run_from` restarts at block l with only positions ≥ p, attention reading the
+base's keys and values for the earlier positions from a frozen cache, and returns the final
+residual at the positions a metric reads (unembed them with :meth:`PartialForward.logits`, in large
+batches). Where the block-level path does not apply (see :attr:`ModelAdapter.fast_capable`) it
+falls back to whole forwards, with the same interface, so callers never branch on the model.
+
+:func:`logits_at` is the same idea for a single run: the unembedding only at the positions asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from interp.core.adapter import adapt
+from interp.hooks import HookFn, hooks
+
+__all__ = ["BaseRun", "PartialForward", "logits_at"]
+
+
+@dataclass
+class BaseRun:
+    """The unchanged run: logits at the read positions, per-block residuals, keys and values."""
+
+    tokens: Tensor
+    logits: Tensor  # [batch, n_logit_pos, d_vocab]
+    resid_pre: list[Tensor] = field(default_factory=list)
+    keys: list[Tensor] = field(default_factory=list)
+    values: list[Tensor] = field(default_factory=list)
+    shortformer: Tensor | None = None
+    final: Tensor | None = None  # [batch, n_logit_pos, d_model] before the final norm
+
+
+def _kv_entry_class() -> Any:
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    return TransformerLensKeyValueCacheEntry
+
+
+class PartialForward:
+    """A base run of ``tokens`` and forwards that restart from it at a layer and position.
+
+    ``fast=None`` uses the block-level path wherever the model allows it. Counters:
+    ``forwards`` (restarted forwards, a batched one counts once) and ``block_positions`` (the sum
+    over forwards of blocks × positions × rows actually computed), for benchmarks.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokens: Tensor,
+        logit_pos: Sequence[int],
+        *,
+        fast: bool | None = None,
+        keep: Sequence[str] = (),
+    ):
+        self.adapter = adapt(model)
+        self.model = model
+        self.fast = self.adapter.fast_capable if fast is None else fast
+        if self.fast and not self.adapter.fast_capable:
+            raise ValueError(
+                "fast=True needs the block-level partial forward, which this model does not "
+                f"support ({self.adapter}); use fast=None or False"
+            )
+        self.logit_pos = list(logit_pos)
+        self.n, self.n_pos = tokens.shape
+        self.kept: dict[str, Tensor] = {}  # activations at ``keep`` in the base run
+        with hooks(model, fwd=[(name, self._keeper(name)) for name in keep]):
+            self.base = self._base_run(tokens)
+        self.forwards = 0
+        self.block_positions = 0
+
+    def _keeper(self, name: str) -> HookFn:
+        # Keyed by the name asked for: a bridge's hook point may carry another (aliased) name.
+        def keep(act: Tensor, hook: Any) -> None:
+            self.kept[name] = act
+
+        return keep
+
+    def _base_run(self, tokens: Tensor) -> BaseRun:
+        model = self.model
+        with torch.no_grad():
+            if not self.fast:
+                return BaseRun(tokens, model(tokens)[:, self.logit_pos])
+            cfg = model.cfg
+            entry_cls = _kv_entry_class()
+            # The same computation as model(tokens), block by block, so each block's keys and
+            # values are captured exactly as attention caches them (after any qk-norm or clip).
+            resid, _, spe, _ = model.input_to_embed(tokens)
+            resid_pre, keys, values = [], [], []
+            for block in model.blocks:
+                entry = entry_cls.init_cache_entry(cfg, cfg.device, self.n)
+                resid_pre.append(resid)
+                resid = block(resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe)
+                keys.append(entry.past_keys)
+                values.append(entry.past_values)
+            final = resid[:, self.logit_pos]
+            logits = self.adapter.unembed(final)
+            return BaseRun(tokens, logits, resid_pre, keys, values, spe, final)
+
+    def run_from(
+        self, layer: int, p0: int, k: int, fwd: Sequence[tuple[Any, HookFn]] = ()
+    ) -> Tensor:
+        """``k`` stacked copies of the base run, changed by the hooks ``fwd``, from ``layer`` and
+        position ``p0`` on: ``[k * batch, n_logit_pos, ·]``.
+
+        The block-level path returns final residuals (``d_model`` wide; unembed them with
+        :meth:`logits`, since TL's unembedding copies its whole weight on every call); the
+        whole-forward path returns logits. ``is_residual`` says which.
+        """
+        self.forwards += 1
+        with torch.no_grad(), hooks(self.model, fwd=fwd):
+            if not self.fast:
+                n_layers = self.adapter.spec.n_layers
+                self.block_positions += k * self.n * self.n_pos * n_layers
+                return self.model(self.base.tokens.repeat(k, 1))[:, self.logit_pos]
+            return self._blocks_from(layer, p0, k)
+
+    @property
+    def is_residual(self) -> bool:
+        return self.fast
+
+    def _blocks_from(self, layer: int, p0: int, k: int) -> Tensor:
+        model, base = self.model, self.base
+        entry_cls = _kv_entry_class()
+        resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
+        spe = None if base.shortformer is None else base.shortformer[:, p0:].repeat(k, 1, 1)
+        n_layers = self.adapter.spec.n_layers
+        for i in range(layer, n_layers):
+            entry = entry_cls(
+                base.keys[i][:, :p0].repeat(k, 1, 1, 1),
+                base.values[i][:, :p0].repeat(k, 1, 1, 1),
+                frozen=True,
+            )
+            resid = model.blocks[i](resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe)
+        self.block_positions += k * self.n * (self.n_pos - p0) * (n_layers - layer)
+        # Positions before p0 are unchanged: they keep the base run's final residual.
+        assert base.final is not None
+        out = base.final.repeat(k, 1, 1)
+        new = [j for j, p in enumerate(self.logit_pos) if p >= p0]
+        if new:
+            out[:, new] = resid[:, [self.logit_pos[j] - p0 for j in new]]
+        return out
+
+    def logits(self, final: Tensor) -> Tensor:
+        """Logits from final residuals ``[rows, pos, d_model]`` (the block-level path's output)."""
+        with torch.no_grad():
+            return self.adapter.unembed(final)
+
+
+def logits_at(model: Any, tokens: Tensor, positions: Sequence[int] | None) -> Tensor:
+    """Logits ``[batch, len(positions), d_vocab]``, unembedding only those positions where the
+    model allows it (all positions when ``positions`` is None). Differentiable."""
+    if positions is None:
+        return model(tokens)
+    adapter = adapt(model)
+    if not adapter.fast_capable:
+        return model(tokens)[:, list(positions)]
+    resid = model(tokens, stop_at_layer=adapter.spec.n_layers)[:, list(positions)]
+    return adapter.unembed(resid)
