@@ -29,37 +29,20 @@ import torch
 from torch import Tensor
 
 from interp._io import read_json, sha256_file
+from interp.store_format import (
+    DTYPES,
+    FORMAT,
+    MANIFEST,
+    VERSION,
+    CorruptShardError,
+    StoreError,
+    StoreMismatchError,
+    hook_filename,
+    shard_dirname,
+)
 from interp.validate import check_device, check_dtype, check_int, did_you_mean
 
 __all__ = ["ActivationStore", "CorruptShardError", "StoreBatch", "StoreError", "StoreMismatchError"]
-
-FORMAT = "mechscope-activation-store"
-VERSION = 1
-MANIFEST = "manifest.json"
-META_FILES = ("token_ids.npy", "seq_ids.npy", "positions.npy", "contexts.npy")
-
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
-
-
-class StoreError(RuntimeError):
-    """A store that cannot be read or written as asked."""
-
-
-class CorruptShardError(StoreError):
-    """A shard whose files are missing or do not match their recorded sha256."""
-
-    def __init__(self, message: str, shards: list[int]):
-        super().__init__(message)
-        self.shards = shards
-
-
-class StoreMismatchError(StoreError):
-    """Writing into an existing store with a different model, hook, dtype or data."""
 
 
 class StoreBatch(NamedTuple):
@@ -69,21 +52,6 @@ class StoreBatch(NamedTuple):
     token_ids: Tensor  # [batch] int64
     seq_ids: Tensor  # [batch] int64
     positions: Tensor  # [batch] int64
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    for name, dt in _DTYPES.items():
-        if dt == dtype:
-            return name
-    raise ValueError(f"unsupported store dtype {dtype}; choose one of {sorted(_DTYPES)}")
-
-
-def shard_dirname(index: int) -> str:
-    return f"shard_{index:05d}"
-
-
-def hook_filename(hook: str) -> str:
-    return f"{hook}.npy"
 
 
 class ActivationStore:
@@ -120,7 +88,7 @@ class ActivationStore:
         """Write (or resume writing) a store; see :func:`interp.store_writer.write_store`."""
         from interp.store_writer import write_store
 
-        return write_store(path, model, hooks, corpus, **kwargs)
+        return cls(write_store(path, model, hooks, corpus, **kwargs))
 
     # ---- description ---------------------------------------------------------------------------
     @property
@@ -129,7 +97,7 @@ class ActivationStore:
 
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.manifest["dtype"]]
+        return DTYPES[self.manifest["dtype"]]
 
     @property
     def complete(self) -> bool:

@@ -1,4 +1,8 @@
-"""Writing an :class:`~interp.store.ActivationStore`: one pass over a corpus, resumable, crash-safe."""
+"""Writing an :class:`~interp.store.ActivationStore`: one pass over a corpus, resumable, crash-safe.
+
+Use it through :meth:`ActivationStore.write <interp.store.ActivationStore.write>`, which opens the
+directory :func:`write_store` returns; this module imports only the format, never the reader.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,10 @@ from interp.cache import cache_activations
 from interp.corpus import Corpus, token_sequences
 from interp.hooks import HookSpec, TLModel, resolve_hooks
 from interp.manifest import write_run_manifest
-from interp.store import (
+from interp.store_format import (
     FORMAT,
     MANIFEST,
     VERSION,
-    ActivationStore,
     StoreError,
     StoreMismatchError,
     dtype_name,
@@ -69,7 +72,7 @@ def write_store(
     model_name: str | None = None,
     seed: int = 0,
     progress: bool = True,
-) -> ActivationStore:
+) -> Path:
     """Write the activations of ``hooks`` over ``corpus`` into a store at ``path``, or resume one.
 
     Args:
@@ -85,6 +88,7 @@ def write_store(
 
     Calling it again with the same arguments on a killed store writes only the missing shards; on
     a complete store it returns at once. Different arguments raise :class:`StoreMismatchError`.
+    Returns the store's directory.
     """
     path = Path(path)
     names = resolve_hooks(model, hooks)
@@ -105,7 +109,7 @@ def write_store(
     with _writer_lock(path):
         manifest = _open_or_create(path, spec)
         if manifest["complete"]:
-            return ActivationStore(path)
+            return path
         _discard_uncommitted(path, manifest)
         done = {s["index"]: s for s in manifest["shards"]}
         seqs = _sequences(model, corpus, context_size, prepend_bos, spec["max_sequences"])
@@ -143,7 +147,7 @@ def write_store(
             | {"batch_size": batch_size},
             data={"corpus": manifest["data"], "model": spec["model"]},
         )
-    return ActivationStore(path)
+    return path
 
 
 def _progress_bar(progress: bool, spec: dict[str, Any], path: Path) -> Any:
