@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from interp._io import atomic_write_bytes
-from interp.viz.page import Page, esc
-from interp.viz.text import clean_text
+from interp.viz.page import html_path, render_views
 from interp.viz.views import as_view
 
 __all__ = ["Dashboard", "save_html", "to_html"]
@@ -31,18 +30,7 @@ def to_html(*items: Any, title: str = "mechscope") -> str:
             "e.g. save_html(path, browser, fig)"
         )
     views = [as_view(item, i) for i, item in enumerate(items)]  # every argument checked first
-    page = Page()
-    sections, toc = [], []
-    for i, view in enumerate(views):
-        sid = page.new_id(f"section-{i + 1}")
-        show = view.title and not (len(views) == 1 and view.title == title)
-        heading = f"<h2>{esc(view.title)}</h2>" if show else ""
-        sections.append(
-            f'<section class="ms-view" id="{sid}">{heading}{view.render(page)}</section>'
-        )
-        toc.append((sid, view.title or f"view {i + 1}"))
-    # Each route in escapes its strings; this catches a custom view's raw lone surrogate too.
-    return clean_text(page.document(title, sections, toc))
+    return render_views(views, title)
 
 
 def save_html(path: str | os.PathLike[str], *items: Any, title: str = "mechscope") -> Path:
@@ -51,9 +39,7 @@ def save_html(path: str | os.PathLike[str], *items: Any, title: str = "mechscope
     Returns the path written. Raises ``TypeError`` naming any argument it cannot draw, before
     anything is written.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; save_html needs a file path (*.html)")
+    path = html_path(path)
     document = to_html(*items, title=title)
     atomic_write_bytes(path, document.encode("utf-8"))
     return path

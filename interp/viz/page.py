@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from interp.viz import assets
 from interp.viz.text import clean_text
 
-__all__ = ["Page", "esc", "script_safe_json"]
+__all__ = ["Page", "esc", "html_path", "render_views", "script_safe_json"]
 
 _UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _UNSAFE_RE = re.compile("[<>&\u2028\u2029]")
@@ -101,6 +104,30 @@ class Page:
         body += sections
         body.append("</div><script>mechscope.start();</script></body></html>")
         return "\n".join(head + body)
+
+
+def render_views(views: Sequence[Any], title: str) -> str:
+    """One document of ``views`` (each with a ``title`` and ``render(page)``), a section each."""
+    page = Page()
+    sections, toc = [], []
+    for i, view in enumerate(views):
+        sid = page.new_id(f"section-{i + 1}")
+        show = view.title and not (len(views) == 1 and view.title == title)
+        heading = f"<h2>{esc(view.title)}</h2>" if show else ""
+        sections.append(
+            f'<section class="ms-view" id="{sid}">{heading}{view.render(page)}</section>'
+        )
+        toc.append((sid, view.title or f"view {i + 1}"))
+    # Each route in escapes its strings; this catches a custom view's raw lone surrogate too.
+    return clean_text(page.document(title, sections, toc))
+
+
+def html_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as the file a page is written to; a directory is refused before any rendering."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; save_html needs a file path (*.html)")
+    return path
 
 
 def _plotly_script() -> str:

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from interp.viz.page import Page, esc
+from interp._io import atomic_write_bytes
+from interp.viz.page import Page, esc, html_path, render_views
 from interp.viz.text import plotly_plain
 
 __all__ = ["FigureView", "Text", "View", "as_view"]
@@ -28,15 +29,15 @@ class View:
         raise NotImplementedError
 
     def to_html(self, title: str | None = None) -> str:
-        from interp.viz.html import to_html
-
-        return to_html(self, title=title or self.title or "mechscope")
+        """This view alone as a self-contained HTML document (see :func:`interp.viz.to_html`)."""
+        return render_views([self], title or self.title or "mechscope")
 
     def save(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
         """Write this view alone as a self-contained HTML file (see :func:`interp.viz.save_html`)."""
-        from interp.viz.html import save_html
-
-        return save_html(path, self, title=title or self.title or "mechscope")
+        path = html_path(path)
+        document = render_views([self], title or self.title or "mechscope")
+        atomic_write_bytes(path, document.encode("utf-8"))
+        return path
 
     def _repr_html_(self) -> str:
         # In Jupyter: the whole self-contained page in a sandboxed iframe, so the view works the
