@@ -58,8 +58,8 @@ from saes.sae import SAE
 
 __all__ = [
     "CELossMetrics", "DensityHistogram", "EvalResult", "ReconstructionMetrics", "ce_loss_recovered",
-    "cosine_similarity", "dead_fraction", "dense_fraction", "evaluate", "evaluate_reconstruction",
-    "explained_variance", "feature_density", "feature_density_histogram",
+    "cosine_similarity", "dead_fraction", "dense_fraction", "eval_mode", "evaluate",
+    "evaluate_reconstruction", "explained_variance", "feature_density", "feature_density_histogram",
     "fraction_variance_unexplained", "l0", "mse", "sae_store_hook",
 ]  # fmt: skip
 
@@ -213,7 +213,7 @@ def evaluate_reconstruction(
     ``StoreBatch``es, through the SAE in eval mode, keeping only running sums."""
     sums = _ReconSums()
     device = next(sae.parameters()).device
-    with _eval_mode(sae):
+    with eval_mode(sae):
         for i, batch in enumerate(batches):
             if n_batches is not None and i >= n_batches:
                 break
@@ -313,7 +313,7 @@ def ce_loss_recovered(
     sums = dict.fromkeys(("ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero"), 0.0)
     n_loss = n_kl = 0
     device = model.cfg.device
-    with _eval_mode(sae):
+    with eval_mode(sae):
         for chunk in tokens.to(device).split(batch_size):
             mask = _splice_mask(model, chunk, skip_bos)
             clean = model(chunk).float().log_softmax(-1)
@@ -412,7 +412,7 @@ def evaluate(
 
 # ---- helpers --------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _eval_mode(module: Any) -> Iterator[None]:
+def eval_mode(module: Any) -> Iterator[None]:
     """Inference behaviour (a BatchTopK threshold, no training-time statistics) for the duration."""
     if not isinstance(module, nn.Module):
         yield

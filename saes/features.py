@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saes.evals import _eval_mode, sae_store_hook
+from saes.evals import eval_mode, sae_store_hook
 from saes.sae import SAE
 
 __all__ = [
@@ -319,7 +319,7 @@ def feature_stats(
         "batch_size": batch_size, "n_batches": n_batches, "n_quantiles": n_quantiles,
         "per_band": examples_per_band, "progress": progress,
     }  # fmt: skip
-    with _eval_mode(sae):
+    with eval_mode(sae):
         scan = _scan(sae, store, name, ids, opts, seed)
     if scan.n_rows == 0:
         raise ValueError(
