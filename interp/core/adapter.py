@@ -62,18 +62,21 @@ class ModelSpec:
 
 def _backend(model: Any) -> Backend:
     # Imported lazily: TransformerLens 4 has no HookedTransformer, TL 3 may lack the bridge.
-    try:
-        from transformer_lens import HookedTransformer
-    except ImportError:  # TransformerLens 4
-        HookedTransformer = None  # noqa: N806
-    if HookedTransformer is not None and isinstance(model, HookedTransformer):
+    import transformer_lens
+
+    hooked: Any = getattr(transformer_lens, "HookedTransformer", None)  # gone in TL 4
+    if hooked is not None and isinstance(model, hooked):
         return "hooked"
     try:
         from transformer_lens.model_bridge import TransformerBridge
-    except ImportError:
-        TransformerBridge = None  # noqa: N806
-    if TransformerBridge is not None and isinstance(model, TransformerBridge):
+    except ImportError:  # pragma: no cover - TL 3 before the bridge
+        return _refuse(model)
+    if isinstance(model, TransformerBridge):
         return "bridge"
+    return _refuse(model)
+
+
+def _refuse(model: Any) -> Backend:
     kind = type(model).__name__
     hint = ""
     if hasattr(model, "_model") and hasattr(model, "trace"):  # an nnsight envelope

@@ -116,7 +116,7 @@ def site_hook(site: str, layer: int, *, residual: bool = False) -> str:
     """The hook name of ``site`` at ``layer`` (``residual=True``: only residual-width sites)."""
     names = residual_sites() if residual else tuple(SITES)
     if site not in names:
-        what = "residual-width site" if residual else "site"
+        what = "steering site" if residual else "site"
         err = _unknown(site, names, what)
         if residual:
             err = ValueError(f"{err} (hooks whose activation is [batch, pos, d_model])")

@@ -242,9 +242,9 @@ def attribution_patch(
 def _sender_outputs(model: TLModel, graph: ComponentGraph, acts: dict[str, Tensor]) -> Tensor:
     """Each sender's write into the residual stream, ``[n, pos, n_senders, d_model]``."""
     adapter = adapt(model)
-    per_head = {
+    per_head: dict[int | None, Tensor] = {
         layer: adapter.head_outputs(layer, acts[f"blocks.{layer}.attn.hook_z"])
-        for layer in {s.layer for s in graph.senders if s.kind == "head"}
+        for layer in range(graph.n_layers)
     }
     outs = [
         per_head[s.layer][:, :, s.head] if s.kind == "head" else acts[s.hook] for s in graph.senders

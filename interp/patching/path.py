@@ -25,8 +25,9 @@ import torch
 from torch import Tensor
 
 from interp.cache import cache_activations
+from interp.core.interventions import FrozenBlock, freeze_senders, node_index
 from interp.core.nodes import ComponentGraph, Node
-from interp.hooks import TLModel, hooks
+from interp.hooks import TLModel, hook_layer, hooks
 from interp.models import model_fingerprint
 from interp.patching.inputs import (
     Metric,
@@ -332,36 +333,21 @@ def _two_runs(
     def rows(c: int) -> slice:
         return slice(c * n, (c + 1) * n)
 
-    def freeze(name: str, kind: str, layer: int | None, free: bool = False) -> Any:
-        def fn(act: Tensor, hook: Any) -> Tensor:
-            if kind == "mlp" and layer in receiver_mlps:
-                # A receiver MLP's output (from its patched input) is recorded, but only its
-                # frozen value flows on: later receivers see direct paths from the senders only.
-                recorded[name] = act.clone()
-            out = act.clone() if free else base[name].repeat(k, *([1] * (act.ndim - 1))).clone()
-            for c, (senders, _) in enumerate(cells):
-                for s in senders:
-                    if s.kind != kind or s.layer != layer:
-                        continue
-                    p = _pos_index(s)
-                    if kind == "head":
-                        out[rows(c), p, s.head] = source[name][:, p, s.head]
-                    else:
-                        out[rows(c), p] = source[name][:, p]
-            return out
+    # Step 1: every head and MLP output frozen at base, except the senders'. A receiver MLP's
+    # output (from its patched input) is recorded, but only its frozen value flows on: later
+    # receivers see direct paths from the senders only.
+    def keep_receiver_mlp(name: str, act: Tensor) -> None:
+        if name.endswith("hook_mlp_out") and hook_layer(name) in receiver_mlps:
+            recorded[name] = act.clone()
 
-        return fn
+    def source_of(s: Node) -> Any:
+        return lambda: source[s.hook][(slice(None), *node_index(s))]
 
-    # Step 1: every head and MLP output frozen at base, except the senders'.
-    fwd: list[tuple[Any, Any]] = [("hook_embed", freeze("hook_embed", "embed", None, free=True))]
-    if graph.has_pos_embed:
-        fwd.append(("hook_pos_embed", freeze("hook_pos_embed", "pos_embed", None, free=True)))
-    for layer in range(graph.n_layers):
-        z = f"blocks.{layer}.attn.hook_z"
-        fwd.append((z, freeze(z, "head", layer)))
-        if not graph.attn_only:
-            m = f"blocks.{layer}.hook_mlp_out"
-            fwd.append((m, freeze(m, "mlp", layer)))
+    blocks = [
+        FrozenBlock(rows(c), base.__getitem__, None, [(s, source_of(s)) for s in senders])
+        for c, (senders, _) in enumerate(cells)
+    ]
+    fwd = freeze_senders(graph, blocks, before=keep_receiver_mlp)
 
     def record(act: Tensor, hook: Any) -> None:
         recorded[hook.name] = act.clone()

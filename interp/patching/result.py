@@ -8,27 +8,25 @@ comes with a confidence interval over prompts (:func:`interp.stats.bootstrap_ci`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from interp._io import atomic_write_bytes, atomic_write_json, read_json
-from interp.manifest import write_run_manifest
+from interp.core.result import Result
 from interp.stats import CI, bootstrap_ci
 from interp.table import Rows
-from interp.validate import check_choice, check_int, did_you_mean
+from interp.validate import check_choice, check_int
 
 __all__ = ["PatchResult"]
 
-_FORMAT = "mechscope.patch_result/1"
-
 
 @dataclass
-class PatchResult:
+class PatchResult(Result):
     """A grid of patched metric values with labelled axes (``axes[i]`` labels dimension i+1)."""
+
+    kind: ClassVar[str] = "patch_result"
 
     values: Tensor  # [n_prompts, *shape]
     axes: tuple[str, ...]
@@ -43,34 +41,11 @@ class PatchResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.values.ndim != len(self.axes) + 1:
-            raise ValueError(
-                f"values has shape {tuple(self.values.shape)}; expected [n_prompts, "
-                f"{', '.join(self.axes)}]"
-            )
-        for i, a in enumerate(self.axes):
-            if len(self.labels[a]) != self.values.shape[i + 1]:
-                raise ValueError(
-                    f"axis {a!r} has {len(self.labels[a])} labels for size "
-                    f"{self.values.shape[i + 1]}"
-                )
-
-    # -- summaries --------------------------------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.values.shape[1:])
+        self.check_layout()
 
     @property
     def n_prompts(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def mean(self) -> Tensor:
-        return self.values.mean(0)
-
-    def ci(self, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0) -> CI:
-        """Bootstrap CI of every cell's mean over prompts (the same resamples for all cells)."""
-        return bootstrap_ci(self.values, level=level, n_resamples=n_resamples, seed=seed)
+        return self.n_samples
 
     def baseline_ci(self, level: float = 0.95) -> dict[str, CI]:
         out = {"clean": bootstrap_ci(self.clean, level=level)}
@@ -106,47 +81,6 @@ class PatchResult:
             (self.clean - lo) / span,
             (self.corrupt - lo) / span,
             dict(self.meta),
-        )
-
-    def squeeze(self, *axes: str) -> PatchResult:
-        """The result without its length-1 axes (or without just the named ones).
-
-        A sweep at one position, ``over=("layer", "head", "pos"), positions=[-1]``, becomes a
-        layer × head result. Each dropped axis's label is kept in ``meta["fixed"]``
-        (``{"pos": "13 ' to'"}``), so views can say where the cells were patched.
-        """
-        for a in axes:
-            if a not in self.axes:
-                raise ValueError(
-                    f"no axis {a!r} in this result (its axes: {', '.join(self.axes)})"
-                    + did_you_mean(a, self.axes)
-                )
-            if len(self.labels[a]) != 1:
-                raise ValueError(
-                    f"axis {a!r} has {len(self.labels[a])} entries; only an axis of length 1 "
-                    "can be squeezed away"
-                )
-        drop = set(axes) if axes else {a for a in self.axes if len(self.labels[a]) == 1}
-        if not drop:
-            return self
-        keep = tuple(a for a in self.axes if a not in drop)
-        index = (slice(None), *(0 if a in drop else slice(None) for a in self.axes))
-        fixed = {
-            **self.meta.get("fixed", {}),
-            **{a: self.labels[a][0] for a in self.axes if a in drop},
-        }
-        return PatchResult(
-            self.values[index],
-            keep,
-            {a: self.labels[a] for a in keep},
-            self.metric,
-            self.method,
-            self.site,
-            self.ablation,
-            self.direction,
-            self.clean,
-            self.corrupt,
-            {**self.meta, "fixed": fixed},
         )
 
     def top(self, k: int = 10, *, by: str = "abs_effect") -> Rows:
@@ -195,70 +129,9 @@ class PatchResult:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def plot(self, **kwargs: Any) -> Any:
-        """A Plotly heatmap (two axes), bar chart with error bars (one) or faceted heatmaps."""
-        from interp.viz.patching import plot_patch_result
-
-        return plot_patch_result(self, **kwargs)
-
-    # -- files ------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``values.npy``, ``clean.npy``, ``corrupt.npy``, ``result.json`` and ``run.json``."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(d / "values.npy", _npy(self.values))
-        atomic_write_bytes(d / "clean.npy", _npy(self.clean))
-        if self.corrupt is not None:
-            atomic_write_bytes(d / "corrupt.npy", _npy(self.corrupt))
-        info = {
-            "format": _FORMAT,
-            "axes": list(self.axes),
-            "labels": self.labels,
-            "metric": self.metric,
-            "method": self.method,
-            "site": self.site,
-            "ablation": self.ablation,
-            "direction": self.direction,
-            "meta": self.meta,
-        }
-        atomic_write_json(d / "result.json", info)
-        write_run_manifest(
-            d, kind=self.method, config={k: v for k, v in info.items() if k != "labels"}
-        )
-        return d
-
-    @classmethod
-    def load(cls, directory: str | Path) -> PatchResult:
-        d = Path(directory)
-        info = read_json(d / "result.json")
-        if info.get("format") != _FORMAT:
-            raise ValueError(f"{d} does not hold a patch result (format {info.get('format')!r})")
-        corrupt = d / "corrupt.npy"
-        return cls(
-            torch.from_numpy(np.load(d / "values.npy")),
-            tuple(info["axes"]),
-            info["labels"],
-            info["metric"],
-            info["method"],
-            info["site"],
-            info["ablation"],
-            info["direction"],
-            torch.from_numpy(np.load(d / "clean.npy")),
-            torch.from_numpy(np.load(corrupt)) if corrupt.exists() else None,
-            info.get("meta", {}),
-        )
-
     def __repr__(self) -> str:
         dims = ", ".join(f"{a}={n}" for a, n in zip(self.axes, self.shape, strict=True))
         return (
             f"PatchResult({self.method}, site={self.site}, {dims}, prompts={self.n_prompts}, "
             f"metric={self.metric}, ablation={self.ablation}, {self.direction})"
         )
-
-
-def _npy(t: Tensor) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, t.detach().cpu().numpy())
-    return buf.getvalue()

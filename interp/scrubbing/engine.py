@@ -37,8 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.core.interventions import FrozenBlock, freeze_senders
 from interp.core.nodes import ComponentGraph, Node
-from interp.hooks import TLModel, hooks
+from interp.hooks import TLModel, hook_layer, hooks
 from interp.scrubbing.hypothesis import Claim, Feature, Hypothesis, class_sampler
 
 __all__ = ["Instance", "Plan", "ScrubEngine"]
@@ -271,50 +272,31 @@ class ScrubEngine:
                 return act[:, :, inst.node.head] if inst.node.kind == "head" else act
             return vals[i]
 
-        def set_senders(out: Tensor, name: str, kind: str, order: int, head_set: bool) -> None:
+        # Receiver blocks: every sender upstream of the receiver frozen, per row, to its value on
+        # the block's random row r, claimed senders to their child instance's value.
+        def cached(b: Instance) -> Callable[[str], Tensor]:
+            return lambda name: cache[name][rows[-1 - b.id][sl].to(dev)]
+
+        def claimed(ci: int) -> tuple[Node, Callable[[], Tensor]]:
+            return insts[ci].node.at(None), lambda: value(ci)
+
+        frozen = [
+            FrozenBlock(
+                where[b.id], cached(b), b.node.order, [claimed(ci) for ci in b.claimed.values()]
+            )
+            for b in blocks
+            if b.role == "recv"
+        ]
+
+        def record_outputs(name: str, act: Tensor) -> None:
+            layer = hook_layer(name)
             for b in blocks:
-                if b.role != "recv" or b.node.order <= order:
+                if b.node.layer != layer:
                     continue
-                rr = where[b.id]
-                out[rr] = cache[name][rows[-1 - b.id][sl].to(dev)]
-                for ci in b.claimed.values():
-                    cn = insts[ci].node
-                    if cn.hook != name or cn.kind != kind:
-                        continue
-                    if head_set:
-                        out[rr, :, cn.head] = value(ci)
-                    else:
-                        out[rr] = value(ci)
-
-        def embed_fn(kind: str) -> Callable[[Tensor, Any], Tensor]:
-            def fn(act: Tensor, hook: Any) -> Tensor:
-                out = act.clone()
-                set_senders(out, hook.name, kind, 0, False)
-                return out
-
-            return fn
-
-        def z_fn(layer: int) -> Callable[[Tensor, Any], Tensor]:
-            def fn(act: Tensor, hook: Any) -> Tensor:
-                for b in blocks:
-                    if b.role == "head" and b.node.layer == layer:
-                        vals[b.id] = act[where[b.id], :, b.node.head].clone()
-                out = act.clone()
-                set_senders(out, hook.name, "head", g.attn_order(layer), True)
-                return out
-
-            return fn
-
-        def mlp_fn(layer: int) -> Callable[[Tensor, Any], Tensor]:
-            def fn(act: Tensor, hook: Any) -> Tensor:
-                for b in blocks:
-                    if b.role == "recv" and b.node.kind == "mlp_in" and b.node.layer == layer:
-                        vals[b.id] = act[where[b.id]].clone()
-                out = act.clone()
-                set_senders(out, hook.name, "mlp", g.mlp_order(layer), False)
-                return out
-
-            return fn
+                if b.role == "head" and name.endswith("attn.hook_z"):
+                    vals[b.id] = act[where[b.id], :, b.node.head].clone()
+                elif b.role == "recv" and b.node.kind == "mlp_in" and name.endswith("hook_mlp_out"):
+                    vals[b.id] = act[where[b.id]].clone()
 
         def qkv_fn(layer: int, kind: str) -> Callable[[Tensor, Any], Tensor]:
             def fn(act: Tensor, hook: Any) -> Tensor:
@@ -332,18 +314,13 @@ class ScrubEngine:
 
             return fn
 
-        fwd: list[tuple[Any, Any]] = [("hook_embed", embed_fn("embed"))]
-        if g.has_pos_embed:
-            fwd.append(("hook_pos_embed", embed_fn("pos_embed")))
+        fwd = freeze_senders(g, frozen, before=record_outputs)
         for layer in range(g.n_layers):
             heads_here = any(b.role == "head" and b.node.layer == layer for b in blocks)
             recv_here = {b.node.kind for b in blocks if b.role == "recv" and b.node.layer == layer}
             for kind in ("q", "k", "v"):
                 if heads_here or kind in recv_here:
                     fwd.append((f"blocks.{layer}.attn.hook_{kind}", qkv_fn(layer, kind)))
-            fwd.append((f"blocks.{layer}.attn.hook_z", z_fn(layer)))
-            if not g.attn_only:
-                fwd.append((f"blocks.{layer}.hook_mlp_out", mlp_fn(layer)))
         with torch.no_grad(), hooks(self.model, fwd=fwd):
             logits = self.model(toks)
         self._count("scrub", toks.shape[0])

@@ -30,6 +30,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.core.interventions import (
+    Add,
+    Clamp,
+    Intervention,
+    ProjectOut,
+    compile_hooks,
+    direction_edit,
+)
 from interp.hooks import TLModel, hooks
 from interp.steering.vector import SteeringVector, check_layer, check_width, hook_name_for
 from interp.validate import (
@@ -134,14 +142,7 @@ def _check_positions(positions: Positions) -> None:
 
 def edited(x: Float[Tensor, "... d_model"], edit: Edit) -> Float[Tensor, "... d_model"]:
     """The edit applied at every position of ``x`` (no position selection)."""
-    v = edit.vector.to(device=x.device, dtype=x.dtype)
-    if edit.op == "add":
-        return x + edit.value * v
-    u = v / v.norm()
-    proj = (x @ u)[..., None]
-    if edit.op == "ablate":
-        return x - proj * u
-    return x + (edit.value - proj) * u
+    return direction_edit(x, edit.op, edit.vector, edit.value)
 
 
 @dataclass
@@ -193,13 +194,17 @@ class _Layout:
         return (cols[None, None, :] == target.to(device)[:, :, None]).any(1)
 
 
-def _hook(edit: Edit, layout: _Layout):
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        where = layout.columns(edit.positions, act.shape[0], act.shape[1], act.device)
-        new = edited(act, edit)
-        return new if where is None else torch.where(where[..., None], new, act)
+def intervention(edit: Edit, layout: _Layout) -> Intervention:
+    """The core intervention that carries out ``edit`` at the positions ``layout`` resolves."""
 
-    return hook
+    def where(act: Tensor) -> Tensor | None:
+        return layout.columns(edit.positions, act.shape[0], act.shape[1], act.device)
+
+    if edit.op == "add":
+        return Add(edit.hook_name, edit.vector, where, scale=edit.value)
+    if edit.op == "ablate":
+        return ProjectOut(edit.hook_name, edit.vector, where)
+    return Clamp(edit.hook_name, edit.vector, where, value=edit.value)
 
 
 def _validate(model: TLModel, edits: Edit | Sequence[Edit]) -> list[Edit]:
@@ -263,7 +268,7 @@ def _layout(attention_mask: Tensor | None, prompt_len: int | None) -> _Layout:
 def _installed(
     model: TLModel, edits: list[Edit], layout: _Layout, extra: Sequence[Any] = ()
 ) -> Iterator[None]:
-    fwd = [*extra, *((e.hook_name, _hook(e, layout)) for e in edits)]
+    fwd = [*extra, *compile_hooks([intervention(e, layout) for e in edits])]
     with hooks(model, fwd=fwd):
         yield
 

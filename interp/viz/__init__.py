@@ -4,13 +4,16 @@
 >>> browser = feature_browser(sae, store, model=model)
 >>> save_html("features.html", browser, sweep.plot(), title="Layer 15")
 
-Names are re-exported lazily: importing ``interp.viz`` loads neither plotly nor torch.
+Names are re-exported lazily: importing ``interp.viz`` does not load plotly. It registers the
+view of each result kind with :func:`interp.core.result.register_plot`.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from interp.core.result import register_plot
 
 __all__ = [
     "AttentionView",
@@ -47,6 +50,14 @@ _HOME = {
     "save_html": "interp.viz.html",
     "to_html": "interp.viz.html",
 }
+
+
+# The plot registry: the view of each Result kind (see interp.core.result), imported on first use.
+_PLOTS = {
+    "patch_result": "interp.viz.patching:plot_patch_result",
+}
+for _kind, _fn in _PLOTS.items():
+    register_plot(_kind, _fn)
 
 
 def __getattr__(name: str) -> Any:

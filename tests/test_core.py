@@ -1,0 +1,218 @@
+"""The core layer: adapter, site table, interventions, partial forward, Result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import nn
+
+from interp.core.adapter import UnsupportedModelError, adapt
+from interp.core.forward import PartialForward, logits_at
+from interp.core.interventions import (
+    Add,
+    Clamp,
+    FrozenBlock,
+    ProjectOut,
+    Record,
+    Replace,
+    freeze_senders,
+    intervene,
+)
+from interp.core.nodes import ComponentGraph
+from interp.core.result import Result
+from interp.core.sites import SITES, Site, register_site, residual_sites, site_hook
+from interp.hooks import hooks
+
+
+def _n_hooks(model) -> int:
+    return sum(len(hp.fwd_hooks) + len(hp.bwd_hooks) for hp in model.hook_dict.values())
+
+
+def test_a_model_of_neither_class_is_refused_naming_what_is_supported():
+    with pytest.raises(UnsupportedModelError, match="HookedTransformer or a TransformerBridge"):
+        adapt(nn.Linear(2, 2))
+
+    class HFLike(nn.Module):
+        config = object()
+
+    with pytest.raises(UnsupportedModelError, match="boot_transformers"):
+        adapt(HFLike())
+
+    class Envelope:  # the shape of an nnsight LanguageModel
+        _model = nn.Linear(1, 1)
+
+        def trace(self):  # pragma: no cover - never called
+            pass
+
+    with pytest.raises(UnsupportedModelError, match="nnsight"):
+        adapt(Envelope())
+
+
+def test_adapter_reads_the_configuration_and_the_gqa_map(tiny_model):
+    a = adapt(tiny_model)
+    assert adapt(tiny_model) is a  # cached per model
+    assert (a.backend, a.spec.n_layers, a.spec.n_heads, a.spec.d_model) == ("hooked", 2, 4, 16)
+    assert not a.spec.gqa and a.spec.kv_group(3) == 3
+    assert a.embed_hooks == ["hook_embed", "hook_pos_embed"]
+    tokens = torch.randint(0, 50, (2, 6))
+    logits, cache = tiny_model.run_with_cache(tokens)
+    torch.testing.assert_close(a.unembed(cache[a.final_hook]), logits, rtol=1e-5, atol=1e-5)
+    # The per-head output projection, against TL's own per-head result.
+    z = cache["blocks.1.attn.hook_z"]
+    heads = a.head_outputs(1, z)
+    attn_out = heads.sum(2) + tiny_model.blocks[1].attn.b_O
+    torch.testing.assert_close(attn_out, cache["blocks.1.hook_attn_out"], rtol=1e-5, atol=1e-5)
+
+
+def test_split_inputs_and_frozen_weights_leave_the_model_as_it_was(tiny_model):
+    a = adapt(tiny_model)
+    flags = [p.requires_grad for p in tiny_model.parameters()]
+    with pytest.raises(RuntimeError), a.split_inputs(), a.activation_grads_only():
+        assert tiny_model.cfg.use_split_qkv_input
+        assert not any(p.requires_grad for p in tiny_model.parameters())
+        raise RuntimeError("boom")
+    assert not tiny_model.cfg.use_split_qkv_input
+    assert [p.requires_grad for p in tiny_model.parameters()] == flags
+
+
+def test_one_site_table_serves_patching_and_steering():
+    assert residual_sites() == ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+    assert site_hook("k", 2) == "blocks.2.attn.hook_k" and SITES["k"].kv
+    with pytest.raises(ValueError, match="did you mean 'resid_post'"):
+        site_hook("resid_psot", 0, residual=True)
+    with pytest.raises(ValueError, match="steering site 'z'"):
+        site_hook("z", 0, residual=True)
+    new = register_site(Site("test_latents", "blocks.{layer}.hook_resid_post.sae", "bpd"))
+    try:
+        assert site_hook("test_latents", 1) == "blocks.1.hook_resid_post.sae"
+        with pytest.raises(ValueError, match="already registered"):
+            register_site(Site("test_latents", "elsewhere.{layer}", "bpd"))
+    finally:
+        SITES.pop(new.name)
+
+
+def test_directional_interventions_match_the_dense_formulas(tiny_model):
+    tokens = torch.randint(0, 50, (2, 5))
+    hook = "blocks.1.hook_resid_pre"
+    v = torch.randn(16)
+    u = v / v.norm()
+    _, cache = tiny_model.run_with_cache(tokens, names_filter=hook)
+    x = cache[hook]
+    seen: dict[str, torch.Tensor] = {}
+    cases = [
+        (Add(hook, v, scale=2.5), x + 2.5 * v),
+        (ProjectOut(hook, v), x - (x @ u)[..., None] * u),
+        (Clamp(hook, v, value=3.0), x + (3.0 - x @ u)[..., None] * u),
+        (Replace(hook, torch.zeros(16), (1,)), x.clone().index_fill_(1, torch.tensor([1]), 0.0)),
+    ]
+    for iv, want in cases:
+        with intervene(tiny_model, [iv, Record(hook, seen)]):
+            tiny_model(tokens)
+        torch.testing.assert_close(seen[hook], want, rtol=1e-5, atol=1e-5)
+    # ``where`` limits the edit to chosen positions.
+    only_last = Add(hook, v, lambda act: torch.arange(act.shape[1])[None] == act.shape[1] - 1)
+    with intervene(tiny_model, [only_last, Record(hook, seen)]):
+        tiny_model(tokens)
+    torch.testing.assert_close(seen[hook][:, :-1], x[:, :-1])
+    torch.testing.assert_close(seen[hook][:, -1], x[:, -1] + v)
+
+
+def test_interventions_are_removed_even_when_the_forward_fails(tiny_model):
+    before = _n_hooks(tiny_model)
+    with (
+        pytest.raises(ValueError),
+        intervene(tiny_model, [Add("blocks.0.hook_resid_pre", torch.ones(16))]),
+    ):
+        assert _n_hooks(tiny_model) == before + 1
+        raise ValueError("fault")
+    assert _n_hooks(tiny_model) == before
+
+
+def test_freezing_every_sender_at_another_run_reproduces_that_run(tiny_model):
+    """Hold every head and MLP output (and the embeddings) at run B's values while running A:
+    the residual stream, hence the logits, are B's."""
+    graph = ComponentGraph(tiny_model)
+    a_tok, b_tok = torch.randint(0, 50, (2, 6)), torch.randint(0, 50, (2, 6))
+    b_logits, b_cache = tiny_model.run_with_cache(b_tok)
+    block = FrozenBlock(slice(0, 2), lambda name: b_cache[name])
+    with hooks(tiny_model, fwd=freeze_senders(graph, [block])):
+        got = tiny_model(a_tok)
+    torch.testing.assert_close(got, b_logits, rtol=1e-4, atol=1e-4)
+    # Overriding one last-layer head with A's value adds exactly that head's difference to B's
+    # final residual (everything else, the last MLP included, is frozen).
+    a_cache = tiny_model.run_with_cache(a_tok)[1]
+    head = graph.node("L1H2")
+    block = FrozenBlock(
+        slice(0, 2), lambda name: b_cache[name], None, [(head, lambda: a_cache[head.hook][:, :, 2])]
+    )
+    with hooks(tiny_model, fwd=freeze_senders(graph, [block])):
+        got = tiny_model(a_tok)
+    ad = adapt(tiny_model)
+    delta = (
+        ad.head_outputs(1, a_cache[head.hook])[:, :, 2]
+        - ad.head_outputs(1, b_cache[head.hook])[:, :, 2]
+    )
+    want = ad.unembed(b_cache[ad.final_hook] + delta)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, b_logits, atol=1e-3)
+
+
+def test_the_partial_forward_restarted_anywhere_without_a_change_is_the_full_forward(tiny_model):
+    tokens = torch.randint(0, 50, (3, 7))
+    full = tiny_model(tokens)
+    pf = PartialForward(tiny_model, tokens, list(range(7)))
+    assert pf.fast
+    torch.testing.assert_close(pf.base.logits, full, rtol=1e-5, atol=1e-5)
+    for layer in (0, 1):
+        for p0 in (0, 3, 6):
+            out = pf.logits(pf.run_from(layer, p0, 2)).reshape(2, 3, 7, -1)
+            torch.testing.assert_close(out[1], full, rtol=1e-4, atol=1e-4)
+    slow = PartialForward(tiny_model, tokens, [6], fast=False)
+    torch.testing.assert_close(slow.run_from(1, 3, 1), full[:, [6]], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        logits_at(tiny_model, tokens, [2, 6]), full[:, [2, 6]], rtol=1e-5, atol=1e-5
+    )
+
+
+@dataclass
+class _Scores(Result):
+    values: torch.Tensor
+    axes: tuple[str, ...]
+    labels: dict[str, list[str]]
+    note: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def _scores() -> _Scores:
+    v = torch.arange(24.0).reshape(2, 3, 4)
+    return _Scores(v, ("layer", "pos"), {"layer": ["L0", "L1", "L2"], "pos": ["a", "b", "a", "c"]})
+
+
+def test_result_selects_by_label_or_index_and_refuses_an_ambiguous_label():
+    r = _scores()
+    assert r.sel(layer="L2", pos=3).values.tolist() == [11.0, 23.0]
+    assert r.sel(layer="L2", pos=3).meta["fixed"] == {"layer": "L2", "pos": "c"}
+    sub = r.sel(layer=["L2", "L0"], pos=[1, 3])
+    assert sub.axes == ("layer", "pos") and sub.labels["layer"] == ["L2", "L0"]
+    assert sub.values[0].tolist() == [[9.0, 11.0], [1.0, 3.0]]
+    with pytest.raises(KeyError, match="appears 2 times"):
+        r.sel(pos="a")
+    with pytest.raises(KeyError, match="did you mean 'L1'"):
+        r.sel(layer="L11")
+    with pytest.raises(ValueError, match="no axis 'head'"):
+        r.sel(head=0)
+    assert r.sel(layer=[1]).squeeze().axes == ("pos",)
+
+
+def test_result_round_trips_through_its_folder(tmp_path):
+    r = _scores()
+    r.note = "x"
+    r.save(tmp_path / "r")
+    back = _Scores.load(tmp_path / "r")
+    assert back.axes == r.axes and back.labels == r.labels and back.note == "x"
+    torch.testing.assert_close(back.values, r.values)
+    assert (tmp_path / "r" / "run.json").exists()
+    ci = back.ci(n_resamples=200, seed=1)
+    assert ci.low.shape == (3, 4) and bool((ci.low <= ci.high).all())
