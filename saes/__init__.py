@@ -4,15 +4,19 @@ Importing ``saes`` needs only torch and safetensors (no TransformerLens), so the
 also run where only a GPU stack is installed.
 """
 
-from saes.activations import ACTIVATIONS, register_activation
+from saes.activations import ACTIVATIONS, Activation, register_activation
 from saes.config import DataConfig, SAEConfig, TrainConfig
-from saes.losses import LossOutput, sae_loss
-from saes.sae import SAE, SAELoadError, SAEOutput
+from saes.losses import LossOutput, sae_loss, step_loss
+from saes.sae import HOOK_NAMES, NODE_HOOKS, SAE, SAELoadError, SAEOutput
 from saes.trainer import NonFiniteLossError, Trainer
+from saes.transcoder import Transcoder
 
 __all__ = [
     "ACTIVATIONS",
+    "HOOK_NAMES",
+    "NODE_HOOKS",
     "SAE",
+    "Activation",
     "DataConfig",
     "LossOutput",
     "NonFiniteLossError",
@@ -21,6 +25,8 @@ __all__ = [
     "SAEOutput",
     "TrainConfig",
     "Trainer",
+    "Transcoder",
     "register_activation",
     "sae_loss",
+    "step_loss",
 ]

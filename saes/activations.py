@@ -1,23 +1,35 @@
 """Sparse activation functions, registered by name. Each maps pre-activations ``[batch, d_sae]`` to
 latent activations of the same shape; any state (a JumpReLU threshold, a BatchTopK inference
-threshold) is a declared parameter or buffer of the module."""
+threshold) is a declared parameter or buffer of the module.
+
+Each activation is also its dictionary's *architecture*: it owns the training terms it adds to the
+reconstruction loss (``sparsity_loss``, ``aux_loss``), whether decoder rows are kept at unit norm,
+and which ``kernels`` sparse step (if any) trains it. ``saes.losses`` composes these; nothing
+branches on the activation's name.
+
+    topk, batchtopk : aux-k on dead latents          relu     : L1 weighted by decoder norms
+    jumprelu        : L0 (straight-through in θ)     (subclass :class:`Activation` for new ones)
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 __all__ = [
     "ACTIVATIONS",
+    "Activation",
     "BatchTopK",
     "JumpReLU",
     "ReLU",
     "TopK",
+    "architecture",
+    "aux_k_term",
     "make_activation",
     "register_activation",
 ]
@@ -43,9 +55,93 @@ def topk_mask_values(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values.relu(), indices
 
 
+class Activation(nn.Module):
+    """Base of the registered activations: the architecture's training terms, none by default.
+
+    ``saes.losses.sae_loss`` adds ``sparsity_loss`` and ``aux_loss`` to the reconstruction error;
+    a term returned as ``None`` is absent (reported as 0). ``sae`` is the dictionary (an
+    ``saes.SAE`` or ``saes.Transcoder``), ``out`` its ``SAEOutput`` on the batch and ``target``
+    what it should reconstruct (the input for an SAE), in raw activation space.
+    """
+
+    unit_norm_decoder: ClassVar[bool] = True
+    """Decoder rows are projected back to unit norm after each step (False: the penalty uses them)."""
+    sparse_kernel: ClassVar[str | None] = None
+    """The ``activation`` of ``kernels.autograd.sparse_sae_loss`` that trains this SAE sparsely
+    (None: only the dense path)."""
+
+    def sparsity_loss(self, sae: Any, out: Any, coefficient: float) -> Float[Tensor, ""] | None:
+        return None
+
+    def aux_loss(
+        self,
+        sae: Any,
+        target: Float[Tensor, "batch d_out"],
+        out: Any,
+        dead: Bool[Tensor, " d_sae"],
+        k_aux: int,
+        coefficient: float,
+    ) -> Float[Tensor, ""] | None:
+        return None
+
+
+_DEFAULT_ARCHITECTURE = Activation()
+
+
+def architecture(act: nn.Module) -> Activation:
+    """``act`` itself, or the term-free default for a registered module that is no ``Activation``."""
+    return act if isinstance(act, Activation) else _DEFAULT_ARCHITECTURE
+
+
+def aux_k_term(
+    sae: Any,
+    target: Float[Tensor, "batch d_out"],
+    out: Any,
+    dead: Bool[Tensor, " d_sae"],
+    k_aux: int,
+) -> Float[Tensor, ""]:
+    """min(n_dead / k_aux, 1) · ‖ê − e‖² / ‖e − mean(e)‖² (Gao et al. 2024, §A.2; α-free), with
+    e = target − recon (detached, in the dictionary's normalised space) and ê the k_aux largest
+    dead pre-activations (rectified) decoded without bias."""
+    n_dead = int(dead.sum())
+    if n_dead == 0 or k_aux <= 0:
+        return out.pre.new_zeros(())  # type: ignore[no-any-return]
+    # The scale uses the requested k_aux, not the clipped count: with fewer dead latents than
+    # k_aux the term is down-weighted by n_dead / k_aux.
+    scale = min(n_dead / k_aux, 1.0)
+    k = min(k_aux, n_dead)
+    s = sae.out_scale
+    t_in = target.to(out.pre.dtype) * s.to(out.pre.dtype)
+    err = (t_in - out.recon * s.to(out.recon.dtype)).detach()  # [batch, d_out]
+    masked = out.pre.masked_fill(~dead, float("-inf"))
+    values, indices = topk_mask_values(masked, k)
+    err_hat = torch.zeros_like(out.pre).scatter_(-1, indices, values) @ sae.W_dec
+    variance = (err - err.mean(0)).pow(2).sum().clamp_min(1e-8)
+    return scale * (err_hat - err).pow(2).sum() / variance  # type: ignore[no-any-return]
+
+
+class _AuxK(Activation):
+    """TopK-style architectures: no sparsity penalty (the rule fixes L0); aux-k on dead latents."""
+
+    def aux_loss(
+        self,
+        sae: Any,
+        target: Float[Tensor, "batch d_out"],
+        out: Any,
+        dead: Bool[Tensor, " d_sae"],
+        k_aux: int,
+        coefficient: float,
+    ) -> Float[Tensor, ""] | None:
+        if not coefficient:
+            return None
+        return coefficient * aux_k_term(sae, target, out, dead, k_aux)
+
+
 @register_activation("topk")
-class TopK(nn.Module):
+class TopK(_AuxK):
     """Keep the k largest pre-activations of each row (rectified); zero the rest."""
+
+    sparse_kernel = "topk"
 
     def __init__(self, cfg: Any):
         super().__init__()
@@ -57,7 +153,7 @@ class TopK(nn.Module):
 
 
 @register_activation("batchtopk")
-class BatchTopK(nn.Module):
+class BatchTopK(_AuxK):
     """Training: keep the k·batch largest rectified pre-activations over the whole batch.
 
     Inference: a fixed threshold (an exponential moving average of the smallest kept activation
@@ -129,7 +225,7 @@ class _StepFn(torch.autograd.Function):
 
 
 @register_activation("jumprelu")
-class JumpReLU(nn.Module):
+class JumpReLU(Activation):
     """z·H(z − θ) with a learned per-latent threshold θ = exp(log_threshold) (Rajamanoharan et al. 2024)."""
 
     def __init__(self, cfg: Any):
@@ -150,11 +246,25 @@ class JumpReLU(nn.Module):
         """Mean number of active latents per row, differentiable in the threshold."""
         return _StepFn.apply(pre, self.threshold, self.bandwidth).sum(-1).mean()  # type: ignore[union-attr]
 
+    def sparsity_loss(self, sae: Any, out: Any, coefficient: float) -> Float[Tensor, ""] | None:
+        """λ · mean over rows of Σᵢ H(zᵢ − θᵢ) (L0, straight-through in θ)."""
+        return coefficient * self.l0(out.pre) if coefficient else None
+
 
 @register_activation("relu")
-class ReLU(nn.Module):
+class ReLU(Activation):
+    """max(z, 0), trained with an L1 penalty weighted by decoder norms (which are left free)."""
+
+    unit_norm_decoder = False
+
     def __init__(self, cfg: Any):
         super().__init__()
 
     def forward(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
         return pre.relu()
+
+    def sparsity_loss(self, sae: Any, out: Any, coefficient: float) -> Float[Tensor, ""] | None:
+        """λ · mean over rows of Σᵢ aᵢ ‖W_dec[i]‖."""
+        if not coefficient:
+            return None
+        return coefficient * (out.acts * sae.W_dec.norm(dim=-1)).sum(-1).mean()  # type: ignore[no-any-return]

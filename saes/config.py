@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SAEConfig:
-    """The architecture of a sparse autoencoder."""
+    """The architecture of a sparse dictionary: an SAE, or a transcoder when ``d_out`` is set."""
 
     d_in: int
     """Width of the activations it reads (``d_model`` for a residual stream)."""
@@ -44,6 +44,13 @@ class SAEConfig:
     """Dtype of the parameters."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance: model name, hook name, store path, context size."""
+    d_out: int | None = None
+    """None: an SAE, which reconstructs its input. A width: a *transcoder*, which reads one site
+    (``d_in``) and predicts another (``d_out``, e.g. MLP input -> MLP output; equal widths allowed):
+    same encoder and activation, decoder to ``d_out``, and the input is not shifted by ``b_dec``."""
+    skip_connection: bool = False
+    """Transcoders only: add a linear skip term ``x W_skipᵀ`` (``W_skip`` [d_out, d_in], zero at
+    initialisation) to the output, as in circuit-tracer's and SAELens's skip transcoders."""
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATION_NAMES:
@@ -62,6 +69,28 @@ class SAEConfig:
             raise ConfigError(
                 f"normalize_activations must be 'none' or 'expected_norm', got {self.normalize_activations!r}"
             )
+        if self.d_out is not None and self.d_out < 1:
+            raise ConfigError(f"d_out must be positive (or None for an SAE), got {self.d_out}")
+        if self.skip_connection and self.d_out is None:
+            raise ConfigError(
+                "skip_connection is for transcoders: set d_out (the output site's width) too"
+            )
+        if self.d_out is not None and self.normalize_activations != "none":
+            raise ConfigError(
+                "normalize_activations='expected_norm' is for SAEs; a transcoder's input and "
+                "output live at different sites, so it reads and writes raw activations "
+                "(normalize_activations='none')"
+            )
+
+    @property
+    def is_transcoder(self) -> bool:
+        """True when the dictionary predicts another site (``d_out`` set)."""
+        return self.d_out is not None
+
+    @property
+    def out_width(self) -> int:
+        """Width of what the dictionary writes: ``d_out``, or ``d_in`` for an SAE."""
+        return self.d_in if self.d_out is None else self.d_out
 
 
 @dataclass(frozen=True)

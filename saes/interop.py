@@ -4,6 +4,9 @@
 - ``batchtopk`` → ``jumprelu`` with every threshold = the BatchTopK inference threshold (how SAELens
   saves its own BatchTopK SAEs); metadata ``training_architecture="batchtopk"`` + ``k`` bring it back
 - ``jumprelu`` ↔ ``jumprelu`` (``threshold = exp(log_threshold)``); ``relu`` ↔ ``standard``
+- transcoders (export only): ``relu`` → ``transcoder``, ``jumprelu``/``batchtopk`` →
+  ``jumprelu_transcoder`` (``skip_`` variants with a skip connection); ``topk`` is refused
+  (SAELens 6 has no TopK transcoder). Importing SAELens transcoders is not supported yet.
 
 Exports always use the folded SAE (input scale in the weights), ``apply_b_dec_to_input=True`` and
 ``normalize_activations="none"``, so ``encode``/``decode`` agree with ours on raw activations.
@@ -90,6 +93,8 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
     )
     from sae_lens.saes.sae import SAEMetadata
 
+    if sae.cfg.is_transcoder:
+        return _transcoder_to_saelens(sae, metadata)
     src = sae.folded() if float(sae.input_scale) != 1.0 else sae
     act = src.cfg.activation
     common: dict[str, Any] = {
@@ -127,6 +132,69 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
         cfg, cls = JumpReLUSAEConfig(**common), JumpReLUSAE
     else:  # relu (SAEConfig validates activation names)
         cfg, cls = StandardSAEConfig(**common), StandardSAE
+    out = cls(cfg)
+    out.cfg.device = "cpu"
+    out.load_state_dict(state, assign=True)
+    return out.to(device="cpu", dtype=_DTYPES[src.cfg.dtype]).eval()  # type: ignore[no-any-return]
+
+
+def _batchtopk_threshold(act_mod: Any, d_sae: int, dtype: torch.dtype) -> Tensor:
+    t = float(act_mod.threshold)
+    if t < 0:
+        raise InteropError(
+            "this BatchTopK SAE has no inference threshold yet (it was never trained); "
+            "SAELens runs BatchTopK SAEs as JumpReLU with that threshold"
+        )
+    return torch.full((d_sae,), t, dtype=dtype)
+
+
+def _transcoder_to_saelens(tc: SAE, metadata: dict[str, Any] | None) -> sae_lens.SAE[Any]:
+    """relu -> ``Transcoder``, jumprelu and batchtopk -> ``JumpReLUTranscoder`` (with ``Skip``
+    variants for a skip connection); SAELens has no TopK transcoder."""
+    import sae_lens as slm
+    from sae_lens.saes.sae import SAEMetadata
+
+    act, skip = tc.cfg.activation, tc.cfg.skip_connection
+    if act == "topk":
+        raise InteropError(
+            "SAELens (this version) has no TopK transcoder: its transcoders are relu "
+            "('transcoder', 'skip_transcoder') and JumpReLU ('jumprelu_transcoder', "
+            "'jumprelu_skip_transcoder'); export a relu, jumprelu or batchtopk transcoder"
+        )
+    src = tc.folded() if float(tc.input_scale) != 1.0 else tc
+    names = ["W_enc", "b_enc", "W_dec", "b_dec"] + (["W_skip"] if skip else [])
+    state = {n: getattr(src, n).detach().to("cpu").clone().contiguous() for n in names}
+    if act == "relu":
+        cfg_cls, cls = (
+            (slm.SkipTranscoderConfig, slm.SkipTranscoder)
+            if skip
+            else (slm.TranscoderConfig, slm.Transcoder)
+        )
+    else:  # jumprelu, batchtopk (SAEConfig validates activation names)
+        cfg_cls, cls = (
+            (slm.JumpReLUSkipTranscoderConfig, slm.JumpReLUSkipTranscoder)
+            if skip
+            else (slm.JumpReLUTranscoderConfig, slm.JumpReLUTranscoder)
+        )
+        act_mod: Any = src.act
+        dtype = state["b_enc"].dtype
+        if act == "batchtopk":
+            threshold = _batchtopk_threshold(act_mod, src.cfg.d_sae, dtype)
+        else:
+            threshold = act_mod.threshold.detach().to("cpu", dtype).clone()
+        state["threshold"] = threshold.contiguous()
+    md = _export_metadata(tc, metadata)
+    md["mechscope_kind"] = "transcoder"
+    cfg = cfg_cls(
+        d_in=src.cfg.d_in,
+        d_sae=src.cfg.d_sae,
+        d_out=src.cfg.out_width,
+        dtype=src.cfg.dtype,
+        device="meta",
+        apply_b_dec_to_input=False,  # a transcoder's b_dec is in the output space
+        normalize_activations="none",
+        metadata=SAEMetadata(**md),
+    )
     out = cls(cfg)
     out.cfg.device = "cpu"
     out.load_state_dict(state, assign=True)

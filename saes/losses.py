@@ -1,10 +1,14 @@
 """Training losses: reconstruction, the activation's sparsity penalty, and aux-k for dead latents.
 
-mse      = mean over rows of ‖x̂ − x‖²                      (in the SAE's normalised input space)
+mse      = mean over rows of ‖ŷ − y‖²   (y the target: x for an SAE, in its normalised input space)
 relu     : sparsity = λ · mean over rows of Σᵢ aᵢ ‖W_dec[i]‖  (L1 weighted by decoder norms)
 jumprelu : sparsity = λ · mean over rows of Σᵢ H(zᵢ − θᵢ)      (L0, straight-through in θ)
-aux-k    = α · min(n_dead / k_aux, 1) · ‖e − ê‖² / ‖e − mean(e)‖²
-           e = x − x̂ (detached), ê = the k_aux largest dead pre-activations decoded without bias
+aux-k    = α · min(n_dead / k_aux, 1) · ‖e − ê‖² / ‖e − mean(e)‖²   (topk, batchtopk)
+           e = y − ŷ (detached), ê = the k_aux largest dead pre-activations decoded without bias
+
+The architecture-specific terms belong to the activation modules (``saes.activations``:
+``sparsity_loss``, ``aux_loss``, ``sparse_kernel``); this module composes them with the
+reconstruction error and does not branch on the activation. :func:`step_loss` is the trainer's.
 """
 
 from __future__ import annotations
@@ -15,10 +19,18 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from saes.activations import topk_mask_values
+from saes.activations import architecture, aux_k_term
 from saes.sae import SAE, SAEOutput
 
-__all__ = ["LossOutput", "StepStats", "aux_k_loss", "sae_loss", "sparse_topk_loss"]
+__all__ = [
+    "LossOutput",
+    "StepStats",
+    "aux_k_loss",
+    "sae_loss",
+    "sparse_loss",
+    "sparse_topk_loss",
+    "step_loss",
+]
 
 
 class LossOutput(NamedTuple):
@@ -31,7 +43,7 @@ class LossOutput(NamedTuple):
 class StepStats(NamedTuple):
     """What the trainer needs from a step besides the loss, from either path."""
 
-    recon: Float[Tensor, "batch d_in"]  # in the input's (raw) space
+    recon: Float[Tensor, "batch d_out"]  # in the target's (raw) space
     fired: Bool[Tensor, " d_sae"]  # latents active on at least one row
     l0: Float[Tensor, ""]  # mean active latents per row
 
@@ -41,7 +53,7 @@ def dense_stats(out: SAEOutput) -> StepStats:
     return StepStats(out.recon.detach(), active.any(0), active.sum(-1).float().mean())
 
 
-def sparse_topk_loss(
+def sparse_loss(
     sae: SAE,
     x: Float[Tensor, "batch d_in"],
     *,
@@ -49,13 +61,16 @@ def sparse_topk_loss(
     k_aux: int = 0,
     aux_coefficient: float = 0.0,
 ) -> tuple[LossOutput, StepStats]:
-    """The TopK loss of :func:`sae_loss`, computed sparsely through ``kernels`` (Triton on CUDA,
-    the eager reference elsewhere): only the encoder GEMM is dense; decode, the value gradient
-    and the weight gradients touch the k kept latents per row."""
+    """The loss of :func:`sae_loss` for an SAE whose activation has a ``sparse_kernel`` (TopK),
+    computed sparsely through ``kernels`` (Triton on CUDA, the eager reference elsewhere): only
+    the encoder GEMM is dense; decode, the value gradient and the weight gradients touch the k
+    kept latents per row."""
     from kernels.autograd import sparse_sae_loss
 
-    if sae.cfg.activation != "topk":
-        raise ValueError(f"the sparse path covers topk SAEs; this one is {sae.cfg.activation!r}")
+    kernel = sae.sparse_kernel
+    if kernel is None:
+        what = f"{sae.cfg.activation!r} {sae.kind}"
+        raise ValueError(f"the sparse path covers topk SAEs; this one is a {what}")
     scale = sae.input_scale.to(sae.W_enc.dtype)
     use_aux = dead is not None and bool(aux_coefficient) and k_aux > 0
     loss, out = sparse_sae_loss(
@@ -65,6 +80,7 @@ def sparse_topk_loss(
         sae.W_dec,
         sae.b_dec,
         sae.cfg.k,
+        activation=kernel,  # type: ignore[arg-type]
         dead_mask=dead if use_aux else None,
         k_aux=k_aux if use_aux else 0,
         aux_coefficient=aux_coefficient if use_aux else 0.0,
@@ -77,51 +93,78 @@ def sparse_topk_loss(
     return LossOutput(loss.total, loss.mse, zero, loss.aux), stats
 
 
+sparse_topk_loss = sparse_loss  # the name before other activations could have a sparse kernel
+
+
 def aux_k_loss(
     sae: SAE,
-    x: Float[Tensor, "batch d_in"],
+    x: Float[Tensor, "batch d_out"],
     out: SAEOutput,
     dead: Bool[Tensor, " d_sae"],
     k_aux: int,
 ) -> Float[Tensor, ""]:
-    n_dead = int(dead.sum())
-    if n_dead == 0 or k_aux <= 0:
-        return out.pre.new_zeros(())
-    # The scale uses the requested k_aux, not the clipped count: with fewer dead latents than
-    # k_aux the term is down-weighted by n_dead / k_aux.
-    scale = min(n_dead / k_aux, 1.0)
-    k = min(k_aux, n_dead)
-    x_in = x.to(out.pre.dtype) * sae.input_scale.to(out.pre.dtype)
-    err = (x_in - out.recon * sae.input_scale.to(out.recon.dtype)).detach()  # [batch, d_in]
-    masked = out.pre.masked_fill(~dead, float("-inf"))
-    values, indices = topk_mask_values(masked, k)
-    err_hat = torch.zeros_like(out.pre).scatter_(-1, indices, values) @ sae.W_dec
-    variance = (err - err.mean(0)).pow(2).sum().clamp_min(1e-8)
-    return scale * (err_hat - err).pow(2).sum() / variance
+    """The α-free aux-k term (see :func:`saes.activations.aux_k_term`); ``x`` is the target
+    (the input, for an SAE)."""
+    return aux_k_term(sae, x, out, dead, k_aux)
 
 
 def sae_loss(
     sae: SAE,
     x: Float[Tensor, "batch d_in"],
+    y: Float[Tensor, "batch d_out"] | None = None,
     *,
     sparsity_coefficient: float = 0.0,
     dead: Bool[Tensor, " d_sae"] | None = None,
     k_aux: int = 0,
     aux_coefficient: float = 0.0,
 ) -> tuple[LossOutput, SAEOutput]:
-    """The training loss of one batch, with each term reported separately."""
-    out = sae(x)
-    scale = sae.input_scale.to(out.recon.dtype)
+    """The training loss of one batch, with each term reported separately. ``y`` is the target
+    (x when omitted, for an SAE; required for a transcoder). The dictionary runs without its hook
+    points."""
+    target = sae.target(x, y)
+    assert target is not None
+    out = sae.unhooked(x)
+    scale = sae.out_scale.to(out.recon.dtype)
     # Reconstruction is measured in the normalised space the SAE computes in.
-    mse = ((out.recon - x.to(out.recon.dtype)) * scale).pow(2).sum(-1).mean()
+    mse = ((out.recon - target.to(out.recon.dtype)) * scale).pow(2).sum(-1).mean()
     zero = mse.new_zeros(())
-    if sae.cfg.activation == "relu" and sparsity_coefficient:
-        sparsity = sparsity_coefficient * (out.acts * sae.W_dec.norm(dim=-1)).sum(-1).mean()
-    elif sae.cfg.activation == "jumprelu" and sparsity_coefficient:
-        sparsity = sparsity_coefficient * sae.act.l0(out.pre)  # type: ignore[operator]
-    else:
-        sparsity = zero
-    aux = zero
-    if dead is not None and aux_coefficient and sae.cfg.activation in ("topk", "batchtopk"):
-        aux = aux_coefficient * aux_k_loss(sae, x, out, dead, k_aux)
+    arch = architecture(sae.act)
+    sparsity = arch.sparsity_loss(sae, out, sparsity_coefficient)
+    aux = None
+    if dead is not None:
+        aux = arch.aux_loss(sae, target, out, dead, k_aux, aux_coefficient)
+    sparsity = zero if sparsity is None else sparsity
+    aux = zero if aux is None else aux
     return LossOutput(mse + sparsity + aux, mse, sparsity, aux), out
+
+
+def step_loss(
+    sae: SAE,
+    x: Float[Tensor, "batch d_in"],
+    y: Float[Tensor, "batch d_out"] | None = None,
+    *,
+    sparse: bool = False,
+    sparsity_coefficient: float = 0.0,
+    dead: Bool[Tensor, " d_sae"] | None = None,
+    k_aux: int = 0,
+    aux_coefficient: float = 0.0,
+) -> tuple[LossOutput, StepStats]:
+    """The trainer's loss: :func:`sparse_loss` when ``sparse`` (an SAE with a sparse kernel, no
+    separate target), else :func:`sae_loss`, with the step's statistics."""
+    if sparse:
+        if y is not None:
+            raise ValueError(
+                "the sparse path reconstructs the input: train an SAE on tensors x, or set "
+                "sparse_path='off' to give it a separate target y"
+            )
+        return sparse_loss(sae, x, dead=dead, k_aux=k_aux, aux_coefficient=aux_coefficient)
+    loss, out = sae_loss(
+        sae,
+        x,
+        y,
+        sparsity_coefficient=sparsity_coefficient,
+        dead=dead,
+        k_aux=k_aux,
+        aux_coefficient=aux_coefficient,
+    )
+    return loss, dense_stats(out)

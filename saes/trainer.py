@@ -1,4 +1,5 @@
-"""``Trainer``: the SAE training loop. It needs only an iterator of activation batches.
+"""``Trainer``: the SAE training loop. It needs only an iterator of activation batches: tensors x
+(an SAE reconstructs them) or pairs (x, y) (a transcoder predicts y from x).
 
 Run directory::
 
@@ -41,7 +42,7 @@ from interp._io import atomic_write_bytes, atomic_write_json, fsync_dir, read_js
 from interp.manifest import run_manifest
 from saes.checksums import CorruptCheckpointError, verify_checkpoint, write_checksums
 from saes.config import TrainConfig
-from saes.losses import StepStats, dense_stats, sae_loss, sparse_topk_loss
+from saes.losses import StepStats, step_loss
 from saes.sae import SAE
 
 __all__ = [
@@ -67,9 +68,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Trainer:
-    """Train ``sae`` on batches from ``data``.
+    """Train ``sae`` (an SAE or a transcoder) on batches from ``data``.
 
-    ``data`` is an iterator of ``[batch_size, d_in]`` tensors, or a callable ``skip -> iterator``
+    ``data`` is an iterator of ``[batch_size, d_in]`` tensors, or of pairs ``(x, y)`` with ``y``
+    the target ``[batch_size, d_out]`` (what a transcoder predicts; an SAE's target defaults to
+    x), or a callable ``skip -> iterator``
     that can start after ``skip`` batches (what a resumed run needs; :func:`saes.data.store_source`
     fits with ``functools.partial``). A plain iterator is fast-forwarded on resume instead.
     """
@@ -107,17 +110,18 @@ class Trainer:
         )  # tokens_seen at last firing
         self.k_aux = sae.cfg.d_in // 2 if cfg.aux_k is None else cfg.aux_k
         self._initialised = False
-        if cfg.sparse_path == "on" and sae.cfg.activation != "topk":
+        if cfg.sparse_path == "on" and sae.sparse_kernel is None:
             raise ValueError(
-                f"sparse_path='on' needs a topk SAE; this one is {sae.cfg.activation!r}"
+                f"sparse_path='on' needs a topk SAE; this one is a {sae.cfg.activation!r} {sae.kind}"
             )
-        self.sparse = sae.cfg.activation == "topk" and cfg.sparse_path != "off"
+        self.sparse = sae.sparse_kernel is not None and cfg.sparse_path != "off"
         self.path_reason = self._path_reason()
         log.info("SAE step: %s", self.path_reason)
 
     def _path_reason(self) -> str:
         if not self.sparse:
-            return f"dense PyTorch path ({self.sae.cfg.activation} SAE, sparse_path={self.cfg.sparse_path})"
+            what = f"{self.sae.cfg.activation} {'SAE' if self.sae.kind == 'sae' else self.sae.kind}"
+            return f"dense PyTorch path ({what}, sparse_path={self.cfg.sparse_path})"
         from kernels.dispatch import backend_choice
 
         backend, why = backend_choice(self.device)
@@ -143,7 +147,7 @@ class Trainer:
         return (self.tokens_seen - self.last_fired) >= self.cfg.dead_after_tokens
 
     # ---- the loop ------------------------------------------------------------------------------
-    def _batches(self) -> Iterator[Tensor]:
+    def _batches(self) -> Iterator[Any]:
         if callable(self.data) and not isinstance(self.data, Iterator):
             return self.data(self.step)
         it = iter(self.data)
@@ -151,7 +155,26 @@ class Trainer:
             next(it)
         return it
 
-    def _local(self, x: Tensor) -> Tensor:
+    def _split(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        """A batch as (x, y): y is None for a plain tensor."""
+        if isinstance(batch, Tensor):
+            x, y = batch, None
+        elif isinstance(batch, (tuple, list)) and len(batch) == 2:
+            x, y = batch
+        else:
+            raise TypeError(
+                f"a batch must be a tensor x or a pair (x, y); got {type(batch).__name__}"
+                + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+            )
+        if y is None and self.sae.cfg.is_transcoder:
+            raise ValueError(
+                "a transcoder trains on pairs (x, y): the data gave tensors only; yield "
+                f"(input [batch, {self.sae.cfg.d_in}], target [batch, {self.sae.d_out}])"
+            )
+        return x, y
+
+    def _local(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        x, y = self._split(batch)
         if x.shape[0] != self.cfg.batch_size:
             raise ValueError(
                 f"the data gave a batch of {x.shape[0]} rows; batch_size is {self.cfg.batch_size}"
@@ -161,15 +184,27 @@ class Trainer:
                 f"the data has width {x.shape[-1]} but the SAE reads d_in={self.sae.cfg.d_in}: "
                 "train on the hook the SAE was configured for"
             )
+        if y is not None and (y.shape[0] != x.shape[0] or y.shape[-1] != self.sae.d_out):
+            raise ValueError(
+                f"the target batch has shape {tuple(y.shape)}; it needs {x.shape[0]} rows of "
+                f"width d_out={self.sae.d_out} (the output site the dictionary predicts)"
+            )
         per = self.cfg.batch_size // self.world
-        return x[self.rank * per : (self.rank + 1) * per].to(self.device, non_blocking=True)
+        rows = slice(self.rank * per, (self.rank + 1) * per)
+        x_local = x[rows].to(self.device, non_blocking=True)
+        return x_local, None if y is None else y[rows].to(self.device, non_blocking=True)
 
     def fit(self) -> SAE:
         """Train to ``total_steps`` (from the current step) and return the SAE."""
         batches = self._batches()
         if self.step == 0 and not self._initialised:
             sample = [next(batches) for _ in range(self.cfg.init_batches)]
-            self.sae.init_from_data_(torch.cat(sample)[:16384].to(self.device), self.cfg.b_dec_init)
+            pairs = [self._split(b) for b in sample]
+            xs = torch.cat([x for x, _ in pairs])[:16384].to(self.device)
+            ys = None
+            if all(y is not None for _, y in pairs):
+                ys = torch.cat([y for _, y in pairs])[:16384].to(self.device)  # type: ignore[misc]
+            self.sae.init_from_data_(xs, self.cfg.b_dec_init, y=ys)
             self._initialised = True
             batches = itertools.chain(
                 sample, batches
@@ -193,7 +228,8 @@ class Trainer:
             ) % self.cfg.log_every == 0 or self.step + 1 == self.cfg.total_steps
             # Metrics read values off the device: only on logging steps (others sync once, for the
             # finiteness check).
-            metrics = self.train_step(self._local(x), with_metrics=log_now)
+            x_local, y_local = self._local(x)
+            metrics = self.train_step(x_local, y=y_local, with_metrics=log_now)
             window_tokens += self.cfg.batch_size
             if bar is not None:
                 bar.update(1)
@@ -219,32 +255,27 @@ class Trainer:
             write_checksums(final)
         return self.sae
 
-    def train_step(self, x: Tensor, *, with_metrics: bool = True) -> dict[str, float]:
-        """One optimizer step on this process's rows; returns the step's metrics (or {})."""
+    def train_step(
+        self, x: Tensor, *, y: Tensor | None = None, with_metrics: bool = True
+    ) -> dict[str, float]:
+        """One optimizer step on this process's rows (target ``y``: x for an SAE when omitted);
+        returns the step's metrics (or {})."""
         sae, cfg = self.sae, self.cfg
         sae.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         use_amp = cfg.mixed_precision and self.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            if self.sparse:
-                loss, stats = sparse_topk_loss(
-                    sae,
-                    x,
-                    dead=self.dead_mask(),
-                    k_aux=self.k_aux,
-                    aux_coefficient=cfg.aux_coefficient,
-                )
-            else:
-                loss, out = sae_loss(
-                    sae,
-                    x,
-                    sparsity_coefficient=self.sparsity_at(self.step),
-                    dead=self.dead_mask(),
-                    k_aux=self.k_aux,
-                    aux_coefficient=cfg.aux_coefficient,
-                )
-                stats = dense_stats(out)
+            loss, stats = step_loss(
+                sae,
+                x,
+                y,
+                sparse=self.sparse,
+                sparsity_coefficient=self.sparsity_at(self.step),
+                dead=self.dead_mask(),
+                k_aux=self.k_aux,
+                aux_coefficient=cfg.aux_coefficient,
+            )
         if not torch.isfinite(loss.total):
             raise NonFiniteLossError(
                 f"the loss became {loss.total.item()} at step {self.step} (batch {self.step} of the data stream; "
@@ -267,7 +298,7 @@ class Trainer:
         sae.normalize_decoder_()
         self._track_firing(stats.fired)
         self.step += 1
-        return self._step_metrics(x, loss, stats) if with_metrics else {}
+        return self._step_metrics(x if y is None else y, loss, stats) if with_metrics else {}
 
     def _track_firing(self, fired: Tensor) -> None:
         if self.world > 1:

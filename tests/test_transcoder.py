@@ -1,0 +1,235 @@
+"""Transcoders: a dictionary from one site to another (``SAEConfig.d_out``), trained on (x, y)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from saes.config import ConfigError, SAEConfig, TrainConfig
+from saes.losses import sae_loss
+from saes.sae import SAE, SAELoadError
+from saes.trainer import Trainer
+from saes.transcoder import Transcoder
+
+D_IN, D_OUT, N_FEAT = 12, 10, 48
+
+
+def linear_map_data(skip: int = 0, batch: int = 64, seed: int = 1):
+    """x: sparse combinations of fixed unit directions; y = x Aᵀ + c, a fixed linear map.
+
+    Each feature direction f maps to A f, so a transcoder whose latents detect the features and
+    decode their images computes the map exactly on this data."""
+    g0 = torch.Generator().manual_seed(0)
+    feats = torch.randn(N_FEAT, D_IN, generator=g0)
+    feats /= feats.norm(dim=-1, keepdim=True)
+    A = torch.randn(D_OUT, D_IN, generator=g0) / D_IN**0.5
+    c = torch.randn(D_OUT, generator=g0)
+    g = torch.Generator().manual_seed(seed)
+    i = 0
+    while True:
+        on = (torch.rand(batch, N_FEAT, generator=g) < 0.06).float()
+        x = (on * torch.rand(batch, N_FEAT, generator=g) * 3) @ feats
+        if i >= skip:
+            yield x, x @ A.T + c
+        i += 1
+
+
+def train_cfg(**kw) -> TrainConfig:  # type: ignore[no-untyped-def]
+    base = dict(
+        total_steps=150,
+        batch_size=64,
+        lr=1e-2,
+        log_every=10,
+        dead_after_tokens=640,
+        init_batches=2,
+    )
+    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def explained_variance(tc: Transcoder, n: int = 8) -> float:
+    batches = [b for b, _ in zip(linear_map_data(seed=99), range(n), strict=False)]
+    x, y = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    with torch.no_grad():
+        recon = tc.eval()(x, y).recon
+    return 1 - float((y - recon).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+
+
+@pytest.mark.parametrize("skip_connection", [False, True], ids=["plain", "skip"])
+def test_a_transcoder_learns_a_linear_map(tmp_path, skip_connection: bool) -> None:
+    cfg = SAEConfig(d_in=D_IN, d_sae=64, k=8, d_out=D_OUT, skip_connection=skip_connection)
+    tc = Transcoder(cfg, seed=0)
+    before = explained_variance(tc)
+    c = train_cfg(lr_warmup_steps=5, lr_decay_steps=40)
+    trainer = Trainer(c, tc, linear_map_data, run_dir=tmp_path, progress=False)
+    assert not trainer.sparse and "dense" in trainer.path_reason
+    trainer.fit()
+    ev = explained_variance(trainer.sae)  # type: ignore[arg-type]
+    assert before < 0.2 and ev > (0.98 if skip_connection else 0.93), (before, ev)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["explained_variance"] > 0.8 and rows[-1]["loss"] < rows[0]["loss"]
+    loaded = SAE.load(tmp_path / "final")
+    assert isinstance(loaded, Transcoder) and loaded.cfg == trainer.sae.cfg
+
+
+def test_forward_takes_the_target_and_computes_the_formula() -> None:
+    tc = Transcoder(SAEConfig(d_in=D_IN, d_sae=32, k=4, d_out=D_OUT, skip_connection=True), seed=0)
+    with torch.no_grad():
+        tc.b_enc.normal_()
+        tc.b_dec.normal_()
+        tc.W_skip.normal_()
+    x, y = torch.randn(16, D_IN), torch.randn(16, D_OUT)
+    out = tc(x, y)
+    pre = x @ tc.W_enc + tc.b_enc  # no b_dec shift: b_dec lives in the output space
+    torch.testing.assert_close(out.pre, pre)
+    torch.testing.assert_close(out.recon, out.acts @ tc.W_dec + tc.b_dec + x @ tc.W_skip.T)
+    assert out.recon.shape == (16, D_OUT) and tc.W_dec.shape == (32, D_OUT)
+    assert out.error is not None
+    torch.testing.assert_close(out.error, y - out.recon)
+    assert tc(x).error is None  # no target given
+    with pytest.raises(ValueError, match="pass y"):
+        tc.spliced(x)
+    with pytest.raises(ValueError, match="d_out=10"):
+        tc(x, torch.randn(16, D_IN))
+    with pytest.raises(ValueError, match="d_in=12"):
+        tc(torch.randn(16, D_OUT), y)
+    # the loss is measured against y, not x
+    loss, out = sae_loss(tc, x, y)
+    torch.testing.assert_close(loss.mse, (out.recon - y).pow(2).sum(-1).mean())
+    with pytest.raises(ValueError, match="pass y"):
+        sae_loss(tc, x)
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    cfg = SAEConfig(d_in=D_IN, d_sae=32, activation="jumprelu", d_out=D_OUT, skip_connection=True)
+    tc = Transcoder(cfg, seed=3)
+    with torch.no_grad():
+        tc.W_skip.normal_()
+        tc.b_dec.normal_()
+    tc.save(tmp_path / "tc")
+    raw = json.loads((tmp_path / "tc" / "cfg.json").read_text())
+    assert raw["d_out"] == D_OUT and raw["skip_connection"] is True
+    for loader in (SAE.load, Transcoder.load):
+        back = loader(tmp_path / "tc")
+        assert isinstance(back, Transcoder) and back.cfg == cfg
+        for name, value in tc.state_dict().items():
+            torch.testing.assert_close(back.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    x, y = torch.randn(8, D_IN), torch.randn(8, D_OUT)
+    torch.testing.assert_close(back(x, y).recon, tc(x, y).recon)
+    # An SAE's folder keeps its format (no transcoder keys) and is refused as a transcoder.
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=32, k=4), seed=0)
+    sae.save(tmp_path / "sae")
+    keys = set(json.loads((tmp_path / "sae" / "cfg.json").read_text()))
+    assert not keys & {"d_out", "skip_connection"}
+    assert type(SAE.load(tmp_path / "sae")) is SAE
+    with pytest.raises(SAELoadError, match="holds a mechscope sae, not a transcoder"):
+        Transcoder.load(tmp_path / "sae")
+
+
+def test_config_and_construction_errors() -> None:
+    with pytest.raises(ConfigError, match="skip_connection is for transcoders"):
+        SAEConfig(d_in=8, d_sae=32, k=4, skip_connection=True)
+    with pytest.raises(ConfigError, match="reads and writes raw activations"):
+        SAEConfig(d_in=8, d_sae=32, k=4, d_out=4, normalize_activations="expected_norm")
+    with pytest.raises(ConfigError, match="d_out must be positive"):
+        SAEConfig(d_in=8, d_sae=32, k=4, d_out=0)
+    with pytest.raises(ValueError, match=r"build it with saes\.Transcoder"):
+        SAE(SAEConfig(d_in=8, d_sae=32, k=4, d_out=8))
+    with pytest.raises(ValueError, match=r"build it with saes\.SAE"):
+        Transcoder(SAEConfig(d_in=8, d_sae=32, k=4))
+    # equal widths are still a transcoder: d_out set is what makes one
+    tc = Transcoder(SAEConfig(d_in=8, d_sae=32, k=4, d_out=8), seed=0)
+    assert tc.d_out == 8 and tc.kind == "transcoder"
+
+
+def test_trainer_needs_pairs_and_the_dense_path() -> None:
+    tc = Transcoder(SAEConfig(d_in=D_IN, d_sae=32, k=4, d_out=D_OUT), seed=0)
+
+    def xs_only(skip: int = 0):
+        for x, _ in linear_map_data(skip):
+            yield x
+
+    with pytest.raises(ValueError, match="trains on pairs"):
+        Trainer(train_cfg(total_steps=2), tc, xs_only, progress=False).fit()
+    with pytest.raises(ValueError, match="needs a topk SAE; this one is a 'topk' transcoder"):
+        Trainer(train_cfg(sparse_path="on"), tc, linear_map_data, progress=False)
+
+    def wrong_target(skip: int = 0):
+        for x, y in linear_map_data(skip):
+            yield x, y[:, :-1]
+
+    with pytest.raises(ValueError, match="width d_out=10"):
+        Trainer(train_cfg(total_steps=2, init_batches=1), tc, wrong_target, progress=False).fit()
+
+
+def test_an_sae_trains_on_pairs_with_an_explicit_target() -> None:
+    """(x, x) pairs train an SAE exactly as tensors x do (dense path)."""
+    results = []
+    for pairs in (False, True):
+
+        def data(skip: int = 0, pairs: bool = pairs):
+            for x, _ in linear_map_data(skip):
+                yield (x, x.clone()) if pairs else x
+
+        sae = SAE(SAEConfig(d_in=D_IN, d_sae=32, k=4), seed=0)
+        t = Trainer(train_cfg(total_steps=5, sparse_path="off"), sae, data, progress=False)
+        results.append(t.fit().state_dict())
+    for name, value in results[0].items():
+        torch.testing.assert_close(results[1][name], value, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu", "batchtopk"])
+@pytest.mark.parametrize("skip_connection", [False, True], ids=["plain", "skip"])
+def test_export_to_saelens_computes_the_same_transcoder(
+    tmp_path, activation: str, skip_connection: bool
+) -> None:
+    sae_lens = pytest.importorskip("sae_lens")
+    from saes.interop import export_to_saelens
+
+    cfg = SAEConfig(
+        d_in=D_IN,
+        d_sae=32,
+        activation=activation,  # type: ignore[arg-type]
+        k=4,
+        d_out=D_OUT,
+        skip_connection=skip_connection,
+    )
+    tc = Transcoder(cfg, seed=0)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        tc.b_enc.copy_(0.5 * torch.randn(32, generator=g))
+        tc.b_dec.normal_(generator=g)
+        if skip_connection:
+            tc.W_skip.normal_(generator=g)
+        if activation == "jumprelu":
+            tc.act.log_threshold.uniform_(-2.0, 0.0, generator=g)  # type: ignore[operator]
+        if activation == "batchtopk":
+            tc.act.threshold.fill_(0.4)  # type: ignore[operator]
+    tc.eval()
+    theirs = sae_lens.SAE.load_from_disk(export_to_saelens(tc, tmp_path / "sl"))
+    want = {
+        ("relu", False): "Transcoder",
+        ("relu", True): "SkipTranscoder",
+        ("jumprelu", False): "JumpReLUTranscoder",
+        ("jumprelu", True): "JumpReLUSkipTranscoder",
+        ("batchtopk", False): "JumpReLUTranscoder",
+        ("batchtopk", True): "JumpReLUSkipTranscoder",
+    }[activation, skip_connection]
+    assert type(theirs).__name__ == want and theirs.cfg.d_out == D_OUT
+    x = torch.randn(64, D_IN, generator=g) * 2
+    acts = tc.encode(x)
+    assert 0 < (acts != 0).sum(-1).float().mean() < 32  # a non-trivial code
+    torch.testing.assert_close(theirs.encode(x), acts, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), tc(x).recon, rtol=1e-5, atol=1e-5)
+
+
+def test_export_of_a_topk_transcoder_is_refused(tmp_path) -> None:
+    pytest.importorskip("sae_lens")
+    from saes.interop import InteropError, export_to_saelens
+
+    tc = Transcoder(SAEConfig(d_in=D_IN, d_sae=32, k=4, d_out=D_OUT), seed=0)
+    with pytest.raises(InteropError, match="no TopK transcoder"):
+        export_to_saelens(tc, tmp_path / "sl")
+    assert not (tmp_path / "sl").exists()
