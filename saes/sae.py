@@ -52,6 +52,7 @@ HOOK_NAMES: tuple[str, ...] = (
     "hook_sae_output",
 )
 _UPSTREAM_HOOKS = HOOK_NAMES[:4]  # a hook here changes the reconstruction
+_HOOK_SET = frozenset(HOOK_NAMES)  # checked on every parameter lookup (nn.Module.__getattr__)
 NODE_HOOKS: dict[str, str] = {
     "input": "hook_sae_input",
     "latent": "hook_sae_acts_post",
@@ -272,7 +273,7 @@ class SAE(nn.Module):
                 self._modules[name] = hp  # add_module's hasattr check would recurse here
 
     def __getattr__(self, name: str) -> Any:
-        if name in HOOK_NAMES:  # created on first use (importing TransformerLens takes seconds)
+        if name in _HOOK_SET:  # created on first use (importing TransformerLens takes seconds)
             self._make_hook_points()
             return self._modules[name]
         return super().__getattr__(name)

@@ -233,3 +233,28 @@ def test_export_of_a_topk_transcoder_is_refused(tmp_path) -> None:
     with pytest.raises(InteropError, match="no TopK transcoder"):
         export_to_saelens(tc, tmp_path / "sl")
     assert not (tmp_path / "sl").exists()
+
+
+def test_a_resumed_transcoder_run_ends_bit_identical(tmp_path) -> None:
+    def killed_at(n: int):  # type: ignore[no-untyped-def]
+        def data(skip: int = 0):  # type: ignore[no-untyped-def]
+            for i, batch in enumerate(linear_map_data(skip), start=skip):
+                if i == n:
+                    raise KeyboardInterrupt
+                yield batch
+
+        return data
+
+    def trainer(run_dir, data) -> Trainer:  # type: ignore[no-untyped-def]
+        tc = Transcoder(SAEConfig(d_in=D_IN, d_sae=32, k=4, d_out=D_OUT), seed=0)
+        c = train_cfg(total_steps=20, checkpoint_every=10)
+        return Trainer(c, tc, data, run_dir=run_dir, progress=False)
+
+    whole = trainer(tmp_path / "a", linear_map_data).fit()
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "b", killed_at(13)).fit()
+    resumed = Trainer.resume(tmp_path / "b", linear_map_data, progress=False)
+    assert isinstance(resumed.sae, Transcoder) and resumed.step == 10
+    resumed.fit()
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.sae.state_dict()[name], value), name
