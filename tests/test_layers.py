@@ -54,9 +54,7 @@ VIZ_LAZY_FUNCTIONS = {"plot", "show", "save_html", "_repr_html_"}
 # (importer, imported) pairs that break the interp.viz rule today; being removed in the core
 # migration (issue 13). The test fails once a pair is gone (its importer still there), so drop
 # it from here then; the same holds for the PENDING sets below.
-PENDING_VIZ = {
-    ("interp.scrubbing.plot", "interp.viz.text"),
-}
+PENDING_VIZ: set[tuple[str, str]] = set()
 # (importer, imported) pairs that break the interp.core rule today: being removed in the core
 # migration (issue 13). interp._io, interp.manifest and interp.stats import nothing from mechscope
 # but each other; if core is to keep them, add them to CORE_ALLOWED_INTERNAL instead.

@@ -14,7 +14,9 @@ samples. The base gives every result the same verbs:
 - ``plot()``: the view registered for the result's ``kind`` (see :func:`register_plot`; the
   plotting modules register themselves when ``interp.viz`` is imported, which ``plot`` does).
 
-Subclasses are dataclasses whose fields include ``values``, ``axes``, ``labels`` and ``meta``.
+Subclasses are dataclasses whose fields include ``values``, ``axes``, ``labels`` and ``meta``;
+one that derives them from fields of its own (properties) overrides ``_with``, which builds what
+``sel`` returns, to give a plain :class:`Values`.
 
 >>> import torch
 >>> from dataclasses import dataclass, field
@@ -47,7 +49,7 @@ from interp.manifest import write_run_manifest
 from interp.stats import CI, bootstrap_ci
 from interp.validate import did_you_mean
 
-__all__ = ["Result", "register_plot"]
+__all__ = ["Result", "Values", "register_plot"]
 
 R = TypeVar("R", bound="Result")
 _PLOTS: dict[str, Callable[..., Any] | str] = {}
@@ -157,8 +159,16 @@ class Result:
             elif isinstance(i, list):
                 values = values.index_select(dim, torch.as_tensor(i, device=values.device))
         meta = {**self.meta, "fixed": fixed} if fixed else dict(self.meta)
+        return self._with(values, tuple(keep), labels, meta)  # type: ignore[return-value]
+
+    def _with(
+        self, values: Tensor, axes: tuple[str, ...], labels: dict[str, list[str]], meta: dict
+    ) -> Result:
+        """The result ``sel`` returns: this one with those four fields replaced. A result whose
+        ``values`` are derived from other fields (not a field of its own) overrides this, and
+        returns a plain :class:`Values` instead."""
         return dataclasses.replace(  # type: ignore[type-var]
-            self, values=values, axes=tuple(keep), labels=labels, meta=meta
+            self, values=values, axes=axes, labels=labels, meta=meta
         )
 
     def squeeze(self: R, *axes: str) -> R:
@@ -231,6 +241,22 @@ class Result:
                 v = info[f.name]
                 kwargs[f.name] = tuple(v) if f.name == "axes" else v
         return cls(**kwargs)
+
+
+@dataclasses.dataclass
+class Values(Result):
+    """Plain labelled per-sample values: what ``sel`` gives of a result whose values are derived
+    (a scrubbing result's three losses, one measure of a steering sweep)."""
+
+    kind: ClassVar[str] = "values"
+
+    values: Tensor
+    axes: tuple[str, ...]
+    labels: dict[str, list[str]]
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.check_layout()
 
 
 def _npy(t: Tensor) -> bytes:

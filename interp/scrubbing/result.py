@@ -8,26 +8,34 @@ Loss recovered (the metric is a loss: lower is better), on means over samples::
 (the model run on a random other input, scored against the reference input's labels); 0 means the
 scrubbed model does no better than random. Its CI resamples the samples with replacement, the
 three losses of a sample together (paired), and recomputes the ratio of means.
+
+Both are results (:class:`~interp.core.result.Result`): a :class:`ScrubResult`'s values are its
+per-sample losses ``[n_samples, run]`` (``run``: clean, scrubbed, random), a
+:class:`ScrubComparison`'s the scrubbed losses ``[n_samples, hypothesis]``; ``ci()``, ``sel()``
+and ``plot()`` (the views in :mod:`interp.viz.scrubbing`) come from the base.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
+from interp.core.result import Result, Values
 from interp.manifest import write_run_manifest
-from interp.stats import CI, bootstrap_ci
 
 __all__ = ["RecoveredCI", "ScrubComparison", "ScrubResult", "loss_recovered"]
 
 _FORMAT = "mechscope.scrub_result/1"
+_COMPARISON_FILE = "comparison.json"
+RUNS = ["clean", "scrubbed", "random"]
 
 
 class RecoveredCI(NamedTuple):
@@ -62,13 +70,19 @@ def _recovered_ci(
 
 
 @dataclass
-class ScrubResult:
+class ScrubResult(Result):
     """One hypothesis scrubbed: per-sample losses ``[n_samples]`` and what made them.
 
     ``nodes`` has one row per claim of the treeified hypothesis (``path`` from the output,
     ``feature``, ``classes``: how many classes its feature splits the dataset into, and
     ``pool``: the mean number of dataset rows a resample of it is drawn from).
+
+    As a :class:`~interp.core.result.Result`: ``values`` is ``[n_samples, 3]`` (the clean,
+    scrubbed and random losses) on the axis ``run``; ``ci()`` gives the interval of each mean
+    loss, ``sel(run="scrubbed")`` a plain :class:`~interp.core.result.Values`.
     """
+
+    kind: ClassVar[str] = "scrub_result"
 
     hypothesis: str
     tree: dict[str, Any]
@@ -78,6 +92,25 @@ class ScrubResult:
     random: Tensor
     nodes: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def values(self) -> Tensor:  # type: ignore[override]
+        """``[n_samples, 3]``: the clean, scrubbed and random loss of every sample."""
+        return torch.stack([self.clean, self.scrubbed, self.random], dim=1)
+
+    @property
+    def axes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("run",)
+
+    @property
+    def labels(self) -> dict[str, list[str]]:  # type: ignore[override]
+        return {"run": list(RUNS)}
+
+    def _with(
+        self, values: Tensor, axes: tuple[str, ...], labels: dict[str, list[str]], meta: dict
+    ) -> Result:
+        where = {"hypothesis": self.hypothesis, "metric": self.metric}
+        return Values(values, axes, labels, {**meta, **where})
 
     @property
     def n_samples(self) -> int:
@@ -93,12 +126,6 @@ class ScrubResult:
     ) -> RecoveredCI:
         return _recovered_ci(self.clean, self.scrubbed, self.random, level, n_resamples, seed)
 
-    def ci(self, level: float = 0.95) -> dict[str, CI]:
-        """Bootstrap CIs of the mean clean, scrubbed and random losses."""
-        return {
-            k: bootstrap_ci(getattr(self, k), level=level) for k in ("clean", "scrubbed", "random")
-        }
-
     def summary(self) -> dict[str, Any]:
         rc = self.recovered_ci()
         return {
@@ -111,12 +138,6 @@ class ScrubResult:
             "high": rc.high,
             "n_samples": self.n_samples,
         }
-
-    def plot(self, **kwargs: Any) -> Any:
-        """A Plotly drawing of the hypothesis tree, each node with its feature and numbers."""
-        from interp.scrubbing.plot import plot_scrub_result
-
-        return plot_scrub_result(self, **kwargs)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``losses.npz``, ``result.json`` and ``run.json`` (atomically) into ``directory``."""
@@ -173,10 +194,56 @@ class ScrubResult:
 
 
 @dataclass
-class ScrubComparison:
-    """Several hypotheses scrubbed on the same samples (same references, same baselines)."""
+class ScrubComparison(Result):
+    """Several hypotheses scrubbed on the same samples (same references, same baselines).
+
+    As a :class:`~interp.core.result.Result`: ``values`` is ``[n_samples, n_hypotheses]``, the
+    scrubbed losses, on the axis ``hypothesis``; ``ci()`` gives the interval of each mean
+    scrubbed loss. ``sel(hypothesis=[...])`` is a comparison of those hypotheses, a single one a
+    plain :class:`~interp.core.result.Values` (``comparison[name]`` is its :class:`ScrubResult`).
+    """
+
+    kind: ClassVar[str] = "scrub_comparison"
 
     results: list[ScrubResult]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        sizes = {r.n_samples for r in self.results}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"the hypotheses of a comparison are scrubbed on the same samples; these have "
+                f"{sorted(sizes)} samples"
+            )
+
+    @property
+    def values(self) -> Tensor:  # type: ignore[override]
+        """``[n_samples, n_hypotheses]``: the scrubbed loss of every sample and hypothesis."""
+        return torch.stack([r.scrubbed for r in self.results], dim=1)
+
+    @property
+    def axes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("hypothesis",)
+
+    @property
+    def labels(self) -> dict[str, list[str]]:  # type: ignore[override]
+        return {"hypothesis": [r.hypothesis for r in self.results]}
+
+    def sel(self, **by: Any) -> Any:
+        """A list of hypotheses gives a comparison of them; one gives its scrubbed losses as a
+        :class:`~interp.core.result.Values` (``self[name]`` is the whole :class:`ScrubResult`)."""
+        key = by.get("hypothesis")
+        if set(by) == {"hypothesis"} and isinstance(key, (list, tuple)):
+            picked = self._index("hypothesis", key)
+            assert isinstance(picked, list)
+            return ScrubComparison([self.results[i] for i in picked], dict(self.meta))
+        return super().sel(**by)
+
+    def _with(
+        self, values: Tensor, axes: tuple[str, ...], labels: dict[str, list[str]], meta: dict
+    ) -> Result:
+        metric = self.results[0].metric if self.results else None
+        return Values(values, axes, labels, {**meta, "run": "scrubbed", "metric": metric})
 
     def __getitem__(self, name: str) -> ScrubResult:
         for r in self.results:
@@ -187,12 +254,14 @@ class ScrubComparison:
     def table(self) -> list[dict[str, Any]]:
         return [r.summary() for r in self.results]
 
-    def difference_ci(self, a: str, b: str, level: float = 0.95) -> RecoveredCI:
+    def difference_ci(
+        self, a: str, b: str, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0
+    ) -> RecoveredCI:
         """CI of recovered(a) − recovered(b), samples resampled jointly (a paired comparison)."""
         ra, rb = self[a], self[b]
         n = ra.n_samples
-        gen = torch.Generator().manual_seed(0)
-        idx = torch.randint(0, n, (2000, n), generator=gen)
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, n, (n_resamples, n), generator=gen)
         c, r = ra.clean.double()[idx].mean(1), ra.random.double()[idx].mean(1)
         sa, sb = ra.scrubbed.double()[idx].mean(1), rb.scrubbed.double()[idx].mean(1)
         diff = (sb - sa) / (r - c)
@@ -200,44 +269,37 @@ class ScrubComparison:
         q = torch.quantile(diff, torch.tensor([(1 - level) / 2, (1 + level) / 2]).double())
         return RecoveredCI(ra.recovered - rb.recovered, float(q[0]), float(q[1]), level, n)
 
-    def plot(self) -> Any:
-        """Bars of loss recovered per hypothesis, with 95% CIs."""
-        import plotly.graph_objects as go
-
-        from interp.viz.text import plotly_text
-
-        rows = self.table()
-        slots = list(range(len(rows)))  # one bar per hypothesis, even where two names agree
-        names = [plotly_text(r["hypothesis"]) for r in rows]
-        fig = go.Figure(
-            go.Bar(
-                x=slots,
-                y=[r["recovered"] for r in rows],
-                customdata=names,
-                hovertemplate="%{customdata}<br>recovered %{y:.3f}<extra></extra>",
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [r["high"] - r["recovered"] for r in rows],
-                    "arrayminus": [r["recovered"] - r["low"] for r in rows],
-                },
-                text=[f"{r['recovered']:.2f}" for r in rows],
-            )
-        )
-        fig.update_layout(
-            title="Causal scrubbing: fraction of loss recovered (95% CI)",
-            yaxis_title="(random − scrubbed) / (random − clean)",
-            xaxis={"title": "hypothesis", "tickvals": slots, "ticktext": names},
-            template="plotly_white",
-        )
-        return fig
-
     def save(self, directory: str | Path) -> Path:
+        """Each result in its own folder, then ``comparison.json`` (written last: a folder with
+        it holds a complete comparison, which :meth:`load` reads back)."""
         d = Path(directory)
+        folders = []
         for i, r in enumerate(self.results):
-            r.save(d / f"{i:02d}_{_slug(r.hypothesis)}")
-        atomic_write_json(d / "comparison.json", {"table": self.table()})
+            folders.append(f"{i:02d}_{_slug(r.hypothesis)}")
+            r.save(d / folders[-1])
+        info = {"format": self.format(), "results": folders, "meta": self.meta}
+        atomic_write_json(d / _COMPARISON_FILE, {**info, "table": self.table()})
         return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ScrubComparison:
+        """The comparison :meth:`save` wrote (also a folder saved before ``load`` existed, whose
+        ``comparison.json`` lists no folders: its ``NN_name`` folders, in order)."""
+        d = Path(directory)
+        if not (d / _COMPARISON_FILE).is_file():
+            raise FileNotFoundError(f"{d} holds no complete scrub comparison ({_COMPARISON_FILE})")
+        info = read_json(d / _COMPARISON_FILE)
+        if info.get("format", cls.format()) != cls.format():
+            raise ValueError(
+                f"{d} does not hold a scrub comparison (format {info.get('format')!r}, "
+                f"expected {cls.format()!r})"
+            )
+        folders = info.get("results")
+        if folders is None:
+            found = [p.name for p in d.iterdir() if (p / "result.json").is_file()]
+            numbered = [f for f in found if re.match(r"\d+_", f)]
+            folders = sorted(numbered, key=lambda f: int(f.split("_", 1)[0]))
+        return cls([ScrubResult.load(d / f) for f in folders], info.get("meta", {}))
 
     def __repr__(self) -> str:
         return "ScrubComparison(\n" + "\n".join(f"  {r!r}" for r in self.results) + "\n)"

@@ -11,6 +11,13 @@ Every cell gets a bootstrap CI over prompts (the same resamples in every cell). 
 cannot change the layers before it, so each prompt batch runs the model once unsteered, keeps the
 residual stream at every swept layer, and each steered cell starts from there
 (``start_at_layer``), with the edit still applied through the hook.
+
+A :class:`SteeringSweep` is a :class:`~interp.core.result.Result` on the axes ``measure``,
+``layer`` (labels ``"L3"``) and ``alpha`` (labels ``"0.5"``). Measures may have prompts of their
+own, so there is no single values tensor: ``values`` maps each measure to its
+``[n_prompts, layer, alpha]`` values, and ``sweep.measure(name)`` (or ``sweep.sel(measure=name)``)
+is that measure as a plain :class:`~interp.core.result.Values`. The view is
+:func:`interp.viz.steering.plot_steering_sweep`.
 """
 
 from __future__ import annotations
@@ -18,15 +25,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
+from interp.core.result import Result, Values
 from interp.hooks import TLModel, hooks
 from interp.manifest import write_run_manifest
 from interp.metrics import loss as loss_metric
@@ -34,6 +42,7 @@ from interp.stats import CI, bootstrap_ci
 from interp.steering._batch import Encoded, Prompts, encode, hash_prompts, token_index
 from interp.steering.apply import Positions, add, steer
 from interp.steering.vector import SteeringVector, check_layer, check_width
+from interp.validate import did_you_mean
 
 __all__ = ["Best", "Measure", "SteeringSweep", "sweep", "word_logit_diff"]
 
@@ -93,12 +102,21 @@ class Best(NamedTuple):
 
 
 @dataclass
-class SteeringSweep:
-    """Per-prompt values ``[prompt, layer, alpha]`` for every measure, with CIs per cell."""
+class SteeringSweep(Result):
+    """Per-prompt values ``[prompt, layer, alpha]`` for every measure, with CIs per cell.
+
+    A :class:`~interp.core.result.Result` on the axes ``measure``, ``layer``, ``alpha`` whose
+    measures may have different prompts: ``ci(name)`` is one measure's interval per cell (the
+    intended measure's without a name); ``sel(measure=name, ...)`` gives that measure as a plain
+    :class:`~interp.core.result.Values`, and lists of measures, layers or alphas give a smaller
+    sweep; ``plot()`` is the registered view.
+    """
+
+    kind: ClassVar[str] = "steering_sweep"
 
     layers: list[int]
     alphas: list[float]
-    values: dict[str, Float[Tensor, "n layer alpha"]]  # change from unsteered; "kl" as is
+    values: dict[str, Float[Tensor, "n layer alpha"]]  # type: ignore[assignment]  # by measure
     baseline: dict[str, Float[Tensor, " n"]]  # the unsteered metric per prompt
     metrics: dict[str, str]  # measure -> "loss" | "kl" | "custom"
     intended: str
@@ -108,12 +126,136 @@ class SteeringSweep:
     n_resamples: int = 1000
     seed: int = 0
 
-    def ci(self, name: str) -> CI:
-        """Bootstrap CI of the mean over prompts, per [layer, alpha] cell."""
+    def __post_init__(self) -> None:
+        cells = (len(self.layers), len(self.alphas))
+        for name, v in self.values.items():
+            if v.ndim != 3 or tuple(v.shape[1:]) != cells:
+                raise ValueError(
+                    f"measure {name!r} has values of shape {tuple(v.shape)}; expected "
+                    f"[n_prompts, {cells[0]} layers, {cells[1]} alphas]"
+                )
+        if set(self.baseline) != set(self.values) or set(self.metrics) != set(self.values):
+            raise ValueError(
+                f"values, baseline and metrics must name the same measures; got "
+                f"{list(self.values)}, {list(self.baseline)}, {list(self.metrics)}"
+            )
+        if self.intended not in self.values:
+            raise ValueError(
+                f"intended={self.intended!r} is not a measure; measures: {', '.join(self.values)}"
+            )
+
+    # -- the Result layout -------------------------------------------------------------------
+    @property
+    def axes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("measure", "layer", "alpha")
+
+    @property
+    def labels(self) -> dict[str, list[str]]:  # type: ignore[override]
+        return {
+            "measure": list(self.values),
+            "layer": [f"L{la}" for la in self.layers],
+            "alpha": [f"{a:g}" for a in self.alphas],
+        }
+
+    @property
+    def meta(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"intended": self.intended, "goal": self.goal, "config": self.config}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.values), len(self.layers), len(self.alphas))
+
+    @property
+    def n_prompts(self) -> dict[str, int]:
+        """The number of prompts of each measure."""
+        return {k: int(v.shape[0]) for k, v in self.values.items()}
+
+    @property
+    def n_samples(self) -> int:
+        """The number of prompts, when every measure has the same number (see ``n_prompts``)."""
+        sizes = set(self.n_prompts.values())
+        if len(sizes) != 1:
+            raise ValueError(
+                f"the measures have different numbers of prompts ({self.n_prompts}); read "
+                "n_prompts, or select one measure"
+            )
+        return sizes.pop()
+
+    @property
+    def mean(self) -> Tensor:
+        """``[measure, layer, alpha]``: each measure's mean over its own prompts."""
+        return torch.stack([v.mean(0) for v in self.values.values()])
+
+    def measure(self, name: str) -> Values:
+        """One measure's per-prompt values ``[n_prompts, layer, alpha]`` as a plain Result."""
+        if name not in self.values:
+            raise KeyError(f"no measure {name!r}; measures: {', '.join(self.values)}")
+        labels = self.labels
+        meta = {"measure": name, "metric": self.metrics[name], "method": self.config.get("method")}
+        return Values(
+            self.values[name], ("layer", "alpha"), {a: labels[a] for a in ("layer", "alpha")}, meta
+        )
+
+    def ci(  # type: ignore[override]
+        self,
+        name: str | None = None,
+        level: float | None = None,
+        *,
+        n_resamples: int | None = None,
+        seed: int | None = None,
+    ) -> CI:
+        """Bootstrap CI of the mean over prompts, per [layer, alpha] cell, of the measure
+        ``name`` (default: the intended one); the level, resamples and seed default to the
+        sweep's own."""
+        name = self.intended if name is None else name
         if name not in self.values:
             raise KeyError(f"no measure {name!r}; measures: {', '.join(self.values)}")
         return bootstrap_ci(
-            self.values[name], level=self.level, n_resamples=self.n_resamples, seed=self.seed
+            self.values[name],
+            level=self.level if level is None else level,
+            n_resamples=self.n_resamples if n_resamples is None else n_resamples,
+            seed=self.seed if seed is None else seed,
+        )
+
+    def sel(self, **by: Any) -> Any:
+        """One measure (``measure=name``, with any ``layer=`` / ``alpha=``): a plain
+        :class:`~interp.core.result.Values`. Lists only: a smaller sweep (keeping the intended
+        measure). A single layer or alpha across several measures, whose prompts differ, has no
+        one values tensor: select a measure too, or pass a list."""
+        for a in by:
+            if a not in self.axes:
+                raise ValueError(
+                    f"no axis {a!r} in this result (its axes: {', '.join(self.axes)})"
+                    + did_you_mean(a, self.axes)
+                )
+        rest = {a: k for a, k in by.items() if a != "measure"}
+        if "measure" in by and not isinstance(by["measure"], (list, tuple)):
+            i = self._index("measure", by["measure"])
+            assert isinstance(i, int)
+            one = self.measure(list(self.values)[i])
+            return one.sel(**rest) if rest else one
+        if single := [a for a, k in rest.items() if not isinstance(k, (list, tuple))]:
+            raise ValueError(
+                f"a single {' and '.join(single)} across several measures (with prompts of their "
+                "own) has no one values tensor: select one measure too, or pass a list"
+            )
+        pick = {
+            a: self._index(a, by[a]) if a in by else list(range(n))
+            for a, n in zip(self.axes, self.shape, strict=True)
+        }
+        names = [list(self.values)[i] for i in pick["measure"]]  # type: ignore[union-attr]
+        if self.intended not in names:
+            raise ValueError(
+                f"a selection of the sweep keeps its intended measure {self.intended!r}"
+            )
+        li, ai = torch.as_tensor(pick["layer"]), torch.as_tensor(pick["alpha"])
+        return replace(
+            self,
+            layers=[self.layers[i] for i in li.tolist()],
+            alphas=[self.alphas[i] for i in ai.tolist()],
+            values={n: self.values[n][:, li][:, :, ai] for n in names},
+            baseline={n: self.baseline[n] for n in names},
+            metrics={n: self.metrics[n] for n in names},
         )
 
     def best(self, *, max_kl: float | None = None, kl: str | None = None) -> Best:
@@ -145,54 +287,6 @@ class SteeringSweep:
         lines += [f"  {k}: {fmt(v)}" for k, v in b.side_effects.items()]
         return "\n".join(lines)
 
-    def plot(self) -> Any:
-        """A Plotly figure: one panel per measure, mean vs α per layer, with CI error bars."""
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        from interp.viz.text import plotly_text
-
-        names = list(self.values)
-        titles = [
-            plotly_text(f"{n} ({'KL' if self.metrics[n] == 'kl' else 'Δ vs unsteered'})")
-            for n in names
-        ]
-        fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles)
-        palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
-        for col, name in enumerate(names, start=1):
-            c = self.ci(name)
-            for li, layer in enumerate(self.layers):
-                est = c.estimate[li].tolist()
-                fig.add_trace(
-                    go.Scatter(
-                        x=self.alphas,
-                        y=est,
-                        mode="lines+markers",
-                        name=plotly_text(f"layer {layer}"),
-                        legendgroup=str(layer),
-                        showlegend=col == 1,
-                        line={"color": palette[li % len(palette)]},
-                        error_y={
-                            "type": "data",
-                            "symmetric": False,
-                            "array": (c.high[li] - c.estimate[li]).tolist(),
-                            "arrayminus": (c.estimate[li] - c.low[li]).tolist(),
-                        },
-                    ),
-                    row=1,
-                    col=col,
-                )
-            fig.update_xaxes(title_text="α", row=1, col=col)
-        fig.update_layout(
-            title=plotly_text(
-                f"Steering sweep — intended: {self.intended} ({self.goal}); "
-                f"{self.level:.0%} bootstrap CIs over prompts"
-            ),
-            height=460,
-            legend={"orientation": "h", "y": -0.25, "x": 0},  # below the panels: never cut off
-        )
-        return fig
-
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``values.safetensors`` + ``sweep.json`` + ``run.json`` (manifest), each written atomically."""
         from safetensors.torch import save as st_save
@@ -206,7 +300,8 @@ class SteeringSweep:
             k: getattr(self, k)
             for k in ("layers", "alphas", "metrics", "intended", "goal", "level", "n_resamples")
         }
-        atomic_write_json(d / "sweep.json", {**meta, "seed": self.seed, "config": self.config})
+        info = {"format": self.format(), **meta, "seed": self.seed, "config": self.config}
+        atomic_write_json(d / "sweep.json", info)
         write_run_manifest(
             d,
             kind="steering_sweep",
@@ -222,6 +317,11 @@ class SteeringSweep:
 
         d = Path(directory)
         meta = read_json(d / "sweep.json")
+        if meta.get("format", cls.format()) != cls.format():  # saved before 'format': the same
+            raise ValueError(
+                f"{d} does not hold a steering sweep (format {meta.get('format')!r}, expected "
+                f"{cls.format()!r})"
+            )
         t = load_file(str(d / "values.safetensors"))
         names = list(meta["metrics"])
         return cls(

@@ -55,6 +55,9 @@ _HOME = {
 # The plot registry: the view of each Result kind (see interp.core.result), imported on first use.
 _PLOTS = {
     "patch_result": "interp.viz.patching:plot_patch_result",
+    "scrub_result": "interp.viz.scrubbing:plot_scrub_result",
+    "scrub_comparison": "interp.viz.scrubbing:plot_scrub_comparison",
+    "steering_sweep": "interp.viz.steering:plot_steering_sweep",
 }
 for _kind, _fn in _PLOTS.items():
     register_plot(_kind, _fn)
