@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from interp.core.nodes import ComponentGraph, UnknownNodeError
+from interp.core.result import Result, Values
 from interp.hooks import hooks
 from interp.scrubbing import (
     FeatureError,
     Hypothesis,
     HypothesisError,
+    ScrubComparison,
     ScrubResult,
     claim,
     compare,
@@ -29,6 +31,7 @@ from interp.scrubbing.handbuilt import (
     token_at,
 )
 from interp.scrubbing.hypothesis import feature_values
+from interp.stats import bootstrap_ci
 
 torch.set_num_threads(1)
 METRIC = next_token_loss(2)
@@ -406,3 +409,106 @@ def test_result_plot_save_load_and_node_effects(hand, tmp_path):
     assert torch.equal(back.scrubbed, r.scrubbed) and back.recovered == r.recovered
     assert not list(d.glob(".*tmp*"))
     np.testing.assert_allclose(back.summary()["recovered"], r.summary()["recovered"])
+
+
+# -- the Result verbs: values, sel, ci, files, views -------------------------------------------
+
+
+def _synthetic(name, seed, n=50):
+    g = torch.Generator().manual_seed(seed)
+    clean, random = torch.rand(n, generator=g), 2 + torch.rand(n, generator=g)
+    scrubbed = clean + (random - clean) * torch.rand(n, generator=g)
+    nodes = [{"id": 0, "parent": None, "node": "logits", "feature": "f", "path": ["logits"]}]
+    return ScrubResult(
+        name, {"node": "logits"}, "loss", clean, scrubbed, random, nodes, {"seed": 0}
+    )
+
+
+def _comparison():
+    a, b, c = (_synthetic(n, 0) for n in "abc")  # the same samples and baselines
+    b.scrubbed, c.scrubbed = a.scrubbed * 0.5, a.random - 0.1
+    return ScrubComparison([a, b, c], {"note": "x"})
+
+
+def test_scrub_result_is_a_result_and_selects_its_runs():
+    r = _synthetic("h", 3)
+    assert isinstance(r, Result) and r.axes == ("run",) and r.shape == (3,)
+    torch.testing.assert_close(r.values, torch.stack([r.clean, r.scrubbed, r.random], 1))
+    one = r.sel(run="scrubbed")
+    assert isinstance(one, Values) and one.axes == () and torch.equal(one.values, r.scrubbed)
+    assert one.meta["fixed"] == {"run": "scrubbed"} and one.meta["hypothesis"] == "h"
+    two = r.sel(run=["random", 0])
+    assert two.labels == {"run": ["random", "clean"]} and torch.equal(two.values[:, 1], r.clean)
+    ci = r.ci()  # one interval per mean loss, the same numbers as each loss on its own
+    for i, k in enumerate(["clean", "scrubbed", "random"]):
+        alone = bootstrap_ci(getattr(r, k))
+        assert float(ci.low[i]) == pytest.approx(float(alone.low))
+        assert float(ci.estimate[i]) == pytest.approx(float(getattr(r, k).mean()))
+    with pytest.raises(KeyError, match="scrubbed"):
+        r.sel(run="scrubed")
+
+
+def test_scrub_comparison_selects_hypotheses_and_its_ci_is_per_hypothesis():
+    c = _comparison()
+    assert isinstance(c, Result) and c.axes == ("hypothesis",) and c.values.shape == (50, 3)
+    sub = c.sel(hypothesis=["c", "a"])
+    assert isinstance(sub, ScrubComparison) and [r.hypothesis for r in sub.results] == ["c", "a"]
+    b = c.sel(hypothesis="b")
+    assert isinstance(b, Values) and torch.equal(b.values, c["b"].scrubbed)
+    assert b.meta["fixed"] == {"hypothesis": "b"}
+    ci = c.ci(n_resamples=300, seed=2)
+    torch.testing.assert_close(ci.estimate, c.values.double().mean(0))
+    assert (ci.low <= ci.estimate).all() and (ci.estimate <= ci.high).all()
+    with pytest.raises(ValueError, match="same samples"):
+        ScrubComparison([_synthetic("a", 0, n=10), _synthetic("b", 0, n=12)])
+
+
+def _assert_same(x, y):
+    assert x.hypothesis == y.hypothesis and x.tree == y.tree and x.metric == y.metric
+    assert x.nodes == y.nodes and x.meta == y.meta
+    for k in ("clean", "scrubbed", "random"):
+        assert torch.equal(getattr(x, k), getattr(y, k))
+
+
+def test_scrub_comparison_save_load_round_trip(tmp_path):
+    c = _comparison()
+    d = c.save(tmp_path / "cmp")
+    back = ScrubComparison.load(d)
+    assert back.meta == c.meta and len(back.results) == len(c.results)
+    for x, y in zip(back.results, c.results, strict=True):
+        _assert_same(x, y)
+    assert back.table() == c.table()
+    # a folder saved before load existed: comparison.json held only the table
+    (d / "comparison.json").write_text(json.dumps({"table": c.table()}))
+    old = ScrubComparison.load(d)
+    assert [r.hypothesis for r in old.results] == ["a", "b", "c"]
+    (d / "comparison.json").write_text(json.dumps({"format": "mechscope.patch_result/1"}))
+    with pytest.raises(ValueError, match="does not hold a scrub comparison"):
+        ScrubComparison.load(d)
+    with pytest.raises(FileNotFoundError, match="comparison.json"):
+        ScrubComparison.load(tmp_path / "nothing")
+
+
+def test_difference_ci_seed_and_resamples_move_the_interval_not_the_estimate():
+    c = _comparison()
+    default = c.difference_ci("a", "b")
+    assert default == c.difference_ci("a", "b", 0.95, n_resamples=2000, seed=0)
+    other = c.difference_ci("a", "b", seed=1)
+    assert other.estimate == default.estimate
+    assert (other.low, other.high) != (default.low, default.high)
+    fewer = c.difference_ci("a", "b", n_resamples=100)
+    assert fewer.estimate == default.estimate and fewer.low != default.low
+
+
+def test_scrub_views_come_from_the_plot_registry():
+    import plotly.graph_objects as go
+
+    from interp.viz.scrubbing import plot_scrub_comparison, plot_scrub_result
+
+    r, c = _synthetic("h", 1), _comparison()
+    assert type(r).plot is Result.plot and type(c).plot is Result.plot
+    fig, bars = r.plot(), c.plot()
+    assert isinstance(fig, go.Figure) and isinstance(bars, go.Figure)
+    assert fig.to_dict() == plot_scrub_result(r).to_dict()
+    assert bars.to_dict() == plot_scrub_comparison(c).to_dict()
+    assert list(bars.data[0].y) == pytest.approx([row["recovered"] for row in c.table()])

@@ -125,3 +125,51 @@ def test_sweep_shows_progress_over_prompt_batches(capsys, result):
     # The fixture's sweep ran under this test's capture: 8 + 4 + 4 prompts in batches of 3.
     err = capsys.readouterr().err
     assert "steering sweep" in err and "7/7" in err
+
+
+def test_the_sweep_is_a_result_with_sel_ci_and_a_registered_view(result):
+    from interp.core.result import Result, Values
+    from interp.viz.steering import plot_steering_sweep
+
+    _, res = result
+    assert isinstance(res, Result) and res.axes == ("measure", "layer", "alpha")
+    assert res.labels["layer"] == ["L0", "L1"] and res.labels["alpha"] == ["0", "1", "-3"]
+    assert res.shape == (3, 2, 3) and res.mean.shape == (3, 2, 3)
+    assert res.n_prompts == {"effect": 8, "kl": 4, "loss": 4}
+    with pytest.raises(ValueError, match="different numbers of prompts"):
+        _ = res.n_samples
+    one = res.sel(measure="loss")
+    assert isinstance(one, Values) and torch.equal(one.values, res.values["loss"])
+    assert one.meta["metric"] == "loss" and one.axes == ("layer", "alpha")
+    cell = res.sel(measure="kl", layer="L1", alpha=["0", "-3"])
+    assert cell.axes == ("alpha",) and torch.equal(cell.values, res.values["kl"][:, 1][:, [0, 2]])
+    assert cell.meta["fixed"] == {"layer": "L1"}
+    smaller = res.sel(layer=["L1"], alpha=[2, 1])
+    assert isinstance(smaller, SteeringSweep) and smaller.layers == [1]
+    assert smaller.alphas == [-3.0, 1.0]
+    assert torch.equal(smaller.values["effect"], res.values["effect"][:, [1]][:, :, [2, 1]])
+    assert smaller.best().layer == 1
+    with pytest.raises(ValueError, match="select one measure too"):
+        res.sel(layer="L1")
+    with pytest.raises(ValueError, match="keeps its intended measure"):
+        res.sel(measure=["kl"])
+    # ci(): the intended measure by default; the seed moves the interval, not the estimate
+    assert torch.equal(res.ci().low, res.ci("effect").low)
+    other = res.ci("loss", seed=1)
+    torch.testing.assert_close(other.estimate, res.ci("loss").estimate)
+    assert not torch.equal(other.low, res.ci("loss").low)
+    assert type(res).plot is Result.plot
+    assert res.plot().to_dict() == plot_steering_sweep(res).to_dict()
+
+
+def test_load_reads_a_sweep_saved_before_the_format_field(result, tmp_path):
+    _, res = result
+    d = res.save(tmp_path / "sweep")
+    info = json.loads((d / "sweep.json").read_text())
+    assert info.pop("format") == "mechscope.steering_sweep/1"
+    (d / "sweep.json").write_text(json.dumps(info))
+    back = SteeringSweep.load(d)
+    assert torch.equal(back.values["kl"], res.values["kl"]) and back.seed == res.seed
+    (d / "sweep.json").write_text(json.dumps({**info, "format": "mechscope.scrub_result/1"}))
+    with pytest.raises(ValueError, match="does not hold a steering sweep"):
+        SteeringSweep.load(d)
