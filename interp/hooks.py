@@ -179,6 +179,30 @@ def _is_short_form(spec: tuple[Any, ...]) -> bool:
     return len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], int)
 
 
+class _Named:
+    """A hook point seen under the name it was asked for.
+
+    A bridge's hook point answers to several names (a TL 3 alias and its TL 4 canonical name are
+    one object) and carries just one of them; hook functions key activations by ``hook.name``, so
+    each installed function sees the name its caller used.
+    """
+
+    __slots__ = ("_hook", "name")
+
+    def __init__(self, hook: Any, name: str):
+        self._hook, self.name = hook, name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._hook, attr)
+
+
+def _as_named(fn: HookFn, name: str) -> HookFn:
+    def named(act: Any, hook: Any) -> Any:
+        return fn(act, hook if getattr(hook, "name", name) == name else _Named(hook, name))
+
+    return named
+
+
 @contextlib.contextmanager
 def hooks(
     model: TLModel,
@@ -187,7 +211,8 @@ def hooks(
 ) -> Iterator[TLModel]:
     """Install forward and backward hooks for the duration of a ``with`` block.
 
-    Each hook function has TransformerLens's signature ``fn(activation, hook) -> activation | None``.
+    Each hook function has TransformerLens's signature ``fn(activation, hook) -> activation | None``;
+    ``hook.name`` is the name the spec resolved to, whichever alias the hook point carries.
     All specs are resolved before anything is installed, so a bad name installs nothing. On exit,
     normal or not, exactly the hooks added here are removed.
 
@@ -206,7 +231,7 @@ def hooks(
         for name, fn, direction in plan:
             hp = hook_dict[name]
             handles = hp.fwd_hooks if direction == "fwd" else hp.bwd_hooks
-            hp.add_hook(fn, dir=direction)
+            hp.add_hook(_as_named(fn, name), dir=direction)
             added.append((hp, handles[-1]))
         yield model
     finally:

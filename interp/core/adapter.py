@@ -155,19 +155,49 @@ class ModelAdapter:
 
     def head_outputs(self, layer: int, z: Tensor) -> Tensor:
         """Each head's write into the residual stream, ``[..., head, d_model]`` from ``hook_z``."""
-        w_o = self.model.blocks[layer].attn.W_O  # [head, d_head, d_model]
+        model = self.model
+        attn = model.blocks[layer].attn
+        w_o = attn.W_O if self.backend == "hooked" else model.W_O[layer]  # [head, d_head, d_model]
         return torch.einsum("...hd,hdm->...hm", z, w_o.to(z.dtype))
 
     @property
+    def restart(self) -> Literal["blocks", "layers"] | None:
+        """How a forward can restart from a layer (see :mod:`interp.core.forward`).
+
+        ``"blocks"``: from a layer *and* a position, later positions reading a frozen key/value
+        cache (HookedTransformer, causal, one device); ``"layers"``: from a layer, every position
+        (a bridge over a rotary decoder: its HF decoder layers are called directly, hooks firing);
+        None: whole forwards only.
+        """
+        model = self.model
+        if not self.spec.causal or getattr(model.cfg, "n_devices", 1) != 1:
+            return None
+        if self.backend == "hooked":
+            ok = self.spec.positional in ("standard", "rotary", "shortformer")
+            return "blocks" if ok else None
+        base = getattr(getattr(model, "original_model", None), "base_model", None)
+        return "layers" if getattr(base, "rotary_emb", None) is not None else None
+
+    @property
     def fast_capable(self) -> bool:
-        """Whether the block-level partial forward applies (see :mod:`interp.core.forward`)."""
-        cfg = self.model.cfg
-        return (
-            self.backend == "hooked"
-            and self.spec.causal
-            and self.spec.positional in ("standard", "rotary", "shortformer")
-            and getattr(cfg, "n_devices", 1) == 1
-        )
+        """Whether a forward can restart from a layer (:attr:`restart` is not None)."""
+        return self.restart is not None
+
+    def check_writable(self, hook: str) -> None:
+        """Refuse a write that the model would not carry out as the hook name says.
+
+        A bridge aliases ``blocks.{l}.hook_resid_mid`` to ``blocks.{l}.ln2.hook_in``: a value
+        returned there reaches the MLP's norm but not the residual skip, so "patching resid_mid"
+        would patch the MLP input only. (Reading it, and its gradient, are exact.)
+        """
+        if self.backend == "bridge" and hook.endswith(".hook_resid_mid"):
+            layer = hook.split(".")[1]
+            raise ValueError(
+                f"cannot write {hook} on a TransformerBridge: the bridge aliases it to "
+                f"blocks.{layer}.ln2.hook_in, so a new value would reach only the MLP branch, not "
+                f"the residual stream. Patch 'attn_out' at layer {layer} (resid_mid = resid_pre + "
+                f"attn_out), 'mlp_in' for the MLP branch, or use a HookedTransformer"
+            )
 
     # -- scoped switches (always restored) ------------------------------------------------
     @contextlib.contextmanager

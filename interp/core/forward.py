@@ -27,6 +27,14 @@ from interp.hooks import HookFn, hooks
 __all__ = ["BaseRun", "PartialForward", "logits_at"]
 
 
+def _named(name: str, into: dict[str, Tensor]) -> HookFn:
+    # Keyed by the name asked for: a bridge's hook point carries its canonical name.
+    def keep(act: Tensor, hook: Any) -> None:
+        into[name] = act
+
+    return keep
+
+
 @dataclass
 class BaseRun:
     """The unchanged run: logits at the read positions, per-block residuals, keys and values."""
@@ -66,6 +74,7 @@ class PartialForward:
         self.adapter = adapt(model)
         self.model = model
         self.fast = self.adapter.fast_capable if fast is None else fast
+        self.mode = self.adapter.restart if self.fast else None
         if self.fast and not self.adapter.fast_capable:
             raise ValueError(
                 "fast=True needs the block-level partial forward, which this model does not "
@@ -80,17 +89,15 @@ class PartialForward:
         self.block_positions = 0
 
     def _keeper(self, name: str) -> HookFn:
-        # Keyed by the name asked for: a bridge's hook point may carry another (aliased) name.
-        def keep(act: Tensor, hook: Any) -> None:
-            self.kept[name] = act
-
-        return keep
+        return _named(name, self.kept)
 
     def _base_run(self, tokens: Tensor) -> BaseRun:
         model = self.model
         with torch.no_grad():
-            if not self.fast:
+            if self.mode is None:
                 return BaseRun(tokens, model(tokens)[:, self.logit_pos])
+            if self.mode == "layers":
+                return self._base_by_hooks(tokens)
             cfg = model.cfg
             entry_cls = _kv_entry_class()
             # The same computation as model(tokens), block by block, so each block's keys and
@@ -107,6 +114,18 @@ class PartialForward:
             logits = self.adapter.unembed(final)
             return BaseRun(tokens, logits, resid_pre, keys, values, spe, final)
 
+    def _base_by_hooks(self, tokens: Tensor) -> BaseRun:
+        """The base run of a bridge: each block's input residual and the final one, by hooks."""
+        n_layers = self.adapter.spec.n_layers
+        got: dict[str, Tensor] = {}
+        names = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
+        fwd = [(name, _named(name, got)) for name in [*names, self.adapter.final_hook]]
+        with hooks(self.model, fwd=fwd):
+            self.model(tokens, return_type=None)
+        final = got[self.adapter.final_hook][:, self.logit_pos]
+        logits = self.adapter.unembed(final)
+        return BaseRun(tokens, logits, [got[name] for name in names], final=final)
+
     def run_from(
         self, layer: int, p0: int, k: int, fwd: Sequence[tuple[Any, HookFn]] = ()
     ) -> Tensor:
@@ -118,16 +137,19 @@ class PartialForward:
         whole-forward path returns logits. ``is_residual`` says which.
         """
         self.forwards += 1
+        n_layers = self.adapter.spec.n_layers
         with torch.no_grad(), hooks(self.model, fwd=fwd):
-            if not self.fast:
-                n_layers = self.adapter.spec.n_layers
+            if self.mode is None:
                 self.block_positions += k * self.n * self.n_pos * n_layers
                 return self.model(self.base.tokens.repeat(k, 1))[:, self.logit_pos]
+            if self.mode == "layers":
+                self.block_positions += k * self.n * self.n_pos * (n_layers - layer)
+                return self._layers_from(layer, k)
             return self._blocks_from(layer, p0, k)
 
     @property
     def is_residual(self) -> bool:
-        return self.fast
+        return self.mode is not None
 
     def _blocks_from(self, layer: int, p0: int, k: int) -> Tensor:
         model, base = self.model, self.base
@@ -150,6 +172,26 @@ class PartialForward:
         if new:
             out[:, new] = resid[:, [self.logit_pos[j] - p0 for j in new]]
         return out
+
+    def _layers_from(self, layer: int, k: int) -> Tensor:
+        # A bridge's blocks wrap the HF decoder layers: called in turn with the rotary position
+        # embeddings and a causal mask, they compute what the full forward does, hooks included.
+        model = self.model
+        resid = self.base.resid_pre[layer].repeat(k, 1, 1)
+        pos = torch.arange(self.n_pos, device=resid.device)[None]
+        rotary = model.original_model.base_model.rotary_emb
+        position_embeddings = rotary(resid, position_ids=pos)
+        mask = torch.full((self.n_pos, self.n_pos), float("-inf"), device=resid.device)
+        mask = mask.triu(1).to(resid.dtype)[None, None]
+        for block in model.blocks[layer:]:
+            out = block(
+                resid,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                position_ids=pos,
+            )
+            resid = out[0] if isinstance(out, tuple) else out
+        return resid[:, self.logit_pos]
 
     def logits(self, final: Tensor) -> Tensor:
         """Logits from final residuals ``[rows, pos, d_model]`` (the block-level path's output)."""

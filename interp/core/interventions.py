@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.core.adapter import adapt
 from interp.core.nodes import ComponentGraph, Node
 from interp.hooks import HookFn, hooks
 
@@ -180,6 +181,10 @@ def compile_hooks(interventions: Sequence[Intervention]) -> list[tuple[str, Hook
 @contextlib.contextmanager
 def intervene(model: Any, interventions: Sequence[Intervention]) -> Iterator[Any]:
     """Apply ``interventions`` to every forward inside the ``with`` block; removed on exit."""
+    adapter = adapt(model)
+    for iv in interventions:
+        if not isinstance(iv, Record):
+            adapter.check_writable(iv.hook)
     with hooks(model, fwd=compile_hooks(interventions)):
         yield model
 

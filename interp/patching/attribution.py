@@ -58,6 +58,7 @@ def _forward_with_grads(
     source_embeds: dict[str, Tensor] | None = None,
     steps: int = 1,
     logit_pos: list[int] | None = None,
+    branch: frozenset[str] = frozenset(),
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """Metric values, activations and mean activation gradients at ``names``.
 
@@ -76,8 +77,14 @@ def _forward_with_grads(
             x = x + a * (src - x)
         return x.requires_grad_(True)
 
-    def keep(act: Tensor, hook: Any) -> None:
-        acts[hook.name] = act
+    def keep(act: Tensor, hook: Any) -> Tensor:
+        # Returned, so the tensor whose gradient is taken is the one that flows on (a bridge
+        # may hand its hooks a converted view and carry on with the original otherwise). A
+        # branch input is cloned: on a bridge ``hook_mlp_in`` is the residual itself, and only
+        # the returned value is the MLP branch's own.
+        x = act.clone() if hook.name in branch else act
+        acts[hook.name] = x
+        return x
 
     rows = tokens.repeat(steps, 1)
     with adapt(model).activation_grads_only(), torch.enable_grad():
@@ -122,13 +129,21 @@ def _grads(
     ig: bool,
     steps: int,
     logit_pos: list[int] | None = None,
+    branch: frozenset[str] = frozenset(),
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """Base metric values, base activations and (mean) gradients at ``names``."""
     if not ig:
-        return _forward_with_grads(model, base_t, metric, names, logit_pos=logit_pos)
+        return _forward_with_grads(model, base_t, metric, names, logit_pos=logit_pos, branch=branch)
     embeds = {e: src_acts[e] for e in adapt(model).embed_hooks}
     _, _, grads = _forward_with_grads(
-        model, base_t, metric, names, source_embeds=embeds, steps=steps, logit_pos=logit_pos
+        model,
+        base_t,
+        metric,
+        names,
+        source_embeds=embeds,
+        steps=steps,
+        logit_pos=logit_pos,
+        branch=branch,
     )
     # No interpolation point is the base run itself, so measure that separately.
     base_vals, base_acts = _source_run(model, base_t, metric, names, logit_pos)
@@ -302,6 +317,7 @@ def edge_attribution(
             ig,
             steps,
             logit_pos,
+            frozenset(recv_hooks) - {adapt(model).final_hook},
         )
     delta = _sender_outputs(model, graph, src_acts) - _sender_outputs(model, graph, base_acts)
     g = []

@@ -37,6 +37,8 @@ class PatchRunner:
         self.n, self.n_pos = base_tokens.shape
         self.forward = PartialForward(model, base_tokens, logit_pos, fast=fast, keep=keep)
         self.fast = self.forward.fast
+        # Only the block-level restart skips earlier positions; the others run them all.
+        self.skip_positions = self.forward.mode == "blocks"
 
     @property
     def base_acts(self) -> dict[str, Tensor]:
@@ -54,7 +56,7 @@ class PatchRunner:
         """(layer, first position, cell indices) batches, each within the token budget."""
         keyed: dict[tuple[int, int], list[int]] = {}
         for i, c in enumerate(cells):
-            p0 = c.first_pos if self.fast else 0
+            p0 = c.first_pos if self.skip_positions else 0
             keyed.setdefault((c.layer, p0), []).append(i)
         out = []
         for (layer, p0), idx in sorted(keyed.items()):

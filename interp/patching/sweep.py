@@ -187,6 +187,8 @@ def patch_sweep(
     check_metric_first(model, metric, n, len(logit_pos))
     ref_t = reference_tokens(model, reference, clean_t, ablation)
     adapter = adapt(model)
+    for layer in ranges["layer"]:
+        adapter.check_writable(spec.hook_name(layer))
     use_fast = adapter.fast_capable if fast is None else fast
     if use_fast and not adapter.fast_capable:
         raise ValueError(
@@ -261,7 +263,7 @@ def patch_sweep(
     for layer, p0, group in runner.groups(todo):
         idx = [todo_idx[j] for j in group]
         out = runner.run(layer, p0, [cells[i] for i in idx], src[spec.hook_name(layer)])
-        if not use_fast:
+        if not runner.forward.is_residual:
             score(idx, out)
             continue
         pending.append((idx, out))

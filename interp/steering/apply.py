@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.core.adapter import adapt
 from interp.core.interventions import (
     Add,
     Clamp,
@@ -214,6 +215,7 @@ def _validate(model: TLModel, edits: Edit | Sequence[Edit]) -> list[Edit]:
             raise TypeError(f"steer() takes Edits (from add/ablate/clamp); got {type(e).__name__}")
         check_layer(model, e.layer)
         check_width(model, e.vector, e.hook_name)
+        adapt(model).check_writable(e.hook_name)
         if e.op != "add" and e.vector.norm() == 0:
             raise ValueError(f"{e.op} at {e.hook_name}: the vector is zero, so it has no direction")
     return items
