@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import ActivationCache, HookedTransformer
+from transformer_lens import ActivationCache  # TL 3 and TL 4
 
+from interp.core.adapter import adapt
 from interp.hooks import HookSpec, TLModel, hook_layer, hooks, resolve_hooks
 from interp.validate import (
     check_device,
@@ -87,7 +88,7 @@ def _check_position_arg(positions: Positions, tokens: Tensor) -> None:
 
 def _stop_layer(model: TLModel, names: list[str]) -> int | None:
     """The first block that no requested hook needs, or None when the whole model must run."""
-    if not isinstance(model, HookedTransformer):
+    if adapt(model).backend != "hooked":  # a bridge has no stop_at_layer shortcut worth taking
         return None
     layers = [hook_layer(n) for n in names]
     if any(layer is None for layer in layers):
@@ -154,7 +155,7 @@ def cache_activations(
     if stop is not None:
         # Even stop == n_layers pays: it skips ln_final and the unembedding.
         kwargs["stop_at_layer"] = stop
-    elif isinstance(model, HookedTransformer):
+    elif adapt(model).backend == "hooked":
         kwargs.setdefault("return_type", None)
     with torch.no_grad(), hooks(model, fwd=[(n, make_hook(n)) for n in resolved]):
         model(tokens, **kwargs)

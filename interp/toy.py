@@ -25,21 +25,24 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from safetensors.torch import load_file, save
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp import heads
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
 from interp.manifest import write_run_manifest
 
+if TYPE_CHECKING:  # TransformerLens 4 has neither: imported where a toy model is built
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
 __all__ = ["ASSET_DIR", "BOS", "SEQ_LEN", "TOY_MODELS", "HeadScores", "InductionLoss"]
-__all__ += ["TrainSettings", "head_scores", "induction_config", "induction_loss"]
+__all__ += ["ToyModelUnavailableError", "TrainSettings", "head_scores", "induction_config"]
+__all__ += ["induction_loss"]
 __all__ += ["load_toy_induction", "repeated_random_tokens", "save_toy_model"]
 __all__ += ["train_induction_model", "training_batch"]
 
@@ -54,6 +57,23 @@ SEQ_LEN = 20
 N_CTX = 2 * SEQ_LEN + 1
 
 
+class ToyModelUnavailableError(ImportError):
+    """A toy model asked for where TransformerLens has no HookedTransformer (TL 4)."""
+
+
+def _hooked() -> tuple[type[HookedTransformer], type[HookedTransformerConfig]]:
+    """TransformerLens 3's classes, or a clear error: toy models are HookedTransformers only."""
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+    except ImportError as err:  # TL 4 raises ImportError for the removed names
+        raise ToyModelUnavailableError(
+            "the toy models (toy-induction) are HookedTransformers, which TransformerLens 4 "
+            "removed; toy models as TransformerBridges are future work. Use the TransformerLens "
+            "3 environment (`make env`) for them."
+        ) from err
+    return HookedTransformer, HookedTransformerConfig
+
+
 def induction_config(seed: int | None = 0) -> HookedTransformerConfig:
     """The fixed architecture of ``toy-induction``.
 
@@ -66,7 +86,7 @@ def induction_config(seed: int | None = 0) -> HookedTransformerConfig:
     ``seed`` seeds weight initialisation. TransformerLens reseeds torch, numpy and ``random``
     globally whenever a config with a seed is built, so loaders use ``seed=None``.
     """
-    return HookedTransformerConfig(**_config_kwargs(seed))
+    return _hooked()[1](**_config_kwargs(seed))
 
 
 def _config_kwargs(seed: int | None) -> dict[str, Any]:
@@ -244,7 +264,7 @@ def train_induction_model(
     with _global_state_restored():
         # embedding backward accumulates in a thread-dependent order unless asked not to
         torch.use_deterministic_algorithms(True)
-        model = HookedTransformer(induction_config(seed=seed), move_to_device=False)
+        model = _hooked()[0](induction_config(seed=seed), move_to_device=False)
         model.train()
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -330,23 +350,24 @@ def load_toy_induction(
     ``device=None`` means CPU: the model is tiny, and CPU keeps results reproducible.
     ``dtype=None`` means float32, the dtype it was trained in. Reads safetensors, never pickle.
     """
+    hooked, config = _hooked()
     directory = Path(directory)
     kwargs = read_json(directory / CONFIG_NAME)
     # a seeded config reseeds the global RNGs, a surprise for whoever calls load
     kwargs["seed"] = None
-    cfg = HookedTransformerConfig(
+    cfg = config(
         **kwargs,
         device=str(device) if device is not None else "cpu",
         dtype=dtype or torch.float32,
         init_weights=False,
     )
-    model = HookedTransformer(cfg)
+    model = hooked(cfg)
     model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=True)
     model.eval()
     return model
 
 
-TOY_MODELS: dict[str, Callable[..., HookedTransformer]] = {
+TOY_MODELS: dict[str, Callable[..., Any]] = {
     "toy-induction": load_toy_induction,
 }
 

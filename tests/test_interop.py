@@ -21,7 +21,9 @@ from saes.sae import SAE
 D_IN, D_SAE, K = 16, 64, 6
 ATOL = 1e-5  # relative to the largest output magnitude (1e-5 absolute for outputs of size ≤ 1)
 
-sae_lens = pytest.importorskip("sae_lens")
+sae_lens = pytest.importorskip(
+    "sae_lens", reason="needs sae_lens, which requires transformer-lens<4"
+)
 
 
 def _inputs(n: int = 256, seed: int = 1) -> torch.Tensor:

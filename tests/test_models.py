@@ -22,13 +22,18 @@ from torch import nn
 from interp import models
 from interp._io import sha256_file
 from interp.models import (
+    BackendUnavailableError,
     ModelFolderError,
     UnknownModelError,
+    default_backend,
+    hooked_available,
     known_model_names,
     load_model,
     model_fingerprint,
     resolve_dtype,
 )
+
+HOOKED = hooked_available()
 
 SENTENCE = (
     "The old lighthouse keeper climbed the spiral stairs every evening to light the lamp, "
@@ -132,6 +137,89 @@ def _hf_logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
         return hf(ids).logits
 
 
+# ---------------------------------------------------------------- backends
+
+
+@pytest.fixture()
+def no_hooked(monkeypatch):
+    """TransformerLens as TL 4 has it: importing HookedTransformer(Config) raises ImportError."""
+    import transformer_lens
+
+    if not HOOKED:  # TL 4 already: nothing to simulate (its hasattr raises ImportError too)
+        return
+
+    def removed(name):
+        raise ImportError(f"{name!r} was removed in TransformerLens 4.0 (simulated)")
+
+    for name in ("HookedTransformer", "HookedTransformerConfig"):
+        monkeypatch.delattr(transformer_lens, name, raising=False)
+    monkeypatch.setattr(transformer_lens, "__getattr__", removed, raising=False)
+
+
+def test_default_backend_follows_transformer_lens():
+    assert default_backend() == ("hooked" if HOOKED else "bridge")
+
+
+def test_default_backend_without_hooked_transformer(no_hooked):
+    assert not hooked_available() and default_backend() == "bridge"
+
+
+def test_unknown_backend_suggests_close_matches():
+    with pytest.raises(ValueError, match=r"Unknown backend 'brige'.*did you mean 'bridge'"):
+        load_model("smollm2-135m", backend="brige")
+    with pytest.raises(ValueError, match=r"'hooked', 'bridge'"):
+        load_model("smollm2-135m", backend="HookedTransformer")
+
+
+def test_hooked_backend_without_hooked_transformer(no_hooked, llama_dir):
+    for name in ("smollm2-135m", llama_dir, "toy-induction"):
+        with pytest.raises(BackendUnavailableError, match="TransformerLens 4 removed") as info:
+            load_model(name, backend="hooked")
+        assert "backend='bridge'" in str(info.value)
+
+
+def test_toy_models_are_hooked_only(no_hooked):
+    from interp.toy import ToyModelUnavailableError
+
+    with pytest.raises(ToyModelUnavailableError, match="TransformerBridges are future work"):
+        load_model("toy-induction")  # the default backend here is the bridge
+    with pytest.raises(ValueError, match="future work"):
+        load_model("toy-induction", backend="bridge")
+
+
+def test_toy_model_as_bridge_refused():
+    with pytest.raises(ValueError, match="HookedTransformers only"):
+        load_model("toy-induction", backend="bridge")
+
+
+def test_llama_folder_as_bridge(llama_dir, tokenizer_dir):
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer
+
+    model = load_model(llama_dir, backend="bridge", device="cpu")
+    assert isinstance(model, TransformerBridge)
+    assert model.cfg.default_prepend_bos is False  # this tokenizer adds none
+    ids = AutoTokenizer.from_pretrained(tokenizer_dir)(SENTENCE, return_tensors="pt").input_ids
+    assert torch.equal(model.to_tokens(SENTENCE), ids)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(ids)
+    torch.testing.assert_close(logits, _hf_logits(llama_dir, ids), atol=1e-5, rtol=1e-5)
+    assert cache["blocks.1.attn.hook_z"].shape == (1, ids.shape[1], 4, 16)
+    half = load_model(llama_dir, backend="bridge", device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
+
+def test_llama_folder_default_backend(llama_dir):
+    model = load_model(llama_dir, device="cpu")
+    assert type(model).__name__ == ("HookedTransformer" if HOOKED else "TransformerBridge")
+
+
+@pytest.mark.hooked
+def test_hooked_backend_needs_a_llama_folder(neox_dir):
+    with pytest.raises(ModelFolderError, match="Llama checkpoints only.*backend='bridge'"):
+        load_model(neox_dir, backend="hooked")
+
+
 # ---------------------------------------------------------------- names, dtypes, errors
 
 
@@ -226,11 +314,12 @@ def test_extra_options_rejected_where_unused(llama_dir):
 # ---------------------------------------------------------------- local folders, TL names
 
 
+@pytest.mark.hooked
 def test_llama_folder_is_hooked_transformer(llama_dir, tokenizer_dir):
     from transformer_lens import HookedTransformer
     from transformers import AutoTokenizer
 
-    model = load_model(llama_dir, device="cpu")
+    model = load_model(llama_dir, backend="hooked", device="cpu")
     assert type(model) is HookedTransformer
     assert model.cfg.rotary_base == 50000.0 and model.cfg.n_key_value_heads == 2
     assert model.cfg.normalization_type == "RMS"  # not folded into RMSPre
@@ -239,7 +328,7 @@ def test_llama_folder_is_hooked_transformer(llama_dir, tokenizer_dir):
     assert torch.equal(model.to_tokens(SENTENCE), ids)
     with torch.no_grad():
         torch.testing.assert_close(model(ids), _hf_logits(llama_dir, ids), atol=1e-4, rtol=1e-4)
-    half = load_model(llama_dir, device="cpu", dtype="bfloat16")
+    half = load_model(llama_dir, backend="hooked", device="cpu", dtype="bfloat16")
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
 
 
@@ -261,16 +350,19 @@ def test_other_architecture_folder_is_bridge(neox_dir, tokenizer_dir):
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
 
 
+@pytest.mark.hooked
 def test_tl_official_name_reads_hub_cache(gpt2_hub):
     from transformer_lens import HookedTransformer
 
-    model = load_model("gpt2", device="cpu")
+    model = load_model("gpt2", backend="hooked", device="cpu")
     assert type(model) is HookedTransformer
     assert model.cfg.normalization_type == "LN"  # faithful: fold_ln off
     ids = model.to_tokens(SENTENCE, prepend_bos=False)
     with torch.no_grad():
         torch.testing.assert_close(model(ids), _hf_logits(gpt2_hub, ids), atol=1e-4, rtol=1e-4)
-    folded = load_model("gpt2", device="cpu", dtype="float64", fold_ln=True)  # kwargs pass on
+    folded = load_model(
+        "gpt2", backend="hooked", device="cpu", dtype="float64", fold_ln=True
+    )  # kwargs pass on
     assert folded.cfg.normalization_type == "LNPre" and folded.cfg.dtype == torch.float64
 
 
@@ -291,59 +383,80 @@ def test_model_fingerprint(tiny_model):
 # ---------------------------------------------------------------- cache mechanics (stubbed)
 
 
-@pytest.fixture()
-def stub_conversion(tmp_path, monkeypatch):
-    """Swap the real GGUF conversion for a fast fake, keeping publish/validation logic real."""
+def _fake_writer(runs: list[Path], sub: str):
+    def fake_write(gguf_path, gguf_sha, staging):
+        runs.append(staging)
+        (staging / sub).mkdir()
+        (staging / sub / "model.safetensors").write_bytes(b"x" * 100)
+        sizes = {f"{sub}/model.safetensors": 100}
+        source = {"format": models._CACHE_FORMAT, "gguf": {"sha256": gguf_sha}, "files": sizes}
+        (staging / "source.json").write_text(json.dumps(source))
+
+    return fake_write
+
+
+@pytest.fixture(params=[pytest.param("hooked", marks=pytest.mark.hooked), "bridge"])
+def stub_conversion(request, tmp_path, monkeypatch):
+    """Swap the real GGUF conversion for a fast fake, keeping publish/validation logic real.
+
+    ``hooked``: the full conversion into ``smollm2-135m/``; ``bridge``: the HF-only one into
+    ``smollm2-135m-hf/`` (no full conversion there to reuse).
+    """
+    backend = request.param
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"gguf v1")
     monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(models, "smollm2_gguf", lambda: gguf)
-    monkeypatch.setattr(
-        models, "_load_cached_hooked", lambda directory, device, dtype: nn.Linear(1, 1)
-    )
+    loaded: list[Path] = []
+
+    def fake_load(directory, device, dtype):
+        loaded.append(directory)
+        return nn.Linear(1, 1)
+
+    monkeypatch.setattr(models, "_load_cached_hooked", fake_load)
+    monkeypatch.setattr(models, "_load_cached_bridge", fake_load)
     runs: list[Path] = []
-
-    def fake_write(gguf_path, gguf_sha, staging):
-        runs.append(staging)
-        (staging / "tl").mkdir()
-        (staging / "tl" / "model.safetensors").write_bytes(b"x" * 100)
-        sizes = {"tl/model.safetensors": 100}
-        source = {"format": models._CACHE_FORMAT, "gguf": {"sha256": gguf_sha}, "files": sizes}
-        (staging / "source.json").write_text(json.dumps(source))
-
-    monkeypatch.setattr(models, "_write_conversion", fake_write)
-    return types.SimpleNamespace(gguf=gguf, runs=runs, cache=tmp_path / "cache")
+    monkeypatch.setattr(models, "_write_conversion", _fake_writer(runs, "tl"))
+    monkeypatch.setattr(models, "_write_hf_conversion", _fake_writer(runs, "hf"))
+    hooked = backend == "hooked"
+    name = "smollm2-135m" if hooked else "smollm2-135m-hf"
+    writer = "_write_conversion" if hooked else "_write_hf_conversion"
+    return types.SimpleNamespace(
+        gguf=gguf, runs=runs, cache=tmp_path / "cache", backend=backend, name=name,
+        weights=f"{'tl' if hooked else 'hf'}/model.safetensors", writer=writer, loaded=loaded,
+        load=lambda: load_model("smollm2-135m", backend=backend, device="cpu"),
+    )  # fmt: skip
 
 
 def test_cache_converts_once_and_follows_the_gguf(stub_conversion):
     st = stub_conversion
-    load_model("smollm2-135m", device="cpu")
-    load_model("smollm2-135m", device="cpu")
+    st.load()
+    st.load()
     assert len(st.runs) == 1
     st.gguf.write_bytes(b"gguf v2")  # a different GGUF: the cache no longer belongs to it
-    load_model("smollm2-135m", device="cpu")
+    st.load()
     assert len(st.runs) == 2
-    source = json.loads((st.cache / "smollm2-135m" / "source.json").read_text())
+    source = json.loads((st.cache / st.name / "source.json").read_text())
     assert source["gguf"]["sha256"] == sha256_file(st.gguf)
-    assert sorted(p.name for p in st.cache.iterdir()) == ["smollm2-135m"]  # no leftovers
+    assert sorted(p.name for p in st.cache.iterdir()) == [st.name]  # no leftovers
 
 
 def test_truncated_cache_is_rebuilt(stub_conversion):
     st = stub_conversion
-    load_model("smollm2-135m", device="cpu")
-    (st.cache / "smollm2-135m" / "tl" / "model.safetensors").write_bytes(b"x" * 10)
-    load_model("smollm2-135m", device="cpu")
+    st.load()
+    (st.cache / st.name / st.weights).write_bytes(b"x" * 10)
+    st.load()
     assert len(st.runs) == 2
 
 
 def test_leftover_staging_dir_is_not_trusted(stub_conversion):
     st = stub_conversion
-    load_model("smollm2-135m", device="cpu")
-    final = st.cache / "smollm2-135m"
+    st.load()
+    final = st.cache / st.name
     # What a conversion killed after writing everything but before its rename leaves behind.
-    leftover = st.cache / ".smollm2-135m.tmp-999999999-dead"
+    leftover = st.cache / f".{st.name}.tmp-999999999-dead"
     final.rename(leftover)
-    load_model("smollm2-135m", device="cpu")
+    st.load()
     assert len(st.runs) == 2  # converted again rather than adopting the leftover
     assert not leftover.exists()  # its owner pid is gone, so it was cleaned up
     assert final.is_dir()
@@ -356,10 +469,26 @@ def test_failed_conversion_leaves_nothing(stub_conversion, monkeypatch):
         (staging / "half-written").write_bytes(b"x")
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(models, "_write_conversion", crash)
+    monkeypatch.setattr(models, st.writer, crash)
     with pytest.raises(RuntimeError, match="killed"):
-        load_model("smollm2-135m", device="cpu")
+        st.load()
     assert not st.cache.exists() or list(st.cache.iterdir()) == []
+
+
+def test_bridge_reuses_the_full_conversion(tmp_path, monkeypatch):
+    """Where the HookedTransformer conversion exists, the bridge loads its hf/ folder."""
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"gguf v1")
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "smollm2_gguf", lambda: gguf)
+    runs: list[Path] = []
+    monkeypatch.setattr(models, "_write_hf_conversion", _fake_writer(runs, "hf"))
+    full = tmp_path / "cache" / "smollm2-135m"
+    models._convert_smollm2(gguf, sha256_file(gguf), full, writer=_fake_writer([], "hf"))
+    assert models._smollm2_hf_folder() == full / "hf" and runs == []
+    gguf.write_bytes(b"gguf v2")  # the full conversion is stale: the bridge converts its own
+    assert models._smollm2_hf_folder() == tmp_path / "cache" / "smollm2-135m-hf" / "hf"
+    assert len(runs) == 1
 
 
 # ---------------------------------------------------------------- the real SmolLM2 (slow)
@@ -439,6 +568,37 @@ def test_smollm2_fresh_conversion(smollm2, tmp_path, monkeypatch):
     assert model_fingerprint(model) == model_fingerprint(smollm2)
 
 
+@pytest.mark.slow
+def test_smollm2_bridge_matches_hooked(smollm2, smollm2_bridge):
+    """The bridge over the same weights gives the HookedTransformer's logits (1e-4) and tokens."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    assert isinstance(smollm2_bridge, TransformerBridge)
+    assert smollm2_bridge.cfg.default_prepend_bos is False
+    prompt = "The capital of France is"
+    tokens = smollm2.to_tokens(prompt).cpu()
+    assert torch.equal(smollm2_bridge.to_tokens(prompt), tokens)
+    with torch.no_grad():
+        hooked = smollm2(tokens.to(smollm2.cfg.device)).cpu()
+        bridge = smollm2_bridge(tokens)
+    assert (bridge - hooked).abs().max().item() < 1e-4  # measured 3.6e-5 (TL 3.9 and TL 4.3)
+    for model, logits in ((smollm2, hooked), (smollm2_bridge, bridge)):
+        assert model.to_string(logits[0, -1].argmax()) == " Paris"
+
+
+@pytest.mark.slow
+def test_smollm2_bridge_says_paris(smollm2_bridge):
+    """The bridge alone (what TransformerLens 4 runs), against Hugging Face's own logits."""
+    from transformers import AutoModelForCausalLM
+
+    tokens = smollm2_bridge.to_tokens("The capital of France is")
+    with torch.no_grad():
+        logits = smollm2_bridge(tokens)
+        hf = AutoModelForCausalLM.from_pretrained(models._smollm2_hf_folder()).eval()
+        torch.testing.assert_close(logits, hf(tokens).logits, atol=1e-4, rtol=1e-4)
+    assert smollm2_bridge.to_string(logits[0, -1].argmax()) == " Paris"
+
+
 def test_fingerprint_is_cached_until_a_weight_changes(tiny_model):
     from interp.models import _fingerprint, model_fingerprint
 
@@ -453,7 +613,7 @@ def test_fingerprint_is_cached_until_a_weight_changes(tiny_model):
 
 
 def test_patching_on_a_bridge_matches_transformer_lens(neox_dir):
-    """A TransformerBridge takes the generic patching path and still equals TL's own sweep."""
+    """patch_sweep on a TransformerBridge equals TL's own sweep on the same bridge."""
     import transformer_lens.patching as tlp
 
     from interp.metrics import logit_diff
@@ -476,5 +636,5 @@ def test_patching_on_a_bridge_matches_transformer_lens(neox_dir):
     ]:
         ref = tl_fn(model, corrupt, cache, lambda lg: metric(lg).mean())
         got = patch_sweep(model, clean, corrupt, metric, site=site, over=over)
-        assert got.meta["fast"] is False
+        # generic or partial-forward path (the core's layer restart on a rotary bridge): equal
         torch.testing.assert_close(got.mean, ref.float(), atol=1e-5, rtol=0)

@@ -13,11 +13,15 @@ positions); ``logits <- L0H1`` with "token 1" is wrong.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp.scrubbing.hypothesis import Hypothesis, claim
+
+if TYPE_CHECKING:  # TransformerLens 4 has neither: imported where the model is built
+    from transformer_lens import HookedTransformer
 
 __all__ = ["copy_first_dataset", "copy_first_hypotheses", "copy_first_model", "token_at"]
 
@@ -27,7 +31,18 @@ GAIN_COPY, GAIN_DISTRACT, SHARP = 8.0, 2.0, 30.0
 
 
 def copy_first_model() -> HookedTransformer:
-    """The hand-set model (deterministic: no random initialisation is used)."""
+    """The hand-set model (deterministic: no random initialisation is used).
+
+    A HookedTransformer, so TransformerLens 3 only (TL 4 removed the class; a bridge version
+    is future work).
+    """
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+    except ImportError as err:  # TL 4 raises ImportError for the removed names
+        raise ImportError(
+            "copy_first_model builds a HookedTransformer, which TransformerLens 4 removed; "
+            "use the TransformerLens 3 environment (`make env`)"
+        ) from err
     d_model = V + N_CTX + 2 * V
     cfg = HookedTransformerConfig(
         n_layers=1,
