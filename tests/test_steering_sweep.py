@@ -143,7 +143,7 @@ def test_the_sweep_is_a_result_with_sel_ci_and_a_registered_view(result):
     assert one.meta["metric"] == "loss" and one.axes == ("layer", "alpha")
     cell = res.sel(measure="kl", layer="L1", alpha=["0", "-3"])
     assert cell.axes == ("alpha",) and torch.equal(cell.values, res.values["kl"][:, 1][:, [0, 2]])
-    assert cell.meta["fixed"] == {"layer": "L1"}
+    assert cell.meta["fixed"] == {"measure": "kl", "layer": "L1"}
     smaller = res.sel(layer=["L1"], alpha=[2, 1])
     assert isinstance(smaller, SteeringSweep) and smaller.layers == [1]
     assert smaller.alphas == [-3.0, 1.0]
@@ -153,6 +153,8 @@ def test_the_sweep_is_a_result_with_sel_ci_and_a_registered_view(result):
         res.sel(layer="L1")
     with pytest.raises(ValueError, match="keeps its intended measure"):
         res.sel(measure=["kl"])
+    with pytest.raises(ValueError, match="at least one entry of alpha"):
+        res.sel(alpha=[])
     # ci(): the intended measure by default; the seed moves the interval, not the estimate
     assert torch.equal(res.ci().low, res.ci("effect").low)
     other = res.ci("loss", seed=1)

@@ -191,7 +191,7 @@ class SteeringSweep(Result):
         if name not in self.values:
             raise KeyError(f"no measure {name!r}; measures: {', '.join(self.values)}")
         labels = self.labels
-        meta = {"measure": name, "metric": self.metrics[name], "method": self.config.get("method")}
+        meta = {"metric": self.metrics[name], "fixed": {"measure": name}}
         return Values(
             self.values[name], ("layer", "alpha"), {a: labels[a] for a in ("layer", "alpha")}, meta
         )
@@ -248,7 +248,10 @@ class SteeringSweep(Result):
             raise ValueError(
                 f"a selection of the sweep keeps its intended measure {self.intended!r}"
             )
-        li, ai = torch.as_tensor(pick["layer"]), torch.as_tensor(pick["alpha"])
+        if empty := [a for a, i in pick.items() if not i]:
+            raise ValueError(f"select at least one entry of {', '.join(empty)}")
+        li = torch.as_tensor(pick["layer"], dtype=torch.long)
+        ai = torch.as_tensor(pick["alpha"], dtype=torch.long)
         return replace(
             self,
             layers=[self.layers[i] for i in li.tolist()],
