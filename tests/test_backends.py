@@ -53,10 +53,12 @@ def test_the_bridge_restarts_from_any_layer_exactly(pair):
     bridge, _, clean, _ = pair
     full = bridge(clean)
     pf = PartialForward(bridge, clean, list(range(clean.shape[1])))
-    assert pf.mode == "layers"
+    assert pf.mode == "decoder"
     for layer in range(2):
-        out = pf.logits(pf.run_from(layer, 0, 2)).reshape(2, *full.shape)
-        torch.testing.assert_close(out[1], full, **TOL)
+        for p0 in (0, 4, clean.shape[1] - 1):  # later positions read earlier keys from a cache
+            out = pf.logits(pf.run_from(layer, p0, 2)).reshape(2, *full.shape)
+            torch.testing.assert_close(out[1], full, **TOL)
+    assert pf.block_positions == 2 * 4 * (9 + 5 + 1) * (2 + 1)
 
 
 SWEEPS = [

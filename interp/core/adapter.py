@@ -161,13 +161,13 @@ class ModelAdapter:
         return torch.einsum("...hd,hdm->...hm", z, w_o.to(z.dtype))
 
     @property
-    def restart(self) -> Literal["blocks", "layers"] | None:
+    def restart(self) -> Literal["blocks", "decoder"] | None:
         """How a forward can restart from a layer (see :mod:`interp.core.forward`).
 
-        ``"blocks"``: from a layer *and* a position, later positions reading a frozen key/value
-        cache (HookedTransformer, causal, one device); ``"layers"``: from a layer, every position
-        (a bridge over a rotary decoder: its HF decoder layers are called directly, hooks firing);
-        None: whole forwards only.
+        From a layer *and* a position, later positions reading the earlier ones' keys and values
+        from a cache: ``"blocks"`` (a HookedTransformer's blocks, causal, one device) or
+        ``"decoder"`` (a bridge over a rotary decoder: its HF decoder layers are called in turn,
+        hooks firing). None: whole forwards only.
         """
         model = self.model
         if not self.spec.causal or getattr(model.cfg, "n_devices", 1) != 1:
@@ -176,7 +176,8 @@ class ModelAdapter:
             ok = self.spec.positional in ("standard", "rotary", "shortformer")
             return "blocks" if ok else None
         base = getattr(getattr(model, "original_model", None), "base_model", None)
-        return "layers" if getattr(base, "rotary_emb", None) is not None else None
+        rotary = getattr(base, "rotary_emb", None) is not None
+        return "decoder" if rotary and "blocks.0.attn.hook_rot_k" in model.hook_dict else None
 
     @property
     def fast_capable(self) -> bool:

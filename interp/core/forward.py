@@ -96,7 +96,7 @@ class PartialForward:
         with torch.no_grad():
             if self.mode is None:
                 return BaseRun(tokens, model(tokens)[:, self.logit_pos])
-            if self.mode == "layers":
+            if self.mode == "decoder":
                 return self._base_by_hooks(tokens)
             cfg = model.cfg
             entry_cls = _kv_entry_class()
@@ -115,16 +115,26 @@ class PartialForward:
             return BaseRun(tokens, logits, resid_pre, keys, values, spe, final)
 
     def _base_by_hooks(self, tokens: Tensor) -> BaseRun:
-        """The base run of a bridge: each block's input residual and the final one, by hooks."""
+        """The base run of a bridge, read by hooks: each block's input residual, its rotated
+        keys and its values (as the HF attention caches them, ``[batch, kv_head, pos, d]``) and
+        the final residual."""
         n_layers = self.adapter.spec.n_layers
         got: dict[str, Tensor] = {}
-        names = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
-        fwd = [(name, _named(name, got)) for name in [*names, self.adapter.final_hook]]
-        with hooks(self.model, fwd=fwd):
+        resid = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
+        keys = [f"blocks.{i}.attn.hook_rot_k" for i in range(n_layers)]
+        values = [f"blocks.{i}.attn.hook_v" for i in range(n_layers)]
+        names = [*resid, *keys, *values, self.adapter.final_hook]
+        with hooks(self.model, fwd=[(name, _named(name, got)) for name in names]):
             self.model(tokens, return_type=None)
         final = got[self.adapter.final_hook][:, self.logit_pos]
-        logits = self.adapter.unembed(final)
-        return BaseRun(tokens, logits, [got[name] for name in names], final=final)
+        return BaseRun(
+            tokens,
+            self.adapter.unembed(final),
+            [got[k] for k in resid],
+            [got[k].transpose(1, 2) for k in keys],
+            [got[k].transpose(1, 2) for k in values],
+            final=final,
+        )
 
     def run_from(
         self, layer: int, p0: int, k: int, fwd: Sequence[tuple[Any, HookFn]] = ()
@@ -142,9 +152,9 @@ class PartialForward:
             if self.mode is None:
                 self.block_positions += k * self.n * self.n_pos * n_layers
                 return self.model(self.base.tokens.repeat(k, 1))[:, self.logit_pos]
-            if self.mode == "layers":
-                self.block_positions += k * self.n * self.n_pos * (n_layers - layer)
-                return self._layers_from(layer, k)
+            self.block_positions += k * self.n * (self.n_pos - p0) * (n_layers - layer)
+            if self.mode == "decoder":
+                return self._decoder_from(layer, p0, k)
             return self._blocks_from(layer, p0, k)
 
     @property
@@ -164,34 +174,49 @@ class PartialForward:
                 frozen=True,
             )
             resid = model.blocks[i](resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe)
-        self.block_positions += k * self.n * (self.n_pos - p0) * (n_layers - layer)
-        # Positions before p0 are unchanged: they keep the base run's final residual.
-        assert base.final is not None
-        out = base.final.repeat(k, 1, 1)
+        return self._finish(resid, p0, k)
+
+    def _finish(self, resid: Tensor, p0: int, k: int) -> Tensor:
+        """Final residuals at the read positions: positions before p0 are unchanged, so they keep
+        the base run's."""
+        assert self.base.final is not None
+        out = self.base.final.repeat(k, 1, 1)
         new = [j for j, p in enumerate(self.logit_pos) if p >= p0]
         if new:
             out[:, new] = resid[:, [self.logit_pos[j] - p0 for j in new]]
         return out
 
-    def _layers_from(self, layer: int, k: int) -> Tensor:
-        # A bridge's blocks wrap the HF decoder layers: called in turn with the rotary position
-        # embeddings and a causal mask, they compute what the full forward does, hooks included.
-        model = self.model
-        resid = self.base.resid_pre[layer].repeat(k, 1, 1)
-        pos = torch.arange(self.n_pos, device=resid.device)[None]
-        rotary = model.original_model.base_model.rotary_emb
-        position_embeddings = rotary(resid, position_ids=pos)
-        mask = torch.full((self.n_pos, self.n_pos), float("-inf"), device=resid.device)
-        mask = mask.triu(1).to(resid.dtype)[None, None]
+    def _decoder_from(self, layer: int, p0: int, k: int) -> Tensor:
+        # A bridge's blocks wrap the HF decoder layers: called in turn on positions >= p0, with
+        # their rotary embeddings, a causal mask over every position and the base run's keys and
+        # values before p0 in a fresh cache, they compute what the full forward does there,
+        # hooks included. The cache goes in as ``layer_past``, which the bridge's attention
+        # reads (transformers renames ``past_key_values`` to ``cache``, which it does not).
+        from transformers import DynamicCache
+
+        model, base = self.model, self.base
+        cache = DynamicCache()
+        for i in range(len(base.keys)):
+            cache.update(
+                base.keys[i][:, :, :p0].repeat(k, 1, 1, 1),
+                base.values[i][:, :, :p0].repeat(k, 1, 1, 1),
+                i,
+            )
+        resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
+        pos = torch.arange(p0, self.n_pos, device=resid.device)[None]
+        position_embeddings = model.original_model.base_model.rotary_emb(resid, position_ids=pos)
+        mask = torch.full((self.n_pos - p0, self.n_pos), float("-inf"), device=resid.device)
+        mask = mask.triu(p0 + 1).to(resid.dtype)[None, None]
         for block in model.blocks[layer:]:
             out = block(
                 resid,
                 attention_mask=mask,
                 position_embeddings=position_embeddings,
                 position_ids=pos,
+                layer_past=cache,
             )
             resid = out[0] if isinstance(out, tuple) else out
-        return resid[:, self.logit_pos]
+        return self._finish(resid, p0, k)
 
     def logits(self, final: Tensor) -> Tensor:
         """Logits from final residuals ``[rows, pos, d_model]`` (the block-level path's output)."""

@@ -37,8 +37,8 @@ class PatchRunner:
         self.n, self.n_pos = base_tokens.shape
         self.forward = PartialForward(model, base_tokens, logit_pos, fast=fast, keep=keep)
         self.fast = self.forward.fast
-        # Only the block-level restart skips earlier positions; the others run them all.
-        self.skip_positions = self.forward.mode == "blocks"
+        # A restarted forward skips earlier positions too; whole forwards run them all.
+        self.skip_positions = self.forward.mode is not None
 
     @property
     def base_acts(self) -> dict[str, Tensor]:
