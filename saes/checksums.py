@@ -8,9 +8,20 @@ import warnings
 from pathlib import Path
 
 from interp._io import atomic_write_json, read_json, sha256_file
-from saes.sae import CHECKSUMS, SAELoadError
 
-__all__ = ["CHECKSUMS", "CorruptCheckpointError", "verify_checkpoint", "write_checksums"]
+__all__ = [
+    "CHECKSUMS",
+    "CorruptCheckpointError",
+    "SAELoadError",
+    "verify_checkpoint",
+    "write_checksums",
+]
+
+CHECKSUMS = "checksums.json"
+
+
+class SAELoadError(RuntimeError):
+    """A checkpoint that is missing, corrupted or not a mechscope SAE."""
 
 
 class CorruptCheckpointError(SAELoadError):

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from interp._io import atomic_write_json, fsync_dir, read_json
 from saes.activations import architecture, make_activation
+from saes.checksums import CHECKSUMS, SAELoadError, verify_checkpoint, write_checksums
 from saes.config import SAEConfig, config_from_dict
 
 __all__ = ["HOOK_NAMES", "NODE_HOOKS", "SAE", "SAEOutput", "SAELoadError", "geometric_median"]
@@ -65,7 +66,6 @@ _TRANSCODER_DEFAULTS: dict[str, Any] = {"d_out": None, "skip_connection": False}
 
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae.safetensors"
-CHECKSUMS = "checksums.json"  # see saes.checksums
 FORMAT = "mechscope-sae"
 
 _DTYPES = {
@@ -74,10 +74,6 @@ _DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-
-
-class SAELoadError(RuntimeError):
-    """A checkpoint that is missing, corrupted or not a mechscope SAE."""
 
 
 class SAEOutput(NamedTuple):
@@ -89,10 +85,18 @@ class SAEOutput(NamedTuple):
     called without y."""
 
 
+_KINDS: dict[str, type[SAE]] = {}
+
+
 class SAE(nn.Module):
     input_scale: Tensor  # buffer: fixed input normalisation factor s (1 when off or folded)
     kind: ClassVar[str] = "sae"
     """The dictionary's kind, for node registries: ``sae`` or ``transcoder``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Each kind registers itself, so loading a folder finds its class with no import cycle.
+        super().__init_subclass__(**kwargs)
+        _KINDS[cls.kind] = cls
 
     def __init__(self, cfg: SAEConfig, *, seed: int | None = None):
         super().__init__()
@@ -411,8 +415,6 @@ class SAE(nn.Module):
         if run_manifest is not None:
             atomic_write_json(directory / "run.json", run_manifest)
         if (directory / CHECKSUMS).exists():  # a checkpoint's record would be stale now
-            from saes.checksums import write_checksums
-
             write_checksums(directory)
         return directory
 
@@ -443,8 +445,6 @@ class SAE(nn.Module):
             )
         sae = kind(cfg)
         if (directory / CHECKSUMS).exists():  # written by save() and by the trainer
-            from saes.checksums import verify_checkpoint
-
             verify_checkpoint(directory)
         try:
             state = load_file(str(w_path))
@@ -476,11 +476,15 @@ def _cfg_json(cfg: SAEConfig) -> dict[str, Any]:
 
 def dictionary_class(cfg: SAEConfig) -> type[SAE]:
     """``SAE``, or ``Transcoder`` for a config with ``d_out``."""
-    if cfg.is_transcoder:
-        from saes.transcoder import Transcoder
+    kind = "transcoder" if cfg.is_transcoder else "sae"
+    if kind not in _KINDS:  # saes/__init__ imports every kind; this is a direct import
+        import importlib
 
-        return Transcoder
-    return SAE
+        importlib.import_module(f"saes.{kind}")
+    return _KINDS[kind]
+
+
+_KINDS["sae"] = SAE
 
 
 def dictionary_from_config(cfg: SAEConfig, *, seed: int | None = None) -> SAE:

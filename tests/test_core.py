@@ -216,3 +216,29 @@ def test_result_round_trips_through_its_folder(tmp_path):
     assert (tmp_path / "r" / "run.json").exists()
     ci = back.ci(n_resamples=200, seed=1)
     assert ci.low.shape == (3, 4) and bool((ci.low <= ci.high).all())
+
+
+def test_one_metric_convention_logits_alone_or_with_the_batch(tiny_model):
+    """A (logits, batch) metric gets the tokens of the run it measures: patching's base run,
+    scrubbing's inputs; a logits-only metric works the same everywhere."""
+    from interp.patching import patch_sweep
+    from interp.scrubbing import Hypothesis, claim, scrub
+    from interp.scrubbing.metrics import next_token_loss
+
+    gen = torch.Generator().manual_seed(0)
+    clean, corrupt = (
+        torch.randint(0, 50, (3, 6), generator=gen),
+        torch.randint(0, 50, (3, 6), generator=gen),
+    )
+    with_batch = next_token_loss(range(2, 5))  # (logits, tokens) -> [n]
+    closed = lambda lg: with_batch(lg, corrupt)  # noqa: E731 - denoising: the base run is corrupt
+    a = patch_sweep(tiny_model, clean, corrupt, with_batch, site="resid_pre")
+    b = patch_sweep(tiny_model, clean, corrupt, closed, site="resid_pre")
+    torch.testing.assert_close(a.values, b.values)
+    data = torch.randint(0, 50, (12, 6), generator=gen)
+    hyp = Hypothesis("embed", claim("logits", None, claim("embed")))
+    first = lambda lg: lg[:, -1].logsumexp(-1)  # noqa: E731 - a logits-only loss
+    r = scrub(tiny_model, data, hyp, first, n_samples=6)
+    assert r.scrubbed.shape == (6,)
+    with pytest.raises(ValueError, match=r"one value per input \(shape \[12\]\)"):
+        scrub(tiny_model, data, hyp, lambda lg: lg.sum(), n_samples=6)

@@ -1,6 +1,7 @@
 """Residual-stream patching sweep: mechscope vs ``transformer_lens.patching``, same run.
 
-``python -m interp.bench patching [--prompts 8] [--model smollm2-135m] [--json out.json]``
+``python -m interp.bench patching [--backend hooked|bridge] [--prompts 8] [--model smollm2-135m]
+[--json out.json]``
 
 Both sides run a denoising ``resid_pre`` sweep over every layer × position of IOI prompts with
 the same metric (mean IO − S logit difference at the last position); the results must agree.
@@ -20,6 +21,12 @@ import torch
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m")
+    p.add_argument(
+        "--backend",
+        choices=("hooked", "bridge"),
+        default=None,
+        help="model class (default: as load_model)",
+    )
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--skip-tl", action="store_true", help="skip the TransformerLens side")
@@ -42,11 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    from interp.core.adapter import adapt
+
+    model = load_model(args.model, backend=args.backend)
     model.eval()
+    backend = adapt(model).backend
     batch = ioi_prompts(model, args.prompts, seed=0)
     n, n_pos = batch.clean.shape
-    n_layers = model.cfg.n_layers
+    n_layers = adapt(model).spec.n_layers
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logit_diff(logits, batch.io, batch.s, pos=-1)
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     generic, t_generic = _timed(lambda: sweep(logits_at=-1, fast=False))
     out: dict[str, Any] = {
         "model": args.model,
+        "backend": backend,
         "prompts": n,
         "positions": n_pos,
         "layers": n_layers,

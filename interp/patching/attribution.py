@@ -28,6 +28,7 @@ from torch import Tensor
 
 from interp.core.adapter import adapt
 from interp.core.forward import logits_at as _run_logits
+from interp.core.metric import takes_batch
 from interp.core.nodes import ComponentGraph
 from interp.core.sites import Site, site_spec
 from interp.hooks import TLModel, hooks
@@ -91,9 +92,11 @@ def _forward_with_grads(
         with hooks(model, fwd=[(e, leaf) for e in adapt(model).embed_hooks] + [(names, keep)]):
             logits = _run_logits(model, rows, logit_pos)
         per_step = [
-            checked_metric(metric, logits[i * n : (i + 1) * n].detach(), n) for i in range(steps)
+            checked_metric(metric, logits[i * n : (i + 1) * n].detach(), n, tokens)
+            for i in range(steps)
         ]
-        total = torch.stack([metric(logits[i * n : (i + 1) * n]).sum() for i in range(steps)]).sum()
+        call = (lambda lg: metric(lg, tokens)) if takes_batch(metric) else metric
+        total = torch.stack([call(logits[i * n : (i + 1) * n]).sum() for i in range(steps)]).sum()
         grads = torch.autograd.grad(total, [acts[k] for k in names], allow_unused=True)
     out_grads = {}
     for k, g in zip(names, grads, strict=True):
@@ -117,7 +120,7 @@ def _source_run(
 
     with torch.no_grad(), hooks(model, fwd=[(names, keep)]):
         logits = _run_logits(model, tokens, logit_pos)
-    return checked_metric(metric, logits, tokens.shape[0]), acts
+    return checked_metric(metric, logits, tokens.shape[0], tokens), acts
 
 
 def _grads(
@@ -211,7 +214,7 @@ def attribution_patch(
     names = [spec.hook_name(layer) for layer in layer_list]
     embeds = adapt(model).embed_hooks
     logit_pos = None if logits_at is None else _logit_positions(logits_at, n_pos)
-    check_metric_first(model, metric, n, n_pos if logit_pos is None else len(logit_pos))
+    check_metric_first(model, metric, n, n_pos if logit_pos is None else len(logit_pos), base_t)
     src_vals, src_acts = _source_run(model, source_t, metric, names + embeds, logit_pos)
     base_vals, base_acts, grads = _grads(
         model, base_t, metric, names, src_acts, method == "ig", steps, logit_pos
@@ -302,7 +305,11 @@ def edge_attribution(
     ig = method == "eap-ig"
     logit_pos = None if logits_at is None else _logit_positions(logits_at, clean_t.shape[1])
     check_metric_first(
-        model, metric, clean_t.shape[0], clean_t.shape[1] if logit_pos is None else len(logit_pos)
+        model,
+        metric,
+        clean_t.shape[0],
+        clean_t.shape[1] if logit_pos is None else len(logit_pos),
+        base_t,
     )
     with adapt(model).split_inputs():
         src_vals, src_acts = _source_run(

@@ -5,12 +5,14 @@ All of these run before any patched forward, so bad input fails fast and clearly
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from interp.core.adapter import adapt
+from interp.core.metric import Metric, evaluate, metric_name, takes_batch
 from interp.hooks import TLModel
 from interp.validate import check_choice, check_tokenizer, check_tokens
 
@@ -29,7 +31,6 @@ __all__ = [
     "reference_tokens",
 ]
 
-Metric = Callable[[Tensor], Tensor]
 ABLATIONS = ("corrupt", "mean", "zero")
 DIRECTIONS = ("denoise", "noise")
 
@@ -86,45 +87,29 @@ def check_ablation(ablation: str, direction: str, corrupt: Tensor | None) -> Non
         )
 
 
-def checked_metric(metric: Metric, logits: Tensor, n: int) -> Tensor:
-    """The metric on ``logits``, as ``[n]`` per-prompt values, or a clear error."""
-    if not callable(metric):
-        raise TypeError(f"metric must be callable logits -> values; got {metric!r}")
-    out = metric(logits)
-    if not isinstance(out, Tensor):
-        out = torch.as_tensor(out)
-    if out.ndim == 0:
-        return out.reshape(1).detach().float()
-    if out.shape != (n,):
-        raise ValueError(
-            f"the metric returned shape {tuple(out.shape)}; it must return one value per prompt "
-            f"(shape [{n}]) or a scalar. Reduce any position or vocabulary axes inside the metric."
-        )
-    return out.detach().float()
+def checked_metric(metric: Metric, logits: Tensor, n: int, batch: Any = None) -> Tensor:
+    """The metric on ``logits`` (and ``batch``, the tokens they came from), as ``[n]``
+    per-prompt values, or a clear error (see :func:`interp.core.metric.evaluate`)."""
+    return evaluate(metric, logits, batch, n, what="prompt")
 
 
-def check_metric_first(model: TLModel, metric: Metric, n: int, n_pos: int) -> None:
+def check_metric_first(
+    model: TLModel, metric: Metric, n: int, n_pos: int, batch: Any = None
+) -> None:
     """Call the metric on zero logits of the right shape, so a bad one fails before any forward."""
     if not callable(metric):
         raise TypeError(f"metric must be callable logits -> values; got {metric!r}")
-    zeros = torch.zeros(n, n_pos, model.cfg.d_vocab, device=model.cfg.device)
+    spec = adapt(model).spec
+    zeros = torch.zeros(n, n_pos, spec.d_vocab, device=model.cfg.device)
     try:
         with torch.no_grad():
-            out = metric(zeros)
+            out = metric(zeros, batch) if takes_batch(metric) else metric(zeros)
     except Exception as err:
         raise ValueError(
             f"the metric failed on logits of shape [batch={n}, pos={n_pos}, "
-            f"d_vocab={model.cfg.d_vocab}]: {type(err).__name__}: {err}"
+            f"d_vocab={spec.d_vocab}]: {type(err).__name__}: {err}"
         ) from err
     checked_metric(lambda _: out, zeros, n)
-
-
-def metric_name(metric: Metric) -> str:
-    name = getattr(metric, "__name__", None) or type(metric).__name__
-    func = getattr(metric, "func", None)  # functools.partial
-    name = getattr(func, "__name__", name) if name == "partial" else name
-    # A lambda has no name to show on an axis; a def or metric.__name__ gives one.
-    return "metric (lambda)" if name == "<lambda>" else name
 
 
 def axis_labels(

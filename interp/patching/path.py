@@ -187,14 +187,16 @@ class _PathRun:
     ):
         self.model, self.graph, self.metric = model, graph, metric
         self.n = n = clean_t.shape[0]
-        check_metric_first(model, metric, n, clean_t.shape[1])
+        check_metric_first(model, metric, n, clean_t.shape[1], clean_t)
         base_t, source_t = (clean_t, corrupt_t) if direction == "noise" else (corrupt_t, clean_t)
         assert base_t is not None
         self.base_t = base_t
         with torch.no_grad():
-            self.clean_vals = checked_metric(metric, model(clean_t), n)
+            self.clean_vals = checked_metric(metric, model(clean_t), n, clean_t)
             self.corrupt_vals = (
-                None if corrupt_t is None else checked_metric(metric, model(corrupt_t), n)
+                None
+                if corrupt_t is None
+                else checked_metric(metric, model(corrupt_t), n, corrupt_t)
             )
             names = _activation_names(model, graph)
             base_cache = cache_activations(model, base_t, names)
@@ -238,7 +240,9 @@ class _PathRun:
                 )
             self.forwards += 2
             for j, i in enumerate(todo):
-                out[:, i] = checked_metric(self.metric, logits[j * n : (j + 1) * n], n).cpu()
+                out[:, i] = checked_metric(
+                    self.metric, logits[j * n : (j + 1) * n], n, self.base_t
+                ).cpu()
         return out
 
 

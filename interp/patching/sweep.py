@@ -184,7 +184,7 @@ def patch_sweep(
     n, n_pos = clean_t.shape
     ranges = _ranges(model, spec, over, n_pos, restrict)
     logit_pos = _logit_positions(logits_at, n_pos)
-    check_metric_first(model, metric, n, len(logit_pos))
+    check_metric_first(model, metric, n, len(logit_pos), clean_t)
     ref_t = reference_tokens(model, reference, clean_t, ablation)
     adapter = adapt(model)
     for layer in ranges["layer"]:
@@ -200,12 +200,12 @@ def patch_sweep(
     assert base_t is not None
     with torch.no_grad():
         clean_logits = model(clean_t)
-        clean_vals = checked_metric(metric, _sel(clean_logits, logits_at, logit_pos), n)
+        clean_vals = checked_metric(metric, _sel(clean_logits, logits_at, logit_pos), n, clean_t)
         del clean_logits
         corrupt_vals = None
         if corrupt_t is not None:
             corrupt_logits = _sel(model(corrupt_t), logits_at, logit_pos)
-            corrupt_vals = checked_metric(metric, corrupt_logits, n)
+            corrupt_vals = checked_metric(metric, corrupt_logits, n, corrupt_t)
             del corrupt_logits
 
     cells, shape = enumerate_cells(over, ranges)
@@ -240,7 +240,7 @@ def patch_sweep(
 
     def score(idx: list[int], logits: Tensor) -> None:
         for j, i in enumerate(idx):
-            values[:, i] = checked_metric(metric, logits[j], n).cpu()
+            values[:, i] = checked_metric(metric, logits[j], n, base_t).cpu()
 
     def flush() -> None:
         if not pending:

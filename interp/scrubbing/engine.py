@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from interp.core.interventions import FrozenBlock, freeze_senders
+from interp.core.metric import evaluate
 from interp.core.nodes import ComponentGraph, Node
 from interp.hooks import TLModel, hook_layer, hooks
 from interp.scrubbing.hypothesis import Claim, Feature, Hypothesis, class_sampler
@@ -332,13 +333,5 @@ def _sender_hooks(graph: ComponentGraph) -> list[str]:
 
 
 def _checked(metric: ScrubMetric, logits: Tensor, tokens: Tensor) -> Tensor:
-    out = metric(logits, tokens)
-    if not isinstance(out, Tensor):
-        out = torch.as_tensor(out)
-    if out.shape != (tokens.shape[0],):
-        raise ValueError(
-            f"the metric returned shape {tuple(out.shape)}; a scrubbing metric maps (logits "
-            f"[batch, pos, vocab], tokens [batch, pos]) to one loss per input, shape "
-            f"[{tokens.shape[0]}]"
-        )
-    return out.detach().float().cpu()
+    """One loss per input (see :func:`interp.core.metric.evaluate`), on the CPU."""
+    return evaluate(metric, logits, tokens, tokens.shape[0], scalar_ok=False, what="input").cpu()

@@ -34,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
+from interp.core.metric import evaluate
 from interp.core.result import Result, Values
 from interp.hooks import TLModel, hooks
 from interp.manifest import write_run_manifest
@@ -90,7 +91,7 @@ def _evaluate(metric: Metric, logits: Tensor, base: Tensor, enc: Encoded) -> Ten
     if metric == "loss":
         return loss_metric(logits, enc.tokens, attention_mask=enc.attention_mask)
     if callable(metric):
-        return metric(logits, enc)
+        return evaluate(metric, logits, enc, len(enc), scalar_ok=False, what="prompt")
     raise ValueError(f"unknown metric {metric!r}: expected 'loss', 'kl' or a function")
 
 
