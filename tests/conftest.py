@@ -33,6 +33,12 @@ HOOKED = _hooked_available()
 SAE_LENS = importlib.util.find_spec("sae_lens") is not None
 # Fixtures that build a HookedTransformer: a test using one is marked ``hooked``.
 HOOKED_FIXTURES = {"tiny_model", "smollm2"}
+# Calls that build one (toy models are HookedTransformers only): a test whose body, or the body
+# of a fixture it uses, makes one of these calls is marked ``hooked`` as well.
+_BUILDS_HOOKED = re.compile(
+    r"\b(HookedTransformer|HookedTransformerConfig|load_toy_induction|copy_first_model|toy_setup"
+    r"|toy_model|train_induction_model|induction_config|toy\._main)\("
+)
 _SAE_LENS_IMPORT = re.compile(
     r"(^|\s)(import sae_lens|from sae_lens\b)|importorskip\([\"']sae_lens"
 )
@@ -41,17 +47,31 @@ _REMOVED = re.compile(r"ImportError: '(HookedTransformer|HookedTransformerConfig
 
 
 def _needs_sae_lens(item: pytest.Item) -> bool:
-    fn = getattr(item, "function", None)
+    return bool(_SAE_LENS_IMPORT.search(_source(getattr(item, "function", None))))
+
+
+def _source(fn: object) -> str:
     try:
-        return fn is not None and bool(_SAE_LENS_IMPORT.search(inspect.getsource(fn)))
+        return inspect.getsource(fn)  # type: ignore[arg-type]
     except (OSError, TypeError):
-        return False
+        return ""
+
+
+def _builds_hooked(item: pytest.Item) -> bool:
+    if HOOKED_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    fns = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in info.name2fixturedefs.values() if info is not None else ():
+        fns += [d.func for d in defs if d.baseid]  # fixtures of the test tree, not plugins'
+    return any(_BUILDS_HOOKED.search(_source(fn)) for fn in fns if fn is not None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by the fixtures they use and the imports in their bodies; skip what cannot run."""
+    """Mark tests by the fixtures they use and the calls and imports in their bodies (and their
+    fixtures'); skip what cannot run here."""
     for item in items:
-        if HOOKED_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if _builds_hooked(item):
             item.add_marker(pytest.mark.hooked)
         if _needs_sae_lens(item):
             item.add_marker(pytest.mark.sae_lens)

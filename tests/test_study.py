@@ -1,10 +1,12 @@
 """The circuit studies as the demo runs them: progress, save and reuse, titled figures."""
 
+import pytest
 import torch
 
 from interp.patching.study import STUDY_FILE, StudyResult, induction_study
 
 
+@pytest.mark.hooked  # the study runs on the toy model, a HookedTransformer
 def test_induction_study_saves_reloads_and_titles_its_figures(tmp_path, capsys):
     study = induction_study(n_prompts=4)
     assert "induction study" in capsys.readouterr().err  # the stage bar
