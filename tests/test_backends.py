@@ -161,3 +161,18 @@ def test_causal_scrubbing(pair):
     for h in hyps:
         for part in ("clean", "scrubbed", "random"):
             torch.testing.assert_close(getattr(cb[h.name], part), getattr(ch[h.name], part), **TOL)
+
+
+def test_logits_at_only_some_positions(pair):
+    from interp.core.forward import logits_at
+
+    bridge, hooked, clean, _ = pair
+    full = hooked(clean)
+    for m in (bridge, hooked):
+        torch.testing.assert_close(logits_at(m, clean, [3, 8]), full[:, [3, 8]], **TOL)
+    kw = {"site": "resid_pre", "logits_at": -1}
+    torch.testing.assert_close(
+        attribution_patch(bridge, clean, clean.flip(0), metric, **kw).values,
+        attribution_patch(hooked, clean, clean.flip(0), metric, **kw).values,
+        **TOL,
+    )

@@ -93,7 +93,9 @@ def test_deep_identity_tree_on_toy_model_is_exactly_clean():
     layer0 = [claim(f"L0H{h}", None, claim("embed")) for h in range(8)]
     layer1 = [claim(f"L1H{h}", None, claim("embed"), *layer0) for h in range(8)]
     h = Hypothesis("all", claim("logits", None, claim("embed"), *layer0, *layer1))
-    r = scrub(model, data, h, next_token_loss(range(21, 40)), n_samples=8, max_rows=8192)
+    r = scrub(
+        model, data, h, next_token_loss(range(21, 40)), n_samples=8, max_tokens=8192 * data.shape[1]
+    )
     assert torch.equal(r.scrubbed, r.clean)
     assert r.meta["forwards"]["scrub"] == 1  # the whole tree in one forward
 
@@ -184,7 +186,7 @@ def _check_against_reference(model, tokens, hyp, metric, n=6, max_rows=17, seed=
     hyp.validate(graph)
     ids = {id(f): feature_values(f, tokens) for f in hyp.features()}
     p = plan(graph, hyp)
-    eng = ScrubEngine(model, graph, tokens, metric, ids, max_rows=max_rows)
+    eng = ScrubEngine(model, graph, tokens, metric, ids, max_tokens=max_rows * tokens.shape[1])
     gen = torch.Generator().manual_seed(seed)
     n_data = tokens.shape[0]
     ref = torch.randint(0, n_data, (n,), generator=gen)
@@ -285,7 +287,7 @@ def test_mlp_model_everything_is_clean_and_nothing_is_random(tiny_model):
     hs = [flat, _everything(graph), Hypothesis("nothing", claim("logits")),
           *_mlp_hypotheses().values()]  # fmt: skip
     metric = next_token_loss(range(5))
-    c = compare(model, data, hs, metric, n_samples=200, seed=2, max_rows=600)
+    c = compare(model, data, hs, metric, n_samples=200, seed=2, max_tokens=600 * data.shape[1])
     for name in ("everything", "everything, deep"):
         torch.testing.assert_close(c[name].scrubbed, c[name].clean, atol=1e-5, rtol=0)
     assert torch.equal(c["nothing"].scrubbed, c["nothing"].random)

@@ -33,7 +33,7 @@ def result(tiny_model):
     ]
     return vecs, sweep(
         tiny_model, vecs, layers=[0, 1], alphas=[0.0, 1.0, -3.0], measures=measures,
-        intended="effect", batch_size=3, n_resamples=200,
+        intended="effect", max_tokens=18, n_resamples=200,
     )  # fmt: skip
 
 
@@ -122,7 +122,8 @@ def test_sweep_refuses_bad_input(tiny_model):
 
 
 def test_sweep_shows_progress_over_prompt_batches(capsys, result):
-    # The fixture's sweep ran under this test's capture: 8 + 4 + 4 prompts in batches of 3.
+    # The fixture's sweep ran under this test's capture: 18 tokens a forward is 3 prompts of
+    # width 6 (effect: 8 prompts, 3 batches) and 2 of width 8 (kl, loss: 4 prompts, 2 each).
     err = capsys.readouterr().err
     assert "steering sweep" in err and "7/7" in err
 

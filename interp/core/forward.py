@@ -230,7 +230,22 @@ def logits_at(model: Any, tokens: Tensor, positions: Sequence[int] | None) -> Te
     if positions is None:
         return model(tokens)
     adapter = adapt(model)
-    if not adapter.fast_capable:
+    if adapter.restart == "blocks":
+        resid = model(tokens, stop_at_layer=adapter.spec.n_layers)
+    elif adapter.restart == "decoder":  # the final residual, read by a hook (gradients flow)
+        got: dict[str, Tensor] = {}
+        with hooks(model, fwd=[(adapter.final_hook, _named(adapter.final_hook, got))]):
+            model(tokens, return_type=None)
+        resid = got[adapter.final_hook]
+    else:
         return model(tokens)[:, list(positions)]
-    resid = model(tokens, stop_at_layer=adapter.spec.n_layers)[:, list(positions)]
-    return adapter.unembed(resid)
+    return adapter.unembed(resid[:, list(positions)])
+
+
+MAX_TOKENS = 16384  # the one batching knob's default: rows × positions in one forward
+
+
+def rows_for(max_tokens: int, n_pos: int) -> int:
+    """How many sequences of ``n_pos`` tokens fit one forward of at most ``max_tokens`` tokens
+    (at least one)."""
+    return max(1, int(max_tokens) // max(1, int(n_pos)))

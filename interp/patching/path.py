@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from interp.cache import cache_activations
+from interp.core.forward import MAX_TOKENS, rows_for
 from interp.core.interventions import FrozenBlock, freeze_senders, node_index
 from interp.core.nodes import ComponentGraph, Node
 from interp.hooks import TLModel, hook_layer, hooks
@@ -105,7 +106,7 @@ def path_patch(
     ablation: str = "corrupt",
     direction: str = "noise",
     reference: Any = None,
-    max_rows: int = 512,
+    max_tokens: int = MAX_TOKENS,
 ) -> PatchResult:
     """Metric after patching each sender group's paths into ``receivers`` (exactly).
 
@@ -121,7 +122,7 @@ def path_patch(
     ``"heads"`` its cell is exactly the base run's value, which is what its path patch is.
     """
     graph = ComponentGraph(model)
-    check_int(max_rows, "max_rows", minimum=1)
+    check_int(max_tokens, "max_tokens", minimum=1)
     clean_t = as_tokens(model, clean, "clean")
     corrupt_t = None if corrupt is None else as_tokens(model, corrupt, "corrupt")
     check_pair(clean_t, corrupt_t)
@@ -147,7 +148,7 @@ def path_patch(
 
     run = _PathRun(model, graph, clean_t, corrupt_t, metric, ablation, direction, reference)
     active = [[s for s in g if any(s.order < r.order for r in recv)] for g in groups]
-    values = run.values([(g, recv) for g in active], max_rows)
+    values = run.values([(g, recv) for g in active], max_tokens)
     clean_vals, corrupt_vals = run.clean_vals, run.corrupt_vals
     forwards = run.forwards
 
@@ -215,11 +216,11 @@ class _PathRun:
         self.base_vals = self.clean_vals if direction == "noise" else self.corrupt_vals
         self.forwards = 0
 
-    def values(self, cells: list[tuple[list[Node], list[Node]]], max_rows: int) -> Tensor:
+    def values(self, cells: list[tuple[list[Node], list[Node]]], max_tokens: int) -> Tensor:
         """Per-prompt metric ``[n, len(cells)]``; a cell without senders is the base run."""
         n = self.n
         out = torch.empty(self.clean_vals.shape[0], len(cells))
-        chunk = max(1, max_rows // n)
+        chunk = max(1, rows_for(max_tokens, self.base_t.shape[1]) // n)
         for start in range(0, len(cells), chunk):
             idx = list(range(start, min(start + chunk, len(cells))))
             todo = [i for i in idx if cells[i][0]]
@@ -276,7 +277,7 @@ def edge_patch(
     ablation: str = "corrupt",
     direction: str = "denoise",
     reference: Any = None,
-    max_rows: int = 512,
+    max_tokens: int = MAX_TOKENS,
 ) -> PatchResult:
     """Exact path patching of each edge alone (``"L0H4->L1H7.k"`` or ``(sender, receiver)``).
 
@@ -284,7 +285,7 @@ def edge_patch(
     up with :func:`interp.patching.edge_attribution` for checking the estimates.
     """
     graph = ComponentGraph(model)
-    check_int(max_rows, "max_rows", minimum=1)
+    check_int(max_tokens, "max_tokens", minimum=1)
     clean_t = as_tokens(model, clean, "clean")
     corrupt_t = None if corrupt is None else as_tokens(model, corrupt, "corrupt")
     check_pair(clean_t, corrupt_t)
@@ -295,7 +296,7 @@ def edge_patch(
     if not pairs:
         raise ValueError("edges is empty")
     run = _PathRun(model, graph, clean_t, corrupt_t, metric, ablation, direction, reference)
-    values = run.values([([s], [r]) for s, r in pairs], max_rows)
+    values = run.values([([s], [r]) for s, r in pairs], max_tokens)
     return PatchResult(
         values,
         ("edge",),

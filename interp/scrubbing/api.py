@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.core.forward import MAX_TOKENS
 from interp.core.nodes import ComponentGraph
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
@@ -32,7 +33,7 @@ def scrub(
     n_samples: int = 1000,
     seed: int = 0,
     node_effects: bool = False,
-    max_rows: int = 4096,
+    max_tokens: int = MAX_TOKENS,
 ) -> ScrubResult:
     """Causally scrub ``hypothesis`` on ``dataset`` and score it with ``metric`` (a loss).
 
@@ -47,7 +48,7 @@ def scrub(
         seed: seeds every draw (references, classes, random inputs).
         node_effects: also scrub, for every claim, the hypothesis without it (and its subtree)
             in the same forwards; each node then carries ``recovered_without``.
-        max_rows: the most sequences in one forward.
+        max_tokens: the most tokens (sequences × positions) in one forward.
 
     Everything is checked before the model runs: node names (close names suggested), the
     tree's links, every feature on every dataset row (it must not raise and must return a
@@ -56,7 +57,7 @@ def scrub(
     hyps = [hypothesis]
     if node_effects:
         hyps += _variants(hypothesis)
-    comp = _run(model, dataset, hyps, metric, n_samples, seed, max_rows)
+    comp = _run(model, dataset, hyps, metric, n_samples, seed, max_tokens)
     res = comp.results[0]
     if node_effects:
         for variant in comp.results[1:]:
@@ -75,12 +76,12 @@ def compare(
     *,
     n_samples: int = 1000,
     seed: int = 0,
-    max_rows: int = 4096,
+    max_tokens: int = MAX_TOKENS,
 ) -> ScrubComparison:
     """Scrub several hypotheses on the same references and baselines, in the same forwards."""
     if not hypotheses:
         raise ValueError("compare needs at least one hypothesis")
-    return _run(model, dataset, list(hypotheses), metric, n_samples, seed, max_rows)
+    return _run(model, dataset, list(hypotheses), metric, n_samples, seed, max_tokens)
 
 
 def _variants(h: Hypothesis) -> list[Hypothesis]:
@@ -109,7 +110,7 @@ def _run(
     metric: ScrubMetric,
     n_samples: int,
     seed: int,
-    max_rows: int,
+    max_tokens: int,
 ) -> ScrubComparison:
     t0 = time.perf_counter()
     if not callable(metric):
@@ -140,7 +141,7 @@ def _run(
         start += len(p.instances)
         plans.append(p)
 
-    engine = ScrubEngine(model, graph, tokens, metric, feature_ids, max_rows)
+    engine = ScrubEngine(model, graph, tokens, metric, feature_ids, max_tokens)
     gen = torch.Generator().manual_seed(seed)
     n_data = tokens.shape[0]
     ref = torch.randint(0, n_data, (n_samples,), generator=gen)

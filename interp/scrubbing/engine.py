@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.core.forward import rows_for
 from interp.core.interventions import FrozenBlock, freeze_senders
 from interp.core.metric import evaluate
 from interp.core.nodes import ComponentGraph, Node
@@ -161,11 +162,11 @@ class ScrubEngine:
         tokens: Tensor,
         metric: ScrubMetric,
         feature_ids: dict[int, np.ndarray],
-        max_rows: int,
+        max_tokens: int,
     ):
         self.model, self.graph, self.tokens, self.metric = model, graph, tokens, metric
         self.samplers = {k: class_sampler(v) for k, v in feature_ids.items()}
-        self.max_rows = max_rows
+        self.max_rows = rows_for(max_tokens, tokens.shape[1])
         self.forwards: dict[str, int] = {"cache": 0, "baseline": 0, "scrub": 0}
         self.rows: dict[str, int] = {"cache": 0, "baseline": 0, "scrub": 0}
         self.names = _sender_hooks(graph)

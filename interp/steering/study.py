@@ -229,7 +229,7 @@ def _direction(
     )
     result = sweep(
         model, vectors, layers=sweep_layers, alphas=plan[name]["alphas"], measures=measures,
-        intended=measures[0].name, goal=goal, batch_size=32,  # type: ignore[arg-type]
+        intended=measures[0].name, goal=goal, max_tokens=32 * 24,  # type: ignore[arg-type]
     )  # fmt: skip
     out = DirectionResult(name, vectors, accuracy, result)
     out.samples = _samples(model, out, sample_prompt, plan["new_tokens"], plan["signs"])

@@ -34,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
+from interp.core.forward import rows_for
 from interp.core.metric import evaluate
 from interp.core.result import Result, Values
 from interp.hooks import TLModel, hooks
@@ -43,7 +44,7 @@ from interp.stats import CI, bootstrap_ci
 from interp.steering._batch import Encoded, Prompts, encode, hash_prompts, token_index
 from interp.steering.apply import Positions, add, steer
 from interp.steering.vector import SteeringVector, check_layer, check_width
-from interp.validate import did_you_mean
+from interp.validate import check_int, did_you_mean
 
 __all__ = ["Best", "Measure", "SteeringSweep", "sweep", "word_logit_diff"]
 
@@ -373,13 +374,16 @@ def sweep(
     intended: str,
     goal: Literal["increase", "decrease"] = "increase",
     positions: Positions = "all",
-    batch_size: int = 16,
+    max_tokens: int = 2048,
     n_resamples: int = 1000,
     seed: int = 0,
     progress: bool = True,
 ) -> SteeringSweep:
     """Add ``alpha * vector`` at each layer (the layer's own vector when a mapping is given).
-    ``progress``: a tqdm bar over prompt batches of every measure."""
+    ``max_tokens``: prompts × positions per forward (every position's full-vocabulary logits are
+    kept for the KL, hence a smaller default than patching's). ``progress``: a tqdm bar over
+    prompt batches of every measure."""
+    check_int(max_tokens, "max_tokens", minimum=1)
     layers, alphas = list(layers), [float(a) for a in alphas]
     if isinstance(vectors, Mapping) and (missing := [la for la in layers if la not in vectors]):
         raise ValueError(f"no vector for layers {missing}; vectors exist for {sorted(vectors)}")
@@ -394,7 +398,10 @@ def sweep(
     }
     from tqdm.auto import tqdm
 
-    chunks = {m.name: list(encs[m.name].chunks(batch_size)) for m in measures}
+    chunks = {
+        m.name: list(encs[m.name].chunks(rows_for(max_tokens, encs[m.name].tokens.shape[1])))
+        for m in measures
+    }
     bar = tqdm(
         total=sum(map(len, chunks.values())), desc="steering sweep", unit="batch",
         disable=not progress,
