@@ -242,3 +242,38 @@ def test_one_metric_convention_logits_alone_or_with_the_batch(tiny_model):
     assert r.scrubbed.shape == (6,)
     with pytest.raises(ValueError, match=r"one value per input \(shape \[12\]\)"):
         scrub(tiny_model, data, hyp, lambda lg: lg.sum(), n_samples=6)
+
+
+def test_a_spliced_dictionary_is_exact_until_its_latents_are_changed(tiny_model):
+    """Splice an SAE at a residual hook: with nothing attached the model computes what it did
+    (reconstruction + error = the activation); ablating one latent through the SAE's own hook
+    point changes the activation by exactly that latent's decoder row times its value."""
+    from interp.core.interventions import Splice
+    from saes import SAE, SAEConfig
+
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, activation="topk", k=4), seed=0).eval()
+    tokens = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+    hook = "blocks.1.hook_resid_pre"
+    seen: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        base, cache = tiny_model.run_with_cache(tokens, names_filter=hook)
+        with intervene(tiny_model, [Splice(hook, sae)]):
+            spliced = tiny_model(tokens)
+        torch.testing.assert_close(spliced, base, rtol=1e-5, atol=1e-5)
+        acts = sae(cache[hook].reshape(-1, 16)).acts
+        latent = int(acts.abs().sum(0).argmax())
+
+        def ablate(a, hook):
+            a = a.clone()
+            a[:, latent] = 0
+            return a
+
+        with (
+            sae.hooks([("hook_sae_acts_post", ablate)]),
+            intervene(tiny_model, [Splice(hook, sae), Record("blocks.1.hook_resid_pre", seen)]),
+        ):
+            changed = tiny_model(tokens)
+    assert not torch.allclose(changed, base, atol=1e-4)
+    want = cache[hook].reshape(-1, 16) - acts[:, latent, None] * sae.W_dec[latent]
+    got = seen[hook].reshape(-1, 16)  # Record runs after Splice on the same hook
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
