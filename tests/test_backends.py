@@ -176,3 +176,28 @@ def test_logits_at_only_some_positions(pair):
         attribution_patch(hooked, clean, clean.flip(0), metric, **kw).values,
         **TOL,
     )
+
+
+def test_the_store_writer_and_the_model_streamed_source(pair, tmp_path):
+    """The activation store and the SAE trainer's model-streamed source read the same rows from
+    a bridge as from its HookedTransformer twin."""
+    from interp.store import ActivationStore
+    from saes.data import model_source
+
+    bridge, hooked, _, _ = pair
+    gen = torch.Generator().manual_seed(7)
+    contexts = [torch.randint(2, 62, (6,), generator=gen) for _ in range(6)]
+    hook = "blocks.1.hook_resid_post"
+    kw = {"context_size": 6, "shard_tokens": 18, "batch_size": 2, "progress": False}
+    sb = ActivationStore.write(tmp_path / "b", bridge, hook, contexts, **kw)
+    sh = ActivationStore.write(tmp_path / "h", hooked, hook, contexts, **kw)
+    assert len(sb.shards) == len(sh.shards) > 1
+    for i in range(len(sb.shards)):
+        torch.testing.assert_close(sb.shard_activations(i), sh.shard_activations(i), **TOL)
+    rows_b = torch.cat(
+        list(model_source(bridge, hook, contexts, 5, model_batch=2, buffer_batches=2))
+    )
+    rows_h = torch.cat(
+        list(model_source(hooked, hook, contexts, 5, model_batch=2, buffer_batches=2))
+    )
+    torch.testing.assert_close(rows_b, rows_h, **TOL)
