@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: demo test lint typecheck bench env clean
+.PHONY: demo test test-slow lint typecheck bench env clean
 
 env: $(STAMP)
 
@@ -29,8 +29,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m interp.demo
 
+# The fast lane; `make test-slow` runs the rest (real SmolLM2 studies, training, notebooks,
+# subprocesses killed and resumed). CI runs both.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(PY) -m ruff check interp saes kernels tests
