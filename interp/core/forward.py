@@ -85,6 +85,8 @@ class PartialForward:
         self.kept: dict[str, Tensor] = {}  # activations at ``keep`` in the base run
         with hooks(model, fwd=[(name, self._keeper(name)) for name in keep]):
             self.base = self._base_run(tokens)
+        if self.mode == "decoder":
+            self._check_restart()
         self.forwards = 0
         self.block_positions = 0
 
@@ -126,8 +128,12 @@ class PartialForward:
         names = [*resid, *keys, *values, self.adapter.final_hook]
         with hooks(self.model, fwd=[(name, _named(name, got)) for name in names]):
             self.model(tokens, return_type=None)
-        final = got[self.adapter.final_hook][:, self.logit_pos]
-        return BaseRun(
+        final_all = got[self.adapter.final_hook]
+        final = final_all[:, self.logit_pos]
+        if any(k not in got for k in keys + values):  # this attention does not expose them
+            self._fall_back()
+            return BaseRun(tokens, self.adapter.unembed(final))
+        base = BaseRun(
             tokens,
             self.adapter.unembed(final),
             [got[k] for k in resid],
@@ -135,6 +141,28 @@ class PartialForward:
             [got[k].transpose(1, 2) for k in values],
             final=final,
         )
+        self._final_all = final_all
+        return base
+
+    def _check_restart(self) -> None:
+        """Check the restart once, on the last block from the middle position (outside any
+        caller's hooks): an architecture whose decoder layers do not compute there what the
+        full forward did falls back to whole forwards (slower, never wrong)."""
+        p0 = self.n_pos // 2
+        try:
+            with torch.no_grad():
+                again = self._decoder_blocks(self.adapter.spec.n_layers - 1, p0, 1)
+            want = self._final_all[:, p0:]
+            ok = bool(torch.allclose(again, want, rtol=1e-4, atol=1e-5))
+        except Exception:  # noqa: BLE001 - any failure of the restart means: do not use it
+            ok = False
+        del self._final_all
+        if not ok:
+            self._fall_back()
+
+    def _fall_back(self) -> None:
+        self.mode = None
+        self.fast = False
 
     def run_from(
         self, layer: int, p0: int, k: int, fwd: Sequence[tuple[Any, HookFn]] = ()
@@ -187,6 +215,10 @@ class PartialForward:
         return out
 
     def _decoder_from(self, layer: int, p0: int, k: int) -> Tensor:
+        return self._finish(self._decoder_blocks(layer, p0, k), p0, k)
+
+    def _decoder_blocks(self, layer: int, p0: int, k: int) -> Tensor:
+        """The residual after the last block at positions >= p0, restarted at ``layer``."""
         # A bridge's blocks wrap the HF decoder layers: called in turn on positions >= p0, with
         # their rotary embeddings, a causal mask over every position and the base run's keys and
         # values before p0 in a fresh cache, they compute what the full forward does there,
@@ -216,7 +248,7 @@ class PartialForward:
                 layer_past=cache,
             )
             resid = out[0] if isinstance(out, tuple) else out
-        return self._finish(resid, p0, k)
+        return resid
 
     def logits(self, final: Tensor) -> Tensor:
         """Logits from final residuals ``[rows, pos, d_model]`` (the block-level path's output)."""
