@@ -201,3 +201,20 @@ def test_the_store_writer_and_the_model_streamed_source(pair, tmp_path):
         list(model_source(hooked, hook, contexts, 5, model_batch=2, buffer_batches=2))
     )
     torch.testing.assert_close(rows_b, rows_h, **TOL)
+
+
+def test_a_restart_that_fails_its_check_falls_back_to_whole_forwards(pair, monkeypatch):
+    bridge, hooked, clean, corrupt = pair
+    real = PartialForward._decoder_blocks
+
+    def off_by_a_little(self, layer, p0, k):
+        return real(self, layer, p0, k) + 1e-3  # an architecture whose restart is not exact
+
+    monkeypatch.setattr(PartialForward, "_decoder_blocks", off_by_a_little)
+    pf = PartialForward(bridge, clean, [8])
+    assert pf.mode is None and not pf.fast
+    torch.testing.assert_close(pf.run_from(1, 4, 1), bridge(clean)[:, [8]], **TOL)
+    r = patch_sweep(bridge, clean, corrupt, metric, site="resid_pre")
+    want = patch_sweep(hooked, clean, corrupt, metric, site="resid_pre")
+    torch.testing.assert_close(r.values, want.values, **TOL)
+    assert not r.meta["fast"]  # the result says which path ran

@@ -288,7 +288,7 @@ def patch_sweep(
             "indices": {a: ranges[a] for a in over},
             "logits_at": None if logits_at is None else logit_pos,
             "forwards": runner.forwards,
-            "fast": use_fast,
+            "fast": runner.fast,
             "cells_skipped_unchanged": sum(unchanged),
         },
     )
