@@ -25,7 +25,8 @@ from interp.scrubbing import Hypothesis, claim, compare
 from interp.scrubbing.metrics import next_token_loss
 from interp.steering.apply import ablate, add, clamp, steer
 
-pytestmark = pytest.mark.hooked
+# Tests that compare with the HookedTransformer twin are marked ``hooked`` (skipped on
+# TransformerLens 4, which has none); the rest check the bridge against its own whole forwards.
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
@@ -42,6 +43,7 @@ def metric(logits):
     return logits[:, -1, 5] - logits[:, -1, 7]
 
 
+@pytest.mark.hooked
 def test_the_twins_are_what_they_say(pair):
     bridge, hooked, clean, _ = pair
     assert (adapt(bridge).backend, adapt(hooked).backend) == ("bridge", "hooked")
@@ -78,12 +80,13 @@ SWEEPS = [
 def test_patch_sweep(pair, site, over, direction):
     bridge, hooked, clean, corrupt = pair
     rb = patch_sweep(bridge, clean, corrupt, metric, site=site, over=over, direction=direction)
-    rh = patch_sweep(hooked, clean, corrupt, metric, site=site, over=over, direction=direction)
     slow = patch_sweep(
         bridge, clean, corrupt, metric, site=site, over=over, direction=direction, fast=False
     )
-    torch.testing.assert_close(rb.values, rh.values, **TOL)
-    torch.testing.assert_close(slow.values, rh.values, **TOL)
+    torch.testing.assert_close(rb.values, slow.values, **TOL)  # the restart against whole forwards
+    if hooked is not None:
+        rh = patch_sweep(hooked, clean, corrupt, metric, site=site, over=over, direction=direction)
+        torch.testing.assert_close(rb.values, rh.values, **TOL)
     assert rb.meta["fast"] and not slow.meta["fast"]
 
 
@@ -93,6 +96,7 @@ def test_patching_resid_mid_on_a_bridge_is_refused_with_the_reason(pair):
         patch_sweep(bridge, clean, corrupt, metric, site="resid_mid")
 
 
+@pytest.mark.hooked
 @pytest.mark.parametrize(
     "call",
     [
@@ -116,6 +120,7 @@ def test_attribution_and_path_patching(pair, call):
     )
 
 
+@pytest.mark.hooked
 def test_caching(pair):
     bridge, hooked, clean, _ = pair
     names = [
@@ -129,6 +134,7 @@ def test_caching(pair):
         torch.testing.assert_close(cb[n], ch[n], **TOL)
 
 
+@pytest.mark.hooked
 def test_steering_edits(pair):
     bridge, hooked, clean, _ = pair
     v = torch.randn(32, generator=torch.Generator().manual_seed(3))
@@ -144,6 +150,7 @@ def test_steering_edits(pair):
     torch.testing.assert_close(outs[0], outs[1], **TOL)
 
 
+@pytest.mark.hooked
 def test_causal_scrubbing(pair):
     bridge, hooked, _, _ = pair
     data = torch.randint(2, 62, (24, 9), generator=torch.Generator().manual_seed(5))
@@ -163,6 +170,7 @@ def test_causal_scrubbing(pair):
             torch.testing.assert_close(getattr(cb[h.name], part), getattr(ch[h.name], part), **TOL)
 
 
+@pytest.mark.hooked
 def test_logits_at_only_some_positions(pair):
     from interp.core.forward import logits_at
 
@@ -178,6 +186,7 @@ def test_logits_at_only_some_positions(pair):
     )
 
 
+@pytest.mark.hooked
 def test_the_store_writer_and_the_model_streamed_source(pair, tmp_path):
     """The activation store and the SAE trainer's model-streamed source read the same rows from
     a bridge as from its HookedTransformer twin."""
@@ -204,7 +213,7 @@ def test_the_store_writer_and_the_model_streamed_source(pair, tmp_path):
 
 
 def test_a_restart_that_fails_its_check_falls_back_to_whole_forwards(pair, monkeypatch):
-    bridge, hooked, clean, corrupt = pair
+    bridge, _, clean, corrupt = pair
     real = PartialForward._decoder_blocks
 
     def off_by_a_little(self, layer, p0, k):
@@ -215,6 +224,7 @@ def test_a_restart_that_fails_its_check_falls_back_to_whole_forwards(pair, monke
     assert pf.mode is None and not pf.fast
     torch.testing.assert_close(pf.run_from(1, 4, 1), bridge(clean)[:, [8]], **TOL)
     r = patch_sweep(bridge, clean, corrupt, metric, site="resid_pre")
-    want = patch_sweep(hooked, clean, corrupt, metric, site="resid_pre")
+    monkeypatch.undo()
+    want = patch_sweep(bridge, clean, corrupt, metric, site="resid_pre")  # the restart, exact
     torch.testing.assert_close(r.values, want.values, **TOL)
     assert not r.meta["fast"]  # the result says which path ran

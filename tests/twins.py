@@ -43,18 +43,20 @@ def tiny_llama(*, seed: int = 0, n_kv: int = 2) -> Any:
 
 
 def twins(folder: Path, *, seed: int = 0, n_kv: int = 2) -> tuple[Any, Any]:
-    """(bridge, hooked) over the same random Llama weights."""
+    """(bridge, hooked) over the same random Llama weights (hooked is None on TL 4)."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from interp.models import hooked_from_hf_llama
+    from interp.models import hooked_available, hooked_from_hf_llama
 
     tok = word_tokenizer(folder)
     hf = tiny_llama(seed=seed, n_kv=n_kv)
-    hooked = hooked_from_hf_llama(hf, tok, "cpu", torch.float32, name="tiny-llama")
+    hooked = None  # TransformerLens 4 has no HookedTransformer: the bridge alone
+    if hooked_available():
+        hooked = hooked_from_hf_llama(hf, tok, "cpu", torch.float32, name="tiny-llama")
+        hooked.cfg.default_prepend_bos = False
     bridge = TransformerBridge.boot_transformers(
         "tiny-llama", hf_model=hf, tokenizer=tok, device="cpu", dtype=torch.float32
     )
     bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     bridge.cfg.default_prepend_bos = False
-    hooked.cfg.default_prepend_bos = False
     return bridge, hooked

@@ -62,9 +62,11 @@ class ModelSpec:
 
 def _backend(model: Any) -> Backend:
     # Imported lazily: TransformerLens 4 has no HookedTransformer, TL 3 may lack the bridge.
-    import transformer_lens
-
-    hooked: Any = getattr(transformer_lens, "HookedTransformer", None)  # gone in TL 4
+    hooked: Any
+    try:  # TL 4 raises ImportError (not AttributeError) for the removed class
+        from transformer_lens import HookedTransformer as hooked
+    except ImportError:
+        hooked = None
     if hooked is not None and isinstance(model, hooked):
         return "hooked"
     try:
