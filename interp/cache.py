@@ -7,6 +7,7 @@ blocks, a ``HookedTransformer`` stops after the last block needed instead of run
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,6 +87,10 @@ def _check_position_arg(positions: Positions, tokens: Tensor) -> None:
         _check_per_sequence(idx, tokens.shape[0] if tokens.ndim == 2 else 1)
 
 
+class _Reached(Exception):  # noqa: N818 - control flow, never seen by callers
+    """Raised by the last requested hook to end a bridge's forward there."""
+
+
 def _stop_layer(model: TLModel, names: list[str]) -> int | None:
     """The first block that no requested hook needs, or None when the whole model must run."""
     if adapt(model).backend != "hooked":  # a bridge has no stop_at_layer shortcut worth taking
@@ -122,7 +127,8 @@ def cache_activations(
         names: a hook spec (see :mod:`interp.hooks`): names, globs, ``(site, layer)`` pairs, ...
         positions: keep only these positions (see :func:`select_positions`).
         dtype, device: cast and move each activation as it is produced.
-        stop_early: stop a ``HookedTransformer`` after the last block any hook needs.
+        stop_early: stop after the last block any hook needs (a ``HookedTransformer``), or right
+            after the last requested hook fires (a bridge).
         forward_kwargs: passed to the model's forward (``attention_mask``, ``padding_side``, ...).
 
     Returns:
@@ -147,17 +153,22 @@ def cache_activations(
             store[name] = select_positions(act.detach(), positions, dim).to(
                 device=device, dtype=dtype
             )
+            if stop_by_raise and len(store) == len(resolved):
+                raise _Reached  # a bridge: nothing after the last requested hook is needed
 
         return hook
 
     kwargs = dict(forward_kwargs)
+    # A bridge has no stop_at_layer that saves work: it stops when the last hook has fired.
+    stop_by_raise = stop_early and adapt(model).backend == "bridge"
     stop = _stop_layer(model, resolved) if stop_early else None
     if stop is not None:
         # Even stop == n_layers pays: it skips ln_final and the unembedding.
         kwargs["stop_at_layer"] = stop
     elif adapt(model).backend == "hooked":
         kwargs.setdefault("return_type", None)
-    with torch.no_grad(), hooks(model, fwd=[(n, make_hook(n)) for n in resolved]):
+    fwd = [(n, make_hook(n)) for n in resolved]
+    with torch.no_grad(), hooks(model, fwd=fwd), contextlib.suppress(_Reached):
         model(tokens, **kwargs)
     missing = [n for n in resolved if n not in store]
     if missing:

@@ -32,7 +32,8 @@ def _hooked_available() -> bool:
 HOOKED = _hooked_available()
 SAE_LENS = importlib.util.find_spec("sae_lens") is not None
 # Fixtures that build a HookedTransformer: a test using one is marked ``hooked``.
-HOOKED_FIXTURES = {"tiny_model", "smollm2"}
+# On TL 4 ``tiny_model`` is a GPT-2 bridge of the same sizes, so its users run there too.
+HOOKED_FIXTURES = {"tiny_model", "smollm2"} if HOOKED else {"smollm2"}
 # Calls that build one (toy models are HookedTransformers only): a test whose body, or the body
 # of a fixture it uses, makes one of these calls is marked ``hooked`` as well.
 _BUILDS_HOOKED = re.compile(
@@ -120,8 +121,48 @@ def smollm2_bridge():
     return model
 
 
+def _tiny_bridge(folder):
+    """TL 4: a 2-layer random GPT-2 as a TransformerBridge, the sizes of ``tiny_model``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(50)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1").save_pretrained(
+        folder
+    )
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            n_embd=16,
+            n_layer=2,
+            n_head=4,
+            n_inner=32,
+            vocab_size=50,
+            n_positions=32,
+            activation_function="gelu",
+        )
+    ).eval()
+    bridge = TransformerBridge.boot_transformers(
+        "tiny", hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(folder), device="cpu"
+    )
+    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    bridge.cfg.default_prepend_bos = False
+    return bridge.eval()
+
+
 @pytest.fixture()
-def tiny_model():
+def tiny_model(tmp_path_factory):
+    """A 2-layer random model (MLP + attention) small enough for any unit test: a
+    HookedTransformer on TL 3, a GPT-2 TransformerBridge of the same sizes on TL 4."""
+    if not HOOKED:
+        return _tiny_bridge(tmp_path_factory.mktemp("tiny_tok"))
+    return _tiny_hooked()
+
+
+def _tiny_hooked():
     """A 2-layer random HookedTransformer (MLP + attention) small enough for any unit test."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 

@@ -50,6 +50,8 @@ def dense(sae, store, batch_size):
     return acts, *(torch.cat([getattr(b, k) for b in batches]) for k in ("seq_ids", "positions"))
 
 
+# hooked: its expected densities and token labels are the random HookedTransformer's.
+@pytest.mark.hooked
 def test_top_activations_density_and_contexts_equal_a_dense_pass(store, sae):
     report = feature_stats(sae, store, batch_size=7, top_k=5, context_window=(2, 1))
     acts, seqs, poss = dense(sae, store, 7)
@@ -123,6 +125,8 @@ def test_quantile_samples_lie_in_their_bands(store, sae, reservoir):
             assert sum(len(b.examples) for b in f.bands) >= min(f.n_active, 4)
 
 
+# hooked: its expected densities and token labels are the random HookedTransformer's.
+@pytest.mark.hooked
 def test_seeded_subset_with_tokens_is_json_ready(store, sae):
     a = feature_stats(
         sae, store, latents=[5, 0], batch_size=8, n_batches=3, tokenizer=FakeTokenizer()
@@ -136,6 +140,8 @@ def test_seeded_subset_with_tokens_is_json_ready(store, sae):
     json.dumps(a.to_dict())
 
 
+# hooked: its expected densities and token labels are the random HookedTransformer's.
+@pytest.mark.hooked
 def test_logit_effects_equal_a_direct_matmul(sae, tiny_model):
     ids = [0, 7, 23]
     raw = feature_effects = logit_effects(sae, tiny_model, ids, k=4, through_final_norm=False)

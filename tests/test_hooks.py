@@ -52,7 +52,7 @@ def test_hook_layer():
 def _n_hooks(model):
     return sum(
         len(hp.fwd_hooks) + len(hp.bwd_hooks) + len(hp._forward_hooks) + len(hp._backward_hooks)
-        for hp in model.hook_dict.values()
+        for hp in {id(p): p for p in model.hook_dict.values()}.values()  # a bridge: once each
     )
 
 

@@ -599,6 +599,8 @@ def test_smollm2_bridge_says_paris(smollm2_bridge):
     assert smollm2_bridge.to_string(logits[0, -1].argmax()) == " Paris"
 
 
+# hooked: it edits HookedTransformer weights in place (a bridge's W_U is a derived view).
+@pytest.mark.hooked
 def test_fingerprint_is_cached_until_a_weight_changes(tiny_model):
     from interp.models import _fingerprint, model_fingerprint
 

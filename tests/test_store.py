@@ -152,6 +152,8 @@ def test_resume_after_sigkill(tmp_path):
     assert shard_hashes(ActivationStore(target)) == shard_hashes(ActivationStore(full))
 
 
+# hooked: it rebuilds the model from its config, as only a HookedTransformer can.
+@pytest.mark.hooked
 def test_mismatched_rewrite_is_refused(tmp_path, tiny_model):
     write(tmp_path / "s", tiny_model)
     with pytest.raises(StoreMismatchError, match="hooks"):
