@@ -74,6 +74,34 @@ def _split_site(name: str) -> tuple[int | None, str]:
     return (int(m.group(1)), name[m.end() :]) if m else (None, name)
 
 
+# TransformerLens 3 hook names and their TransformerLens 4 (TransformerBridge) canonical names,
+# per block (the bridge's own alias table; the same on TL 3.9 and 4.3 bridges).
+_TL3_TO_TL4 = {
+    "hook_resid_pre": "hook_in",
+    "hook_resid_post": "hook_out",
+    "hook_resid_mid": "ln2.hook_in",
+    "hook_attn_out": "attn.hook_out",
+    "hook_mlp_out": "mlp.hook_out",
+    "attn.hook_q": "attn.q.hook_out",
+    "attn.hook_k": "attn.k.hook_out",
+    "attn.hook_v": "attn.v.hook_out",
+    "attn.hook_z": "attn.o.hook_in",
+    "mlp.hook_post": "mlp.out.hook_in",
+}
+_TL4_TO_TL3 = {v: k for k, v in _TL3_TO_TL4.items()}
+
+
+def _other_naming(target: str, names: set[str]) -> str | None:
+    """The same hook under the other TransformerLens naming, if this model has it."""
+    layer, site = _split_site(target)
+    for table in (_TL3_TO_TL4, _TL4_TO_TL3):
+        if site in table:
+            other = table[site] if layer is None else f"blocks.{layer}.{table[site]}"
+            if other in names:
+                return other
+    return None
+
+
 def _suggest(target: str, names: Sequence[str], n: int = 5) -> str:
     """Close valid names, the misspelt *site* first: the best-matching site at the requested layer,
     then other close sites there, then the best site at other layers. A layer outside the model and
@@ -141,6 +169,12 @@ def _resolve_one(spec: Any, names: list[str], name_set: set[str]) -> list[str]:
                     f"the glob {spec!r} matches no hook name of this model.{_suggest(spec, names)}"
                 )
             return found
+        other = _other_naming(spec, name_set)
+        if other is not None:
+            raise UnknownHookError(
+                f"unknown hook name {spec!r}: this model names that hook {other!r} (TransformerLens "
+                "3 and 4 name hooks differently; a TransformerBridge answers to both)"
+            )
         raise UnknownHookError(
             f"unknown hook name {spec!r}.{_suggest(spec, names)} "
             "(list them with interp.hooks.hook_names(model); globs such as 'blocks.*.hook_resid_post' work too)"

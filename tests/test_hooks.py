@@ -138,3 +138,30 @@ def test_suggestions_rank_the_same_site_and_layer_first():
     assert picks[0] == "blocks.0.hook_resid_pre"
     picks, msg = _suggestions("blocks.31.hook_resid_pre")
     assert "blocks 0–29" in msg and picks[0] == "blocks.29.hook_resid_pre"
+
+
+def test_a_name_from_the_other_transformerlens_naming_is_translated(tiny_model):
+    """A TL 4 canonical name on a model that only knows TL 3 names (or the reverse) is refused
+    with the equivalent this model has."""
+    from interp.core.adapter import adapt
+    from interp.hooks import UnknownHookError, resolve_hooks
+
+    if adapt(tiny_model).backend == "bridge":  # a bridge answers to both namings
+        assert resolve_hooks(tiny_model, "blocks.1.hook_in") == ["blocks.1.hook_in"]
+        return
+    with pytest.raises(UnknownHookError, match=r"names that hook 'blocks.1.hook_resid_pre'"):
+        resolve_hooks(tiny_model, "blocks.1.hook_in")
+    with pytest.raises(UnknownHookError, match=r"'blocks.0.attn.hook_z'"):
+        resolve_hooks(tiny_model, "blocks.0.attn.o.hook_in")
+
+
+def test_an_intervention_on_a_site_the_model_lacks_lists_the_closest(tiny_model):
+    from interp.core.interventions import Add, intervene
+    from interp.hooks import UnknownHookError
+
+    bad = [Add("blocks.0.hook_resid_psot", torch.ones(16))]
+    with (
+        pytest.raises(UnknownHookError, match=r"Did you mean: blocks.0.hook_resid_post"),
+        intervene(tiny_model, bad),
+    ):
+        pass  # pragma: no cover - refused before anything runs
