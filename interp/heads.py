@@ -34,6 +34,7 @@ from torch import Tensor
 from transformer_lens.head_detector import HeadName  # TL 3 and TL 4
 
 from interp.core.adapter import adapt
+from interp.core.forward import rows_for
 from interp.hooks import HookFn, TLModel, hooks, resolve_hooks
 from interp.stats import CI, bootstrap_ci
 from interp.table import Rows
@@ -200,14 +201,17 @@ def _prompts(model: TLModel, tokens_or_text: object) -> list[Tensor]:
     return list(tokens)
 
 
-def _batches(rows: list[Tensor], batch_size: int) -> list[list[int]]:
-    """Indices of rows grouped by length (so no batch needs padding), at most batch_size each."""
+def _batches(rows: list[Tensor], max_tokens: int) -> list[list[int]]:
+    """Indices of rows grouped by length (so no batch needs padding), each group cut into batches
+    of at most ``max_tokens`` tokens (at least one row)."""
     by_len: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         by_len.setdefault(row.shape[0], []).append(i)
-    return [
-        idx[s : s + batch_size] for idx in by_len.values() for s in range(0, len(idx), batch_size)
-    ]
+    out = []
+    for n, idx in by_len.items():
+        size = rows_for(max_tokens, n)
+        out += [idx[s : s + size] for s in range(0, len(idx), size)]
+    return out
 
 
 @torch.no_grad()
@@ -218,7 +222,7 @@ def head_scores(
     *,
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
-    batch_size: int = 16,
+    max_tokens: int = 2048,
 ) -> HeadScores:
     """Previous-token, duplicate-token and induction scores of every head on any input.
 
@@ -229,7 +233,8 @@ def head_scores(
         kinds: any of :data:`KINDS` (or detect_head's names, ``"induction_head"``, ...).
         exclude_bos: key position 0 is never a target, and TL's score ignores attention to it.
         exclude_current_token: the query's own key is never a target (TL: attention to it ignored).
-        batch_size: prompts per forward; prompts of different lengths run in separate batches.
+        max_tokens: tokens (prompts × positions) per forward, at least one prompt; prompts of
+            different lengths run in separate forwards.
 
     Returns:
         :class:`HeadScores`; ``.top("induction")`` is a table, ``.best(kind)`` a ``((l, h), v)``.
@@ -237,7 +242,7 @@ def head_scores(
     kinds = tuple(dict.fromkeys(_kind(k) for k in ([kinds] if isinstance(kinds, str) else kinds)))
     if not kinds:
         raise ValueError(f"kinds is empty; give any of {list(KINDS)}")
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    max_tokens = check_int(max_tokens, "max_tokens", minimum=1)
     rows = _prompts(model, tokens_or_text)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     names = resolve_hooks(model, [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)])
@@ -249,7 +254,7 @@ def head_scores(
     device = getattr(model.cfg, "device", None)
     hooked = adapt(model).backend == "hooked"
     forward_kwargs = {"stop_at_layer": n_layers} if hooked else {}
-    for idx in _batches(rows, batch_size):
+    for idx in _batches(rows, max_tokens):
         tokens = torch.stack([rows[i] for i in idx])
         tokens = tokens.to(device) if device is not None else tokens
         n = tokens.shape[-1]

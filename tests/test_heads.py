@@ -166,10 +166,17 @@ def test_definitions_on_irregular_repeats(tiny_model):
         torch.testing.assert_close(scores[kind], torch.full((2, 4), value), atol=1e-6, rtol=0)
 
 
+def test_batches_by_length_and_tokens():
+    rows = [torch.zeros(n, dtype=torch.long) for n in (4, 4, 4, 6, 4, 6)]
+    assert heads._batches(rows, 8) == [[0, 1], [2, 4], [3], [5]]
+    assert heads._batches(rows, 12) == [[0, 1, 2], [4], [3, 5]]
+    assert heads._batches(rows, 3) == [[0], [1], [2], [4], [3], [5]]
+
+
 def test_pooled_over_positions_and_independent_of_batching(tiny_text):
     texts = [*TEXTS, "abcabc", TEXTS[0]]
-    whole = head_scores(tiny_text, texts, batch_size=16)
-    one_by_one = head_scores(tiny_text, texts, batch_size=1)
+    whole = head_scores(tiny_text, texts, max_tokens=2048)
+    one_by_one = head_scores(tiny_text, texts, max_tokens=1)
     parts = [head_scores(tiny_text, t) for t in texts]
     for kind in KINDS:
         torch.testing.assert_close(whole[kind], one_by_one[kind], atol=1e-6, rtol=0)
@@ -277,7 +284,7 @@ def _no_forward(model, monkeypatch):
         ((torch.tensor([[0, 5, 128]]),), {}, ValueError, "128"),
         ((torch.tensor([[0, 5, 5]]),), {"kinds": "inducton"}, ValueError, "did you mean 'induction'"),
         ((torch.tensor([[0, 5, 5]]),), {"kinds": ()}, ValueError, "kinds is empty"),
-        ((torch.tensor([[0, 5, 5]]),), {"batch_size": 0}, ValueError, "batch_size must be at least 1"),
+        ((torch.tensor([[0, 5, 5]]),), {"max_tokens": 0}, ValueError, "max_tokens must be at least 1"),
         ((torch.zeros(1, 42, dtype=torch.long),), {}, ValueError, "41"),
         ((torch.zeros(1, 0, dtype=torch.long),), {}, ValueError, "empty"),
         (([1, 2, 3],), {}, TypeError, "a string or a list of strings"),
