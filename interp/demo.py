@@ -78,7 +78,7 @@ def _store_summary(model: Any, store_path: Path, layer: int, tokens: int) -> Non
         shakespeare(),
         max_tokens=tokens,
         context_size=128,
-        batch_size=8,
+        forward_max_tokens=1024,
         progress=True,
     )
     seconds = time.perf_counter() - t
@@ -157,7 +157,7 @@ def _sae_summary(model: Any, out: Path, layer: int, steps: int) -> None:
         shakespeare(first_doc=36),
         max_tokens=8192,
         context_size=128,
-        batch_size=8,
+        forward_max_tokens=1024,
     )
     report = evaluate(sae, held_out, model, batch_size=2048, n_ce_contexts=16)
     r, ce = report.reconstruction, report.ce

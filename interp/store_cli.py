@@ -53,7 +53,7 @@ def _write(args: argparse.Namespace) -> int:
         _corpus(args.corpus),
         context_size=args.context_size,
         max_tokens=args.tokens,
-        batch_size=args.batch_size,
+        forward_max_tokens=args.forward_max_tokens,
         shard_tokens=args.shard_tokens,
         dtype=getattr(torch, args.dtype),
         model_name=args.model,
@@ -105,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--corpus", nargs="+", default=["shakespeare"])
     w.add_argument("--tokens", type=int, default=None, help="stop after this many tokens")
     w.add_argument("--context-size", type=int, default=128)
-    w.add_argument("--batch-size", type=int, default=8)
+    w.add_argument(
+        "--forward-max-tokens",
+        type=int,
+        default=1024,
+        help="tokens per forward pass (contexts per forward = this // --context-size, at least 1)",
+    )
     w.add_argument("--shard-tokens", type=int, default=65536)
     w.add_argument("--dtype", choices=_DTYPES, default="float32")
     w.set_defaults(run=_write)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from interp._io import atomic_write_json, fsync_dir, read_json, remove_tree, sha256_file
 from interp.cache import cache_activations
+from interp.core.forward import rows_for
 from interp.corpus import Corpus, token_sequences
 from interp.hooks import HookSpec, TLModel, resolve_hooks
 from interp.manifest import write_run_manifest
@@ -35,7 +36,7 @@ from interp.store_format import (
     hook_filename,
     shard_dirname,
 )
-from interp.validate import check_context
+from interp.validate import check_context, check_int
 
 __all__ = ["write_store"]
 
@@ -64,7 +65,7 @@ def write_store(
     *,
     context_size: int = 128,
     max_tokens: int | None = None,
-    batch_size: int = 8,
+    forward_max_tokens: int = 1024,
     shard_tokens: int = 65536,
     dtype: torch.dtype = torch.float32,
     drop_bos: bool = True,
@@ -79,6 +80,8 @@ def write_store(
         corpus: a :class:`~interp.corpus.Corpus` (tokenized with the model's tokenizer into contexts
             of ``context_size``), or an iterable of ready token contexts (1-D tensors).
         max_tokens: stop after this many tokens (whole contexts; rounded up).
+        forward_max_tokens: the batching knob, tokens per forward pass: ``forward_max_tokens //
+            context_size`` contexts (at least one). Named apart from ``max_tokens``, the total.
         shard_tokens: target tokens per shard; a shard holds ``shard_tokens // context_size`` contexts.
         dtype: storage dtype (float32, float16, bfloat16).
         drop_bos: leave out position 0 when contexts start with BOS (its activations are outliers
@@ -91,6 +94,7 @@ def write_store(
     Returns the store's directory.
     """
     path = Path(path)
+    check_int(forward_max_tokens, "forward_max_tokens", minimum=1)
     names = resolve_hooks(model, hooks)
     prepend_bos = isinstance(corpus, Corpus)
     spec = _store_spec(
@@ -123,7 +127,7 @@ def write_store(
                     bar.update(len(chunk) * context_size)
                     continue
                 entry = _write_shard(
-                    path, model, names, index, chunk, spec, batch_size, dtype, device
+                    path, model, names, index, chunk, spec, forward_max_tokens, dtype, device
                 )
                 manifest["shards"].append(entry)
                 manifest["shards"].sort(key=lambda s: s["index"])
@@ -144,7 +148,7 @@ def write_store(
             kind="activation-store",
             seed=seed,
             config={k: spec[k] for k in _IDENTITY if k not in ("model", "data")}
-            | {"batch_size": batch_size},
+            | {"forward_max_tokens": forward_max_tokens},
             data={"corpus": manifest["data"], "model": spec["model"]},
         )
     return path
@@ -328,7 +332,7 @@ def _write_shard(
     index: int,
     chunk: list[Tensor],
     spec: dict[str, Any],
-    batch_size: int,
+    max_tokens: int,
     dtype: torch.dtype,
     device: Any,
 ) -> dict[str, Any]:
@@ -339,8 +343,9 @@ def _write_shard(
     np_dtype = np.uint16 if dtype == torch.bfloat16 else torch.empty(0, dtype=dtype).numpy().dtype
     acts = {n: np.empty((n_rows, spec["hooks"][n]["d"]), dtype=np_dtype) for n in names}
     model_device = model.cfg.device
-    for start in range(0, len(chunk), batch_size):
-        toks = contexts[start : start + batch_size].to(model_device)
+    size = rows_for(max_tokens, spec["context_size"])
+    for start in range(0, len(chunk), size):
+        toks = contexts[start : start + size].to(model_device)
         cache = cache_activations(
             model, toks, names, positions=slice(first, None), dtype=dtype, device="cpu"
         )

@@ -45,7 +45,7 @@ def model_source(
     contexts: Iterable[Tensor],
     batch_size: int,
     *,
-    model_batch: int = 8,
+    max_tokens: int = 1024,
     buffer_batches: int = 8,
     drop_bos: bool = True,
     seed: int = 0,
@@ -54,9 +54,14 @@ def model_source(
     """Stream activations of ``hook`` straight from the model (``stop_at_layer``: no wasted layers).
 
     Rows fill a buffer of ``buffer_batches`` batches that is shuffled (seeded) before it is served,
-    so consecutive training rows rarely share a context.
+    so consecutive training rows rarely share a context. ``max_tokens``: contexts × positions per
+    forward (at least one context); ``batch_size`` is rows per training batch.
     """
     from interp.cache import cache_activations
+    from interp.core.forward import rows_for
+    from interp.validate import check_int
+
+    check_int(max_tokens, "max_tokens", minimum=1)
 
     gen = torch.Generator().manual_seed(seed)
     first = 1 if drop_bos else 0
@@ -65,7 +70,7 @@ def model_source(
         chunk: list[Tensor] = []
         for ctx in contexts:
             chunk.append(torch.as_tensor(ctx))
-            if len(chunk) == model_batch:
+            if len(chunk) == rows_for(max_tokens, chunk[0].shape[-1]):
                 yield _acts(chunk)
                 chunk = []
         if chunk:

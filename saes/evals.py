@@ -53,7 +53,9 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from interp.core.forward import rows_for
 from interp.hooks import hooks, resolve_hooks
+from interp.validate import check_int
 from saes.sae import SAE
 
 __all__ = [
@@ -295,7 +297,7 @@ def ce_loss_recovered(
     hook: str,
     tokens: Int[Tensor, "batch pos"],
     *,
-    batch_size: int = 8,
+    max_tokens: int = 1024,
     skip_bos: bool | None = None,
     zero_ablate: Literal["spliced", "all"] = "spliced",
 ) -> CELossMetrics:
@@ -304,7 +306,9 @@ def ce_loss_recovered(
     ``skip_bos``: None leaves position 0 unspliced in the contexts where it holds the tokenizer's
     BOS (no tokenizer: nothing is skipped); True always, False never. Unspliced positions are left
     out of every mean. ``sae`` is any module whose call returns an object with ``.recon``.
+    ``max_tokens``: contexts × positions per forward (at least one context).
     """
+    check_int(max_tokens, "max_tokens", minimum=1)
     names = resolve_hooks(model, hook)
     if len(names) != 1:
         raise ValueError(f"splice into exactly one hook; {hook!r} matches {names}")
@@ -314,7 +318,7 @@ def ce_loss_recovered(
     n_loss = n_kl = 0
     device = model.cfg.device
     with eval_mode(sae):
-        for chunk in tokens.to(device).split(batch_size):
+        for chunk in tokens.to(device).split(rows_for(max_tokens, tokens.shape[1])):
             mask = _splice_mask(model, chunk, skip_bos)
             clean = model(chunk).float().log_softmax(-1)
             ce, _ = _token_losses(clean, clean, chunk)
@@ -386,14 +390,16 @@ def evaluate(
     n_batches: int | None = None,
     batch_size: int = 4096,
     n_ce_contexts: int = 64,
-    ce_batch_size: int = 8,
+    ce_max_tokens: int = 1024,
     hook: str | None = None,
     seed: int = 0,
     dense_threshold: float = 0.1,
 ) -> EvalResult:
     """Reconstruction metrics over ``n_batches`` store batches (None: one pass), and, given the model
     the store came from, CE/KL over ``n_ce_contexts`` of the store's own contexts (a seeded sample),
-    spliced where the store keeps rows (position 0 left out when the store dropped BOS)."""
+    spliced where the store keeps rows (position 0 left out when the store dropped BOS).
+    ``batch_size``: activation rows per SAE batch; ``ce_max_tokens``: tokens per model forward."""
+    check_int(ce_max_tokens, "ce_max_tokens", minimum=1)
     name = sae_store_hook(sae, store, hook)
     batches = store.batches(batch_size, hook=name, seed=seed, dtype=torch.float32)
     recon = evaluate_reconstruction(sae, batches, n_batches, dense_threshold=dense_threshold)
@@ -405,7 +411,7 @@ def evaluate(
         tokens = torch.stack([store.context(int(i)) for i in chosen])
         skip_bos = bool(store.manifest.get("drop_bos", False))
         ce = ce_loss_recovered(
-            model, sae, name, tokens, batch_size=ce_batch_size, skip_bos=skip_bos
+            model, sae, name, tokens, max_tokens=ce_max_tokens, skip_bos=skip_bos
         )
     return EvalResult(name, recon, ce)
 

@@ -197,17 +197,17 @@ def test_the_store_writer_and_the_model_streamed_source(pair, tmp_path):
     gen = torch.Generator().manual_seed(7)
     contexts = [torch.randint(2, 62, (6,), generator=gen) for _ in range(6)]
     hook = "blocks.1.hook_resid_post"
-    kw = {"context_size": 6, "shard_tokens": 18, "batch_size": 2, "progress": False}
+    kw = {"context_size": 6, "shard_tokens": 18, "forward_max_tokens": 12, "progress": False}
     sb = ActivationStore.write(tmp_path / "b", bridge, hook, contexts, **kw)
     sh = ActivationStore.write(tmp_path / "h", hooked, hook, contexts, **kw)
     assert len(sb.shards) == len(sh.shards) > 1
     for i in range(len(sb.shards)):
         torch.testing.assert_close(sb.shard_activations(i), sh.shard_activations(i), **TOL)
     rows_b = torch.cat(
-        list(model_source(bridge, hook, contexts, 5, model_batch=2, buffer_batches=2))
+        list(model_source(bridge, hook, contexts, 5, max_tokens=12, buffer_batches=2))
     )
     rows_h = torch.cat(
-        list(model_source(hooked, hook, contexts, 5, model_batch=2, buffer_batches=2))
+        list(model_source(hooked, hook, contexts, 5, max_tokens=12, buffer_batches=2))
     )
     torch.testing.assert_close(rows_b, rows_h, **TOL)
 

@@ -127,12 +127,15 @@ def test_streaming_reconstruction_equals_the_pure_metrics_on_all_rows():
 # ---- the splice ---------------------------------------------------------------------------------
 def test_identity_recovers_everything_and_zero_nothing(tiny_model):
     t = tokens()
-    same = ce_loss_recovered(tiny_model, Identity(), HOOK, t, batch_size=4)
+    same = ce_loss_recovered(tiny_model, Identity(), HOOK, t, max_tokens=48)
     assert same.loss_recovered == 1.0 and same.kl_sae == 0.0 and same.ce_sae == same.ce_clean
     assert same.n_loss_positions == 6 * 11 and same.n_kl_positions == 6 * 12
-    zero = ce_loss_recovered(tiny_model, Zero(), HOOK, t, batch_size=4)
+    zero = ce_loss_recovered(tiny_model, Zero(), HOOK, t, max_tokens=48)
     assert zero.loss_recovered == 0.0 and zero.ce_sae == zero.ce_zero
     assert zero.kl_sae == zero.kl_zero > 0
+    one = ce_loss_recovered(tiny_model, Zero(), HOOK, t, max_tokens=1)  # a context a forward
+    assert one.ce_zero == pytest.approx(zero.ce_zero, rel=1e-5)
+    assert one.kl_zero == pytest.approx(zero.kl_zero, rel=1e-5)
 
 
 def test_skip_bos_leaves_position_zero_alone_and_out_of_the_means(tiny_model):
@@ -218,7 +221,7 @@ def test_ce_loss_recovered_agrees_with_saelens(tiny_model, bos):
     )  # fmt: skip
     # SAELens zeroes every position, BOS included: zero_ablate="all" is its definition
     ours = ce_loss_recovered(
-        tiny_model, sae, HOOK, t, batch_size=4, skip_bos=bos is not None, zero_ablate="all"
+        tiny_model, sae, HOOK, t, max_tokens=48, skip_bos=bos is not None, zero_ablate="all"
     )
     assert ours.ce_clean == pytest.approx(theirs["ce_loss_without_sae"], rel=1e-5)
     assert ours.ce_sae == pytest.approx(theirs["ce_loss_with_sae"], rel=1e-5)
@@ -227,7 +230,7 @@ def test_ce_loss_recovered_agrees_with_saelens(tiny_model, bos):
     assert ours.kl_sae == pytest.approx(theirs["kl_div_with_sae"], rel=1e-4)
     assert ours.kl_zero == pytest.approx(theirs["kl_div_with_ablation"], rel=1e-4)
     if bos is None:  # with no BOS both zero-ablation conventions are the same
-        default = ce_loss_recovered(tiny_model, sae, HOOK, t, batch_size=4)
+        default = ce_loss_recovered(tiny_model, sae, HOOK, t, max_tokens=48)
         assert default.loss_recovered == pytest.approx(ours.loss_recovered, rel=1e-6)
 
 
@@ -276,7 +279,7 @@ def test_random_sae_on_smollm2_gives_sane_numbers(tmp_path, smollm2):
     )
     assert store.manifest["drop_bos"]
     sae = SAE(SAEConfig(d_in=576, d_sae=1152, activation="topk", k=16), seed=0)
-    res = evaluate(sae, store, smollm2, batch_size=64, n_ce_contexts=2, ce_batch_size=2)
+    res = evaluate(sae, store, smollm2, batch_size=64, n_ce_contexts=2, ce_max_tokens=32)
     r, ce = res.reconstruction, res.ce
     assert ce is not None and r.n_tokens == len(store) == 4 * 15
     assert r.l0 == pytest.approx(16)  # no zero pre-activation in the top 16 of 1152

@@ -25,7 +25,7 @@ def contexts(n=10, ctx=6, seed=0):
 def write(path, model, hooks=HOOK, n=10, **kw):
     kw.setdefault("context_size", 6)
     kw.setdefault("shard_tokens", 18)  # 3 contexts a shard
-    kw.setdefault("batch_size", 2)
+    kw.setdefault("forward_max_tokens", 12)  # 2 contexts a forward
     return ActivationStore.write(path, model, hooks, contexts(n), **kw)
 
 
@@ -72,6 +72,14 @@ def test_batches_are_seeded_shuffled_and_cover_every_row_once(tmp_path, tiny_mod
     torch.testing.assert_close(ordered, store.rows(np.arange(60)).acts)
     assert [len(x) for x in store.batches(7, drop_last=True)] == [7] * 8
     assert len(list(store.batches(10, epochs=3))) == 18
+
+
+def test_rows_do_not_depend_on_the_forward_batching(tmp_path, tiny_model):
+    one = write(tmp_path / "a", tiny_model, forward_max_tokens=1)  # a context a forward
+    many = write(tmp_path / "b", tiny_model, forward_max_tokens=60)  # a whole shard a forward
+    rows = np.arange(len(one))
+    torch.testing.assert_close(one.rows(rows).acts, many.rows(rows).acts)
+    assert read_run_manifest(many.path)["config"]["forward_max_tokens"] == 60
 
 
 def test_bfloat16_storage(tmp_path, tiny_model):
@@ -131,7 +139,7 @@ def test_resume_after_sigkill(tmp_path):
             return out
         store_writer._write_shard = paced
         ActivationStore.write(sys.argv[1], model, "blocks.1.hook_resid_post", ctx, context_size=6,
-                              shard_tokens=12, batch_size=2)
+                              shard_tokens=12, forward_max_tokens=12)
     """)
     (tmp_path / "w.py").write_text(script)
     full = tmp_path / "full"
@@ -180,7 +188,7 @@ def test_mismatched_rewrite_is_refused(tmp_path, tiny_model):
             contexts(10, seed=9),
             context_size=6,
             shard_tokens=18,
-            batch_size=2,
+            forward_max_tokens=12,
         )
 
 

@@ -7,5 +7,5 @@ from interp import ActivationStore, load_model, shakespeare
 
 model = load_model("smollm2-135m")
 store = ActivationStore.write("runs/store_l15_262k", model, "blocks.15.hook_resid_post", shakespeare(),
-                              max_tokens=262_144, context_size=128, batch_size=8)
+                              max_tokens=262_144, context_size=128, forward_max_tokens=1024)
 print(store)

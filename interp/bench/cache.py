@@ -119,7 +119,7 @@ def run_child(args: argparse.Namespace) -> int:
             shakespeare(),
             max_tokens=args.tokens,
             context_size=128,
-            batch_size=8,
+            forward_max_tokens=1024,
         )
     seconds = time.perf_counter() - t
     print(

@@ -22,6 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.cache import cache_activations
+from interp.core.forward import rows_for
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
 from interp.steering._batch import (
@@ -185,13 +186,16 @@ def collect_activations(
     site: str = "resid_pre",
     position: Position = "last",
     padding_side: PaddingSide = "right",
-    batch_size: int = 16,
+    max_tokens: int = 2048,
     prepend_bos: bool | None = None,
 ) -> Float[Tensor, "layer batch d_model"]:
-    """One activation per prompt and layer, at ``position`` among each prompt's real tokens."""
+    """One activation per prompt and layer, at ``position`` among each prompt's real tokens.
+
+    ``max_tokens``: prompts × padded positions per forward (at least one prompt).
+    """
     layer_list = _check_layers(model, layers)
     names = [hook_name_for(site, layer) for layer in layer_list]
-    check_int(batch_size, "batch_size", minimum=1)
+    check_int(max_tokens, "max_tokens", minimum=1)
     enc = encode(model, prompts, padding_side=padding_side, prepend_bos=prepend_bos)
     check_token_ids(enc.tokens, int(model.cfg.d_vocab), "prompts")
     check_context(enc.tokens.shape[1], int(model.cfg.n_ctx), "the longest prompt")
@@ -199,7 +203,7 @@ def collect_activations(
     # A bad position fails here, before any model run.
     token_mask(enc, position) if pooled else _token_index(enc, position)  # type: ignore[arg-type]
     out = []
-    for chunk in enc.chunks(batch_size):
+    for chunk in enc.chunks(rows_for(max_tokens, enc.tokens.shape[1])):
         kwargs = chunk.forward_kwargs()
         if pooled:
             cache = cache_activations(model, chunk.tokens, names, **kwargs)
@@ -229,7 +233,7 @@ def extract(
     site: str = "resid_pre",
     position: Position = "last",
     padding_side: PaddingSide = "right",
-    batch_size: int = 16,
+    max_tokens: int = 2048,
     prepend_bos: bool | None = None,
 ) -> dict[int, SteeringVector]:
     """A steering vector per layer from positive and negative prompts.
@@ -248,7 +252,7 @@ def extract(
     hook_name_for(site, layer_list[0])
     both = encode(model, [*positive, *negative], padding_side=padding_side, prepend_bos=prepend_bos)
     acts = collect_activations(
-        model, both, layers=layer_list, site=site, position=position, batch_size=batch_size
+        model, both, layers=layer_list, site=site, position=position, max_tokens=max_tokens
     )
     meta = extraction_metadata(model, positive, negative, position, padding_side, prepend_bos)
     n = len(positive)

@@ -10,11 +10,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.cache import cache_activations
+from interp.core.forward import rows_for
 from interp.hooks import TLModel
 from interp.stats import CI, bootstrap_ci
 from interp.steering._batch import PaddingSide, Position, Prompts, encode, position_from_json
 from interp.steering.extraction import collect_activations
 from interp.steering.vector import SteeringVector, check_width
+from interp.validate import check_int
 
 __all__ = ["Accuracy", "Projections", "accuracy_from_activations", "probe_accuracy", "project"]
 
@@ -39,20 +41,23 @@ def project(
     vector: SteeringVector,
     *,
     padding_side: PaddingSide = "right",
-    batch_size: int = 16,
+    max_tokens: int = 2048,
     prepend_bos: bool | None = None,
 ) -> Projections:
     """Project every token's activation at the vector's hook onto its unit direction (RepE reading).
 
     Prompts are tokenised as the vector's were (its recorded ``prepend_bos``) unless told otherwise.
+    ``max_tokens``: prompts × padded positions per forward (at least one prompt).
     """
     check_width(model, vector.vector, vector.hook_name)
+    check_int(max_tokens, "max_tokens", minimum=1)
     bos = prepend_bos if prepend_bos is not None else vector.metadata.get("prepend_bos")
     enc = encode(model, prompts, padding_side=padding_side, prepend_bos=bos)
     u = vector.unit
     rows = []
-    for i in range(0, len(enc), batch_size):  # slices keep the full pad width: one result tensor
-        tok, mask = enc.tokens[i : i + batch_size], enc.attention_mask[i : i + batch_size]
+    size = rows_for(max_tokens, enc.tokens.shape[1])
+    for i in range(0, len(enc), size):  # slices keep the full pad width: one result tensor
+        tok, mask = enc.tokens[i : i + size], enc.attention_mask[i : i + size]
         kw: dict[str, Any] = {} if bool(mask.all()) else {"attention_mask": mask}
         act = cache_activations(model, tok, vector.hook_name, **kw)[vector.hook_name]
         rows.append(torch.where(mask.bool(), act @ u.to(act), torch.nan))
@@ -115,7 +120,7 @@ def probe_accuracy(
     *,
     position: Position | None = None,
     padding_side: PaddingSide = "right",
-    batch_size: int = 16,
+    max_tokens: int = 2048,
     n_resamples: int = 2000,
     seed: int = 0,
     prepend_bos: bool | None = None,
@@ -128,7 +133,7 @@ def probe_accuracy(
     kw = {"layers": vector.layer, "site": vector.site, "position": pos_at}
     bos = prepend_bos if prepend_bos is not None else vector.metadata.get("prepend_bos")
     both = encode(model, [*positive, *negative], padding_side=padding_side, prepend_bos=bos)
-    acts = collect_activations(model, both, batch_size=batch_size, **kw)[0]  # type: ignore[arg-type]
+    acts = collect_activations(model, both, max_tokens=max_tokens, **kw)[0]  # type: ignore[arg-type]
     return accuracy_from_activations(
         vector, acts[: len(positive)], acts[len(positive) :], n_resamples=n_resamples, seed=seed
     )

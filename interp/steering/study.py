@@ -215,7 +215,9 @@ def _direction(
 ) -> DirectionResult:
     layers = plan["accuracy_layers"]
     everything = [*train[0], *train[1], *held[0], *held[1]]
-    acts = collect_activations(model, everything, layers=layers, position=POSITION, batch_size=32)
+    acts = collect_activations(
+        model, everything, layers=layers, position=POSITION, max_tokens=32 * 24
+    )
     sizes = (len(train[0]), len(train[1])), (len(held[0]), len(held[1]))
     accuracy = _accuracy(acts, *sizes, layers, methods, paired)
     sweep_layers = plan[name]["layers"]

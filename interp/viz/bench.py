@@ -47,7 +47,7 @@ def _store_and_sae(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         store = ActivationStore.write(
             Path(args.out) / f"store_l{args.layer}", model,
             f"blocks.{args.layer}.hook_resid_post", shakespeare(),
-            max_tokens=args.tokens, context_size=128, batch_size=8,
+            max_tokens=args.tokens, context_size=128, forward_max_tokens=1024,
         )  # fmt: skip
     if args.sae is not None:
         sae = SAE.load(args.sae)
