@@ -17,6 +17,7 @@ from torch import Tensor
 from transformer_lens import ActivationCache  # TL 3 and TL 4
 
 from interp.core.adapter import adapt
+from interp.core.positions import Real, column_index
 from interp.hooks import HookSpec, TLModel, hook_layer, hooks, resolve_hooks
 from interp.validate import (
     check_device,
@@ -30,7 +31,7 @@ from interp.validate import (
 
 __all__ = ["Positions", "cache_activations", "position_dim", "select_positions"]
 
-Positions = int | slice | Sequence[int] | Tensor | None
+Positions = int | slice | Sequence[int] | Tensor | Real | None
 
 # Hooks whose position axis is not axis 1: attention patterns and scores are [batch, head, query, key];
 # positions select queries.
@@ -125,7 +126,8 @@ def cache_activations(
         model: a TransformerLens model.
         tokens: token ids ``[batch, pos]``, or text (tokenized with the model's tokenizer).
         names: a hook spec (see :mod:`interp.hooks`): names, globs, ``(site, layer)`` pairs, ...
-        positions: keep only these positions (see :func:`select_positions`).
+        positions: keep only these columns (see :func:`select_positions`), or ``real(i)`` /
+            ``last_real()``: each row's real tokens, from ``attention_mask`` when it is given.
         dtype, device: cast and move each activation as it is produced.
         stop_early: stop after the last block any hook needs (a ``HookedTransformer``), or right
             after the last requested hook fires (a bridge).
@@ -141,6 +143,10 @@ def cache_activations(
         check_tokenizer(model, "text input")
         tokens = model.to_tokens(tokens, truncate=False)  # too long is refused below, not cut
     tokens = check_tokens(model, tokens)
+    if isinstance(positions, Real):  # each row's real tokens, from the attention mask if given
+        mask = forward_kwargs.get("attention_mask")
+        mask = torch.ones_like(tokens) if mask is None else torch.as_tensor(mask)
+        positions = column_index(positions, mask.reshape(tokens.shape))
     _check_position_arg(positions, tokens)
     check_dtype(dtype)
     check_device(device)

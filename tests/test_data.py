@@ -22,7 +22,7 @@ def test_model_source_streams_the_hook_rows_shuffled(tiny_model):
     calls = []
     tiny_model.blocks[1].hook_resid_post.add_hook(lambda x, hook: calls.append(1))
     batches = list(
-        model_source(tiny_model, HOOK, iter(contexts), 10, model_batch=4, buffer_batches=2, seed=1)
+        model_source(tiny_model, HOOK, iter(contexts), 10, max_tokens=24, buffer_batches=2, seed=1)
     )
     tiny_model.reset_hooks()
     assert calls == []  # stop_at_layer: block 1 never ran
@@ -39,7 +39,7 @@ def test_model_source_streams_the_hook_rows_shuffled(tiny_model):
     again = torch.cat(
         list(
             model_source(
-                tiny_model, HOOK, iter(contexts), 10, model_batch=4, buffer_batches=2, seed=1
+                tiny_model, HOOK, iter(contexts), 10, max_tokens=24, buffer_batches=2, seed=1
             )
         )
     )

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-SELF_CONTAINED = ["interp.table"]
+SELF_CONTAINED = ["interp.table", "interp.core.positions"]
 
 
 @pytest.mark.parametrize("module", SELF_CONTAINED)

@@ -7,6 +7,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp.cache import cache_activations
+from interp.core.positions import Real, last_real, real
 from interp.steering import (
     SteeringVector,
     ablate,
@@ -54,11 +55,13 @@ def _no_hooks_left(model) -> bool:
 # --- extraction -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("position", ["last", "mean", 0, 1, -2, slice(1, None)])
+@pytest.mark.parametrize(
+    "position", ["last", "mean", real(0), real(1), real(-2), real(slice(1, None)), last_real()]
+)
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_diff_mean_equals_direct_cache(model, position, padding_side):
     vecs = extract(
-        model, POS, NEG, layers=[0, 1], position=position, padding_side=padding_side, batch_size=3
+        model, POS, NEG, layers=[0, 1], position=position, padding_side=padding_side, max_tokens=18
     )
     for layer in (0, 1):
         name = f"blocks.{layer}.hook_resid_pre"
@@ -67,9 +70,8 @@ def test_diff_mean_equals_direct_cache(model, position, padding_side):
             act = cache_activations(model, torch.tensor([ids]), name)[name][0]
             if position == "mean":
                 return act.mean(0)
-            if isinstance(position, slice):
-                return act[position].mean(0)
-            return act[-1 if position == "last" else position]
+            index = position.index if isinstance(position, Real) else -1
+            return act[index].mean(0) if isinstance(index, slice) else act[index]
 
         direct = torch.stack([one(p) for p in POS]).mean(0) - torch.stack(
             [one(n) for n in NEG]
@@ -81,12 +83,24 @@ def test_diff_mean_equals_direct_cache(model, position, padding_side):
 
 def test_extraction_is_the_same_under_both_paddings_and_batch_sizes(model):
     a = collect_activations(
-        model, POS, layers=[0, 1], position="last", padding_side="left", batch_size=2
+        model, POS, layers=[0, 1], position="last", padding_side="left", max_tokens=12
     )
     b = collect_activations(
-        model, POS, layers=[0, 1], position="last", padding_side="right", batch_size=5
+        model, POS, layers=[0, 1], position="last", padding_side="right", max_tokens=30
     )
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_extraction_reads_absolute_columns_only_where_prompts_have_one_length(model):
+    same = [p[:4] for p in POS if len(p) >= 4]  # one length: a column is one token in each prompt
+    assert len(same) >= 3
+    for position, rel in ((2, real(2)), (-1, last_real()), (slice(1, None), real(slice(1, None)))):
+        cols = collect_activations(model, same, layers=[1], position=position, padding_side="left")
+        torch.testing.assert_close(
+            cols, collect_activations(model, same, layers=[1], position=rel), atol=1e-6, rtol=0
+        )
+    with pytest.raises(ValueError, match=r"absolute column.*different lengths.*interp\.real\(2\)"):
+        collect_activations(model, POS, layers=[1], position=2)
 
 
 def test_methods_recover_a_planted_direction():
@@ -141,7 +155,7 @@ def test_alpha_zero_changes_nothing_bit_for_bit(model):
     tokens = torch.tensor([POS[0], POS[4][:5]])
     clean = model(tokens)
     v = torch.randn(model.cfg.d_model)
-    for positions in ("all", "prompt", -1, [0, 2]):
+    for positions in ("all", "prompt", -1, [0, 2], real([0, -1]), slice(1, None)):
         with steer(model, [add(v, 0.0, layer=0, positions=positions), add(v, 0.0, layer=1)]):
             assert torch.equal(model(tokens), clean)
     out = generate(model, tokens[:1], add(v, 0.0, layer=1), max_new_tokens=4, stop_at_eos=False)
@@ -182,7 +196,16 @@ def test_several_vectors_compose_in_order(model):
 
 
 @pytest.mark.parametrize(
-    "positions", ["all", "prompt", -1, 0, [0, -2], slice(1, None), slice(0, -1)]
+    "positions",
+    [
+        "all",
+        "prompt",
+        last_real(),
+        real(0),
+        real([0, -2]),
+        real(slice(1, None)),
+        real(slice(0, -1)),
+    ],
 )
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_padded_batch_steers_like_each_sequence_alone(model, positions, padding_side):
@@ -201,6 +224,22 @@ def test_padded_batch_steers_like_each_sequence_alone(model, positions, padding_
     assert not torch.allclose(batched, clean, atol=1e-3)
 
 
+@pytest.mark.parametrize("positions", [2, [0, -1], slice(-3, None)])
+def test_int_positions_are_absolute_columns_in_a_padded_batch(model, positions):
+    prompts = [POS[0], NEG[1][:3]]  # the second is left-padded
+    enc = encode(model, prompts, padding_side="left")
+    v = torch.randn(model.cfg.d_model)
+    name = "blocks.1.hook_resid_pre"
+    clean = cache_activations(model, enc.tokens, name, attention_mask=enc.attention_mask)[name]
+    with steer(model, add(v, 2.0, layer=1, positions=positions), attention_mask=enc.attention_mask):
+        got = cache_activations(model, enc.tokens, name, attention_mask=enc.attention_mask)[name]
+    width = enc.tokens.shape[1]
+    cols = torch.zeros(width, dtype=torch.bool)
+    cols[torch.arange(width)[positions]] = True  # what Python indexing of the columns means
+    torch.testing.assert_close(got[:, cols], clean[:, cols] + 2.0 * v, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[:, ~cols], clean[:, ~cols], atol=0, rtol=0)
+
+
 def test_generation_steers_prompt_and_generated_tokens_with_and_without_cache(model):
     # TransformerLens's own key-value-cache generation is off for learned absolute positions
     # without a tokenizer (unsteered, step-2 logits differ by ~2 from a full forward), so the
@@ -209,7 +248,7 @@ def test_generation_steers_prompt_and_generated_tokens_with_and_without_cache(mo
     prompt = torch.tensor([POS[4]])
     v = 3 * torch.randn(model.cfg.d_model)
     kw = {"max_new_tokens": 6, "stop_at_eos": False}
-    for positions in ("all", "prompt", "generated", [1, -1], slice(2, None)):
+    for positions in ("all", "prompt", "generated", [1, -1], slice(2, None), real(slice(2, None))):
         edit = add(v, 1.0, layer=1, positions=positions)
         cached = generate(model, prompt, edit, use_past_kv_cache=use_cache, **kw)
         uncached = generate(model, prompt, edit, use_past_kv_cache=False, **kw)
@@ -253,7 +292,7 @@ def test_hooks_are_removed_after_an_exception(model):
 
 def test_projection_scores_match_the_cache_and_ignore_padding(model):
     vec = extract(model, POS, NEG, layers=1, method="diff_mean")[1]
-    proj = project(model, [POS[0], POS[3]], vec, padding_side="left", batch_size=1)
+    proj = project(model, [POS[0], POS[3]], vec, padding_side="left", max_tokens=5)
     assert proj.scores.shape == (2, 5) and torch.isnan(proj.scores[1, :3]).all()
     for ids, got in zip([POS[0], POS[3]], proj.per_prompt(), strict=True):
         act = cache_activations(model, torch.tensor([ids]), vec.hook_name)[vec.hook_name][0]
@@ -285,7 +324,7 @@ def test_bad_input_is_refused_before_the_model_runs(no_run):
     with pytest.raises(ValueError, match="unknown method"):
         extract(model, POS, NEG, layers=0, method="mean")
     with pytest.raises(IndexError, match="out of range"):
-        extract(model, POS, NEG, layers=0, position=5)
+        extract(model, POS, NEG, layers=0, position=real(5))
     with pytest.raises(ValueError, match="have no tokens"):
         extract(model, [[1], []], NEG[:2], layers=0)
     with (
@@ -303,7 +342,16 @@ def test_bad_input_is_refused_before_the_model_runs(no_run):
     with pytest.raises(ValueError, match="positions must be"):
         add(torch.randn(16), 1.0, layer=0, positions="last")
     with (
-        pytest.raises(IndexError, match=r"positions \[5\] are out of range.*3 tokens"),
+        pytest.raises(IndexError, match=r"positions \[5\] are out of range.*real tokens \(3"),
+        steer(
+            model,
+            add(torch.randn(16), 1.0, layer=0, positions=real([0, 5])),
+            attention_mask=encode(model, [[1, 2, 3], [4, 5, 6, 7]]).attention_mask,
+        ),
+    ):
+        pass
+    with (
+        pytest.raises(IndexError, match=r"positions \[5\] are out of range for the columns \(4"),
         steer(
             model,
             add(torch.randn(16), 1.0, layer=0, positions=[0, 5]),

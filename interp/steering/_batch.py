@@ -17,19 +17,29 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from interp.core.positions import (
+    Real,
+    column_index,
+    column_mask,
+    last_real,
+    positions_from_json,
+    positions_to_json,
+    real,
+)
 from interp.hooks import TLModel
 
 __all__ = [
-    "Encoded", "Position", "Prompts", "encode", "hash_prompts", "position_from_json",
+    "Encoded", "Position", "Prompts", "encode", "hash_prompts", "is_pooled", "position_from_json", "require_unpadded",
     "position_to_json", "token_index", "token_mask",
 ]  # fmt: skip
 
 # Text, or token ids per prompt (ragged lists or 1-d tensors), for models without a tokenizer.
 Prompts = Sequence[str] | Sequence[Sequence[int]] | Sequence[Tensor]
-# Where to read a sequence: its last real token, the mean over its real tokens, an index counted
-# among real tokens (0 = first real token, -1 = last), or the mean over a slice of real tokens
-# (slice(1, None) skips the first, which in SmolLM2 is an attention sink with a huge norm).
-Position = Literal["last", "mean"] | int | slice
+# Where to read a sequence: its last real token ("last" = last_real()), the mean over its real
+# tokens, real(i) (0 = first real token, -1 = last), the mean over real(slice) (real(slice(1, None))
+# skips the first, which in SmolLM2 is an attention sink with a huge norm), or absolute columns (an
+# int, or a slice to average over), taken only where the prompts have one length.
+Position = Literal["last", "mean"] | int | slice | Real
 PaddingSide = Literal["left", "right"]
 
 
@@ -107,20 +117,39 @@ def encode(
     return Encoded(tokens, mask)
 
 
-def token_index(enc: Encoded, position: int | str) -> Int[Tensor, " batch"]:
-    """The column of one token per sequence: ``"last"`` or an index among its real tokens."""
+def token_index(enc: Encoded, position: int | str | Real) -> Int[Tensor, " batch"]:
+    """The column of one token per sequence: ``"last"`` (= ``last_real()``), ``real(i)``, or an
+    absolute column (prompts of one length only)."""
     if position == "last":
-        position = -1
-    if not isinstance(position, int):
-        raise ValueError(f"position must be 'last', 'mean' or an int; got {position!r}")
-    first, n = enc.first, enc.lengths
-    idx = torch.as_tensor(position)
-    if (position >= n).any() or (position < -n).any():
-        raise IndexError(
-            f"position {position} is out of range for a prompt of {int(n.min())} tokens "
-            f"(valid: {-int(n.min())}..{int(n.min()) - 1})"
+        position = last_real()
+    if isinstance(position, Real) and isinstance(position.index, int):
+        return column_index(position, enc.attention_mask)[:, 0]
+    if not isinstance(position, int) or isinstance(position, bool):
+        raise ValueError(
+            f"position must be 'last', 'mean', an int column, a slice, real(i) or real(slice); "
+            f"got {position!r}"
         )
-    return first + (idx if position >= 0 else n + idx)
+    require_unpadded(enc, position)
+    return column_index(position, enc.attention_mask)[:, 0]
+
+
+def require_unpadded(enc: Encoded, position: Any) -> None:
+    """Absolute columns of prompts padded here mean nothing to the caller (they move with the
+    padding side and the batch): they are taken only where every prompt has the same length."""
+    lengths = enc.lengths
+    if bool((lengths != lengths[0]).any()):
+        raise ValueError(
+            f"position {position!r} is an absolute column, but these prompts have different "
+            f"lengths ({int(lengths.min())}..{int(lengths.max())} tokens), so columns move with "
+            f"the padding; for indices among each prompt's real tokens use "
+            f"interp.real({position!r}) (or 'last' / 'mean')"
+        )
+
+
+def is_pooled(position: Any) -> bool:
+    """Whether ``position`` averages over several tokens (``"mean"`` or a slice)."""
+    index = position.index if isinstance(position, Real) else position
+    return position == "mean" or isinstance(index, slice)
 
 
 def hash_prompts(*sets: Prompts) -> str:
@@ -129,28 +158,38 @@ def hash_prompts(*sets: Prompts) -> str:
     return hashlib.sha256(json.dumps(plain).encode()).hexdigest()
 
 
-def token_mask(enc: Encoded, position: str | slice) -> Int[Tensor, "batch pos"]:
-    """1 at the real tokens that ``"mean"`` or a slice of real-token indices averages over."""
+def token_mask(enc: Encoded, position: str | slice | Real) -> Int[Tensor, "batch pos"]:
+    """1 at the tokens that ``"mean"`` (every real token), ``real(slice)`` (a slice of real-token
+    indices) or a slice of absolute columns (prompts of one length only) averages over."""
     if position == "mean":
         return enc.attention_mask
-    if not isinstance(position, slice) or position.step not in (None, 1):
-        raise ValueError(f"position must be 'mean' or a slice with step 1; got {position!r}")
-    rank = enc.attention_mask.cumsum(1) - 1  # index of each column among its row's real tokens
-    n = enc.lengths[:, None]
-    lo, hi = position.start or 0, position.stop
-    lo_t = torch.as_tensor(lo) if lo >= 0 else n + lo
-    hi_t = n if hi is None else (torch.as_tensor(hi) if hi >= 0 else n + hi)
-    keep = enc.attention_mask.bool() & (rank >= lo_t) & (rank < hi_t)
+    if isinstance(position, slice):
+        require_unpadded(enc, position)
+        keep = column_mask(position, enc.attention_mask).expand_as(enc.attention_mask)  # type: ignore[union-attr]
+    elif isinstance(position, Real) and isinstance(position.index, slice):
+        keep = column_mask(position, enc.attention_mask) & enc.attention_mask.bool()  # type: ignore[operator]
+    else:
+        raise ValueError(
+            f"position must be 'mean', a slice or real(slice) to average over; got {position!r}"
+        )
     if not keep.any(1).all():
         raise IndexError(f"position {position!r} selects no token of some prompt")
     return keep.long()
 
 
 def position_to_json(position: Position) -> Any:
-    return ["slice", position.start, position.stop] if isinstance(position, slice) else position
+    if position in ("last", "mean"):
+        return position
+    return positions_to_json(position)  # type: ignore[arg-type]
 
 
 def position_from_json(value: Any) -> Position:
+    """Reads what :func:`position_to_json` wrote, and vectors saved before positions meant columns
+    (an int or ``["slice", a, b]`` then counted real tokens)."""
+    if isinstance(value, bool) or value in ("last", "mean"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, int):
+        return real(value)
     if isinstance(value, list) and value and value[0] == "slice":
-        return slice(value[1], value[2])
-    return value  # type: ignore[no-any-return]
+        return real(slice(value[1], value[2]))
+    return positions_from_json(value)  # type: ignore[return-value]

@@ -4,17 +4,18 @@
 ...     logits = model(tokens)
 >>> text = generate(model, "I think that", [add(vec, 4.0, positions="generated")])
 
-Positions say where an edit acts:
+Positions say where an edit acts, as everywhere in mechscope (:mod:`interp.core.positions`):
 
 - ``"all"``: every position;
-- ``"prompt"`` / ``"generated"``: columns before / from ``prompt_len`` (in :func:`generate`, the
-  prompt and the sampled tokens; in a plain forward every column is prompt unless ``prompt_len``
-  says otherwise);
-- an int or a list of ints: indices among each sequence's real prompt tokens (0 = first,
-  −1 = last), found from ``attention_mask`` when the batch is padded;
-- a slice of those indices: ``slice(1, None)`` is every token after the first, generated ones
-  included (in SmolLM2 the first token is an attention sink with a ~100x larger norm, where an
-  ablation or clamp would be a huge edit).
+- an int, a list of ints or a slice: absolute columns (−1 = the prompt's last column; a slice with
+  no end runs on through the generated tokens);
+- ``prompt()`` / ``generated()`` (or ``"prompt"`` / ``"generated"``): columns before / from
+  ``prompt_len`` (in :func:`generate`, the prompt and the sampled tokens; in a plain forward every
+  column is prompt unless ``prompt_len`` says otherwise);
+- ``real(i)``, ``last_real()``: indices among each sequence's real prompt tokens (0 = first,
+  −1 = last), found from ``attention_mask`` when the batch is padded; ``real(slice(1, None))`` is
+  every token after the first, generated ones included (in SmolLM2 the first token is an
+  attention sink with a ~100x larger norm, where an ablation or clamp would be a huge edit).
 
 All hooks go through :func:`interp.hooks.hooks`, so they are removed on exit, exceptions included.
 """
@@ -39,6 +40,7 @@ from interp.core.interventions import (
     compile_hooks,
     direction_edit,
 )
+from interp.core.positions import Positions, Real, Span, check_positions_spec, column_mask
 from interp.hooks import TLModel, hooks
 from interp.steering.vector import SteeringVector, check_layer, check_width, hook_name_for
 from interp.validate import (
@@ -46,12 +48,10 @@ from interp.validate import (
     check_int,
     check_token_ids,
     check_tokenizer,
-    did_you_mean,
 )
 
 __all__ = ["Edit", "Positions", "ablate", "add", "clamp", "generate", "steer"]
 
-Positions = Literal["all", "prompt", "generated"] | int | Sequence[int] | slice
 Op = Literal["add", "ablate", "clamp"]
 
 
@@ -125,20 +125,7 @@ def clamp(
 
 
 def _check_positions(positions: Positions) -> None:
-    if isinstance(positions, str):
-        if positions not in ("all", "prompt", "generated"):
-            raise ValueError(
-                f"positions must be 'all', 'prompt', 'generated', an int, a list of ints or a "
-                f"slice; got {positions!r}{did_you_mean(positions, ('all', 'prompt', 'generated'))}"
-            )
-        return
-    if isinstance(positions, slice):
-        if positions.step not in (None, 1):
-            raise ValueError(f"a positions slice must have step 1; got {positions!r}")
-        return
-    ints = [positions] if isinstance(positions, int) else list(positions)
-    if not ints or not all(isinstance(i, int) and not isinstance(i, bool) for i in ints):
-        raise ValueError(f"positions must be a non-empty list of ints; got {positions!r}")
+    check_positions_spec(positions)
 
 
 def edited(x: Float[Tensor, "... d_model"], edit: Edit) -> Float[Tensor, "... d_model"]:
@@ -157,42 +144,17 @@ class _Layout:
 
     def columns(self, positions: Positions, batch: int, n: int, device: Any) -> Tensor | None:
         """A bool mask [batch or 1, n] of where to edit, or None for everywhere."""
-        if positions == "all":
-            return None
-        cols = torch.arange(self.start, self.start + n, device=device)
-        end = self.prompt_len
-        if positions == "prompt":
-            return (cols < (end if end is not None else cols[-1] + 1))[None]
-        if positions == "generated":
-            return (cols >= (end if end is not None else cols[-1] + 1))[None]
-        first = self.first if self.first is not None else torch.zeros(batch, dtype=torch.long)
-        length = self.length
-        if length is None:
-            length = torch.full((batch,), end if end is not None else self.start + n)
-        if len(first) != batch:
+        if self.first is not None and len(self.first) != batch:
             raise ValueError(
-                f"the attention mask given to steer() has {len(first)} rows but the forward pass "
+                f"the attention mask given to steer() has {len(self.first)} rows but the forward pass "
                 f"has batch {batch}"
             )
-        first, length = first.to(device), length.to(device)
-        if isinstance(positions, slice):
-            rank = cols[None, :] - first[:, None]  # index among real tokens; < 0 on left pads
-            lo, hi = positions.start or 0, positions.stop
-            lo_t = torch.as_tensor(lo, device=device) if lo >= 0 else length[:, None] + lo
-            keep = rank >= lo_t
-            if hi is not None:
-                keep &= rank < (
-                    torch.as_tensor(hi, device=device) if hi >= 0 else length[:, None] + hi
-                )
-            return keep
-        ints = torch.tensor([positions] if isinstance(positions, int) else list(positions))
-        if (ints >= length.min()).any() or (ints < -length.min()).any():
-            raise IndexError(
-                f"positions {ints.tolist()} out of range for a {int(length.min())}-token prompt"
-            )
-        ints = ints.to(device)
-        target = first[:, None] + torch.where(ints >= 0, ints, length[:, None] + ints)
-        return (cols[None, None, :] == target.to(device)[:, :, None]).any(1)
+        cols = torch.arange(self.start, self.start + n, device=device)
+        width = self.prompt_len if self.prompt_len is not None else self.start + n
+        return column_mask(
+            positions, batch=batch, width=width, cols=cols, prompt_len=self.prompt_len,
+            first=self.first, length=self.length,
+        )  # fmt: skip
 
 
 def intervention(edit: Edit, layout: _Layout) -> Intervention:
@@ -231,24 +193,34 @@ def steer(
 ) -> Iterator[TLModel]:
     """Apply ``edits`` to every forward pass inside the ``with`` block (in the order given).
 
-    ``attention_mask`` locates each sequence's real tokens for int positions in a padded batch;
-    ``prompt_len`` marks columns from there on as generated.
+    ``attention_mask`` locates each sequence's real tokens for ``real(...)`` positions in a padded
+    batch; ``prompt_len`` marks columns from there on as generated.
     """
     layout = _layout(attention_mask, prompt_len)
     checked = _validate(model, edits)
-    if layout.length is not None:  # index positions can be checked now, before any forward
+    if attention_mask is not None:  # index positions can be checked now, before any forward
+        width = (
+            prompt_len if prompt_len is not None else int(torch.as_tensor(attention_mask).shape[-1])
+        )
         for e in checked:
-            if isinstance(e.positions, str | slice):
-                continue
-            ints = [e.positions] if isinstance(e.positions, int) else list(e.positions)
-            n = int(layout.length.min())
-            if bad := [i for i in ints if not -n <= i < n]:
-                raise IndexError(
-                    f"{e.op} at {e.hook_name}: positions {bad} are out of range for the shortest "
-                    f"prompt ({n} tokens; valid: {-n}..{n - 1})"
-                )
+            _check_index_range(e, width, int(layout.length.min()))  # type: ignore[union-attr]
     with _installed(model, checked, layout):
         yield model
+
+
+def _check_index_range(e: Edit, width: int, shortest: int) -> None:
+    """Int positions against the columns (absolute) or the shortest prompt (``real(...)``)."""
+    index = e.positions.index if isinstance(e.positions, Real) else e.positions
+    if isinstance(index, (str, slice, Span)):
+        return
+    n, what = (shortest, "the shortest prompt's real tokens") if isinstance(e.positions, Real) else (
+        width, "the columns")  # fmt: skip
+    ints = [index] if isinstance(index, int) else list(index)
+    if bad := [i for i in ints if not -n <= i < n]:
+        raise IndexError(
+            f"{e.op} at {e.hook_name}: positions {bad} are out of range for {what} ({n}; "
+            f"valid: {-n}..{n - 1})"
+        )
 
 
 def _layout(attention_mask: Tensor | None, prompt_len: int | None) -> _Layout:
@@ -287,8 +259,8 @@ def generate(
     """``model.generate`` with the edits applied to the prompt and to every sampled token.
 
     Works with and without the key-value cache: each forward call's absolute start column is
-    tracked, so ``"prompt"``, ``"generated"`` and prompt indices mean the same in both modes.
-    A list of prompts is left-padded (as TransformerLens does); indices count real tokens.
+    tracked, so columns, ``prompt()``, ``generated()`` and ``real(...)`` mean the same in both
+    modes. A list of prompts is left-padded (as TransformerLens does).
     """
     edits = _validate(model, edits)
     check_int(max_new_tokens, "max_new_tokens", minimum=0)

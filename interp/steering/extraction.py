@@ -32,6 +32,7 @@ from interp.steering._batch import (
     Prompts,
     encode,
     hash_prompts,
+    is_pooled,
     position_to_json,
     token_mask,
 )  # fmt: skip
@@ -199,7 +200,7 @@ def collect_activations(
     enc = encode(model, prompts, padding_side=padding_side, prepend_bos=prepend_bos)
     check_token_ids(enc.tokens, int(model.cfg.d_vocab), "prompts")
     check_context(enc.tokens.shape[1], int(model.cfg.n_ctx), "the longest prompt")
-    pooled = position == "mean" or isinstance(position, slice)
+    pooled = is_pooled(position)
     # A bad position fails here, before any model run.
     token_mask(enc, position) if pooled else _token_index(enc, position)  # type: ignore[arg-type]
     out = []

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from interp._io import atomic_write_bytes, atomic_write_json
+from interp.core.positions import real
 from interp.hooks import TLModel
 from interp.manifest import write_run_manifest
 from interp.progress import Stages
@@ -44,7 +45,7 @@ from interp.steering.vector import SteeringVector
 
 __all__ = ["DirectionResult", "StudyResult", "run_study"]
 
-POSITION = slice(1, None)  # mean over real tokens, the first (attention sink) left out
+POSITION = real(slice(1, None))  # mean over real tokens, the first (attention sink) left out
 MAX_KL = 0.1  # nats per token on neutral text: the side-effect budget for "best"
 
 

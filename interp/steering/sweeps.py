@@ -36,13 +36,21 @@ from torch import Tensor
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
 from interp.core.forward import rows_for
 from interp.core.metric import evaluate
+from interp.core.positions import Positions, Real, Span, check_positions_spec, positions_to_json
 from interp.core.result import Result, Values
 from interp.hooks import TLModel, hooks
 from interp.manifest import write_run_manifest
 from interp.metrics import loss as loss_metric
 from interp.stats import CI, bootstrap_ci
-from interp.steering._batch import Encoded, Prompts, encode, hash_prompts, token_index
-from interp.steering.apply import Positions, add, steer
+from interp.steering._batch import (
+    Encoded,
+    Prompts,
+    encode,
+    hash_prompts,
+    require_unpadded,
+    token_index,
+)
+from interp.steering.apply import add, steer
 from interp.steering.vector import SteeringVector, check_layer, check_width
 from interp.validate import check_int, did_you_mean
 
@@ -396,6 +404,9 @@ def sweep(
     encs = {
         m.name: encode(model, m.prompts, what=f"prompts of measure {m.name!r}") for m in measures
     }
+    if not isinstance(check_positions_spec(positions), (str, Real, Span)):
+        for enc in encs.values():  # columns of prompts padded here would move with the padding
+            require_unpadded(enc, positions)
     from tqdm.auto import tqdm
 
     chunks = {
@@ -420,7 +431,7 @@ def sweep(
     config = {
         "method": first.method,
         "site": first.site,
-        "positions": positions if isinstance(positions, (str, int, slice)) else list(positions),
+        "positions": positions_to_json(positions),
         "vector_metadata": first.metadata,
         "vector_norms": {str(la): float(vec_at(la).vector.norm()) for la in layers},
         "data": {
