@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
-.PHONY: demo test test-slow test-tl4 lint typecheck bench env env-tl4 clean
+.PHONY: demo test test-slow test-tl4 test-crossversion lint typecheck bench env env-tl4 clean
 
 env: $(STAMP)
 
@@ -66,6 +66,15 @@ test-tl4: $(STAMP_TL4)
 	@echo "TransformerLens $$($(PY_TL4) -c 'import importlib.metadata as m; print(m.version("transformer-lens"))'):" \
 		"$$(tail -n 1 $(VENV_TL4)/test.log)"
 	@exit $$(cat $(VENV_TL4)/test.rc)
+
+# Every method's numbers under TL 3.9 (bridge and HookedTransformer) and TL 4.3 (bridge), one
+# model and its weights, compared to 1e-5 (tests/crossversion.py).
+XV := .crossversion
+test-crossversion: $(STAMP) $(STAMP_TL4)
+	rm -rf $(XV) && mkdir -p $(XV)
+	$(abspath $(PY)) tests/crossversion.py write $(XV)/tl3.safetensors --weights $(XV)/weights.safetensors
+	$(abspath $(PY_TL4)) tests/crossversion.py write $(XV)/tl4.safetensors --weights $(XV)/weights.safetensors
+	$(abspath $(PY)) tests/crossversion.py compare $(XV)/tl3.safetensors $(XV)/tl4.safetensors
 
 lint: $(STAMP)
 	$(PY) -m ruff check interp saes kernels tests

@@ -42,14 +42,19 @@ def tiny_llama(*, seed: int = 0, n_kv: int = 2) -> Any:
     return LlamaForCausalLM(cfg).eval()
 
 
-def twins(folder: Path, *, seed: int = 0, n_kv: int = 2) -> tuple[Any, Any]:
-    """(bridge, hooked) over the same random Llama weights (hooked is None on TL 4)."""
+def twins(
+    folder: Path, *, seed: int = 0, n_kv: int = 2, state: dict[str, torch.Tensor] | None = None
+) -> tuple[Any, Any]:
+    """(bridge, hooked) over the same random Llama weights (hooked is None on TL 4); ``state``
+    replaces the seeded weights (to run one model under two TransformerLens versions)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     from interp.models import hooked_available, hooked_from_hf_llama
 
     tok = word_tokenizer(folder)
     hf = tiny_llama(seed=seed, n_kv=n_kv)
+    if state is not None:
+        hf.load_state_dict(state)
     hooked = None  # TransformerLens 4 has no HookedTransformer: the bridge alone
     if hooked_available():
         hooked = hooked_from_hf_llama(hf, tok, "cpu", torch.float32, name="tiny-llama")
