@@ -153,6 +153,14 @@ def _tiny_bridge(folder):
     return bridge.eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_model_shared(tmp_path_factory):
+    """``tiny_model`` built once per session, for module-scoped fixtures that only read it."""
+    if not HOOKED:
+        return _tiny_bridge(tmp_path_factory.mktemp("tiny_tok_shared"))
+    return _tiny_hooked()
+
+
 @pytest.fixture()
 def tiny_model(tmp_path_factory):
     """A 2-layer random model (MLP + attention) small enough for any unit test: a
