@@ -15,6 +15,7 @@ Exports always use the folded SAE (input scale in the weights), ``apply_b_dec_to
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from interp._io import fsync_dir, read_json
+from saes import saelens_format
 from saes.config import SAEConfig
 from saes.sae import _DTYPES, FORMAT, SAE
 
@@ -40,6 +42,7 @@ __all__ = [
     "export_to_saelens",
     "from_saelens",
     "import_from_saelens",
+    "read_saelens_folder",
     "to_saelens",
 ]
 
@@ -79,6 +82,31 @@ def _export_metadata(sae: SAE, extra: dict[str, Any] | None) -> dict[str, Any]:
     if bad:
         raise InteropError(f"metadata values must be JSON-serialisable; these are not: {bad}")
     return md
+
+
+def _saelens_files(
+    sae: SAE, metadata: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``cfg.json`` and the tensors of the SAELens inference SAE equal to ``sae`` (eval mode), as
+    :func:`to_saelens` builds it, without sae_lens."""
+    src = sae.folded() if float(sae.input_scale) != 1.0 else sae
+    act, dtype = src.cfg.activation, _DTYPES[src.cfg.dtype]
+    state = {
+        n: getattr(src, n).detach().to("cpu", dtype).clone().contiguous()
+        for n in ("W_enc", "b_enc", "W_dec", "b_dec")
+    }
+    arch = {"topk": "topk", "relu": "standard"}.get(act, "jumprelu")
+    if arch == "jumprelu":
+        act_mod: Any = src.act
+        state["threshold"] = (
+            _batchtopk_threshold(act_mod, src.cfg.d_sae, dtype) if act == "batchtopk"
+            else act_mod.threshold.detach().to("cpu", dtype).clone()
+        ).contiguous()  # fmt: skip
+    cfg = saelens_format.sae_config(
+        d_in=src.cfg.d_in, d_sae=src.cfg.d_sae, dtype=src.cfg.dtype, architecture=arch,
+        metadata=_export_metadata(sae, metadata), k=src.cfg.k if arch == "topk" else None,
+    )  # fmt: skip
+    return cfg, state
 
 
 def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.SAE[Any]:
@@ -219,16 +247,23 @@ def export_to_saelens(
         raise FileExistsError(f"{directory} exists and is not a folder")
     if directory.exists() and not overwrite and not _is_empty_dir(directory):
         raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True)")
-    converted = to_saelens(sae, metadata=metadata)  # conversion errors surface before any write
+    # Conversion errors surface before any write. SAEs are written by format (no sae_lens
+    # needed, so TransformerLens 4 environments export too); transcoders through SAELens.
+    converted = to_saelens(sae, metadata=metadata) if sae.cfg.is_transcoder else None
+    files = None if converted is not None else _saelens_files(sae, metadata)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        converted.save_model(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        fsync_dir(tmp)
+        if files is not None:
+            saelens_format.write_folder(tmp, *files)
+        else:
+            assert converted is not None
+            converted.save_model(tmp)
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            fsync_dir(tmp)
         _move_into_place(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -268,6 +303,9 @@ def import_from_saelens(
     ``sae_weights.safetensors``). Architectures without a mechscope equivalent are refused.
     """
     if isinstance(source, (str, os.PathLike)):
+        if importlib.util.find_spec("sae_lens") is None:  # TransformerLens 4: by format
+            out = read_saelens_folder(source)
+            return out.to(device) if device is not None else out
         source = _load_saelens_folder(Path(source))
     out = from_saelens(source)
     return out.to(device) if device is not None else out
@@ -336,7 +374,59 @@ def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
         )
     arch = known[type(sl)]
     cfg = sl.cfg
-    norm = cfg.normalize_activations
+    md = cfg.metadata
+    fields = {
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "k": getattr(cfg, "k", None),
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": cfg.normalize_activations,
+        "reshape_activations": getattr(cfg, "reshape_activations", "none"),
+        "rescale_acts_by_decoder_norm": getattr(cfg, "rescale_acts_by_decoder_norm", False),
+        "metadata": dict(md.items()) if hasattr(md, "items") else dict(md),
+    }
+    tensors = {
+        n: getattr(sl, n).detach().to("cpu").clone() for n in ("W_enc", "b_enc", "W_dec", "b_dec")
+    }
+    return _build(arch, fields, tensors, _threshold(sl, arch))
+
+
+def read_saelens_folder(path: str | os.PathLike[str]) -> SAE:
+    """A SAELens SAE folder read by format, without ``sae_lens`` (what :func:`import_from_saelens`
+    does where SAELens is not installed): inference architectures standard, topk and jumprelu."""
+    try:
+        cfg, tensors = saelens_format.read_folder(Path(path))
+    except ValueError as err:
+        raise InteropError(str(err)) from err
+    if cfg.get("format") == FORMAT:
+        raise InteropError(f"{path} is a mechscope SAE, not a SAELens one: use saes.sae.SAE.load")
+    arch = cfg["architecture"]
+    _check_architecture(arch)
+    if arch == "batchtopk":  # SAELens saves BatchTopK for inference as jumprelu
+        raise InteropError(
+            f"{path}: a 'batchtopk' folder is a SAELens training save; load it with sae_lens"
+        )
+    threshold = tensors["threshold"].clone() if arch == "jumprelu" else None
+    if arch == "jumprelu" and threshold is None:
+        raise InteropError(f"{path}: a jumprelu SAE needs a 'threshold' tensor")
+    fields = {
+        "d_in": cfg["d_in"],
+        "d_sae": cfg["d_sae"],
+        "k": cfg.get("k"),
+        "apply_b_dec_to_input": cfg.get("apply_b_dec_to_input", True),
+        "normalize_activations": cfg.get("normalize_activations", "none"),
+        "reshape_activations": cfg.get("reshape_activations", "none"),
+        "rescale_acts_by_decoder_norm": cfg.get("rescale_acts_by_decoder_norm", False),
+        "metadata": cfg.get("metadata") or {},
+    }
+    return _build(arch, fields, tensors, threshold)
+
+
+def _build(
+    arch: str, f: dict[str, Any], tensors: dict[str, Tensor], threshold: Tensor | None
+) -> SAE:
+    """Our SAE computing a SAELens SAE's encode/decode, from its config fields and tensors."""
+    norm = f["normalize_activations"]
     if norm in ("constant_norm_rescale", "layer_norm"):
         raise InteropError(
             f"normalize_activations={norm!r} rescales each input at run time; mechscope SAEs "
@@ -348,34 +438,31 @@ def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
             "its encode/decode (and so the imported SAE) expect already-normalised inputs",
             norm,
         )
-    if getattr(cfg, "reshape_activations", "none") != "none":
+    if f["reshape_activations"] != "none":
         log.warning(
             "SAELens SAE reshapes %s inputs; the imported SAE reads the flattened vectors",
-            cfg.reshape_activations,
+            f["reshape_activations"],
         )
 
     with torch.no_grad():
-        w_enc, b_enc, w_dec, b_dec = (
-            getattr(sl, n).detach().to("cpu").clone() for n in ("W_enc", "b_enc", "W_dec", "b_dec")
-        )
-        if getattr(cfg, "rescale_acts_by_decoder_norm", False):
+        w_enc, b_enc, w_dec, b_dec = (tensors[n] for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
+        if f["rescale_acts_by_decoder_norm"]:
             # SAELens ranks pre·‖W_dec_i‖ and decodes codes/‖W_dec_i‖: fold the norms in.
             norms = w_dec.norm(dim=-1)
             w_enc, b_enc, w_dec = w_enc * norms, b_enc * norms, w_dec / norms[:, None]
-        if not cfg.apply_b_dec_to_input:
+        if not f["apply_b_dec_to_input"]:
             # We always subtract b_dec before encoding; compensate in b_enc.
             b_enc = b_enc + b_dec @ w_enc
-        threshold = _threshold(sl, arch)
 
-    activation, k = _our_activation(sl, arch, threshold)
+    activation, k = _our_activation(f, arch, threshold)
     dtype_name = _dtype_name(w_enc.dtype)
     ours_cfg = SAEConfig(
-        d_in=cfg.d_in,
-        d_sae=cfg.d_sae,
+        d_in=f["d_in"],
+        d_sae=f["d_sae"],
         activation=activation,  # type: ignore[arg-type]
         k=k if k is not None else 32,
         dtype=dtype_name,
-        metadata=_import_metadata(cfg, arch, norm),
+        metadata=_import_metadata(f, arch, norm),
     )
     out = SAE(ours_cfg)
     out_act: Any = out.act
@@ -408,23 +495,25 @@ def _threshold(sl: Any, arch: str) -> Tensor | None:
     return t
 
 
-def _our_activation(sl: Any, arch: str, threshold: Tensor | None) -> tuple[str, int | None]:
+def _our_activation(
+    f: dict[str, Any], arch: str, threshold: Tensor | None
+) -> tuple[str, int | None]:
     if arch == "standard":
         return "relu", None
     if arch in ("topk", "batchtopk"):
-        if not float(sl.cfg.k).is_integer():
-            raise InteropError(f"mechscope needs an integer k; this SAELens SAE has k={sl.cfg.k}")
-        return arch, int(sl.cfg.k)
+        if f["k"] is None or not float(f["k"]).is_integer():
+            raise InteropError(f"mechscope needs an integer k; this SAELens SAE has k={f['k']}")
+        return arch, int(f["k"])
     # A JumpReLU that SAELens (or we) saved from a BatchTopK SAE: one shared threshold and an
     # integer k in the metadata give back the BatchTopK SAE, whose eval mode is the same function.
-    md = sl.cfg.metadata
+    md = f["metadata"]
     details = md.get("training_architecture_details") or {}
     k = details.get("k") if isinstance(details, dict) else None
     if (
         md.get("training_architecture") == "batchtopk"
         and isinstance(k, (int, float))
         and float(k).is_integer()
-        and 1 <= int(k) < sl.cfg.d_sae
+        and 1 <= int(k) < f["d_sae"]
         and threshold is not None
         and threshold.numel()
         and bool((threshold == threshold.flatten()[0]).all())
@@ -440,14 +529,14 @@ def _dtype_name(dtype: torch.dtype) -> str:
     raise InteropError(f"unsupported parameter dtype {dtype}; supported: {list(_DTYPES)}")
 
 
-def _import_metadata(cfg: Any, arch: str, norm: str) -> dict[str, Any]:
-    md = {k: v for k, v in cfg.metadata.items() if _jsonable(v)}
+def _import_metadata(f: dict[str, Any], arch: str, norm: str) -> dict[str, Any]:
+    md = {k: v for k, v in f["metadata"].items() if _jsonable(v)}
     md["imported_from"] = "sae_lens"
     md["saelens_architecture"] = arch
     if norm != "none":
         md["saelens_normalize_activations"] = norm
-    if getattr(cfg, "reshape_activations", "none") != "none":
-        md["saelens_reshape_activations"] = cfg.reshape_activations
+    if f["reshape_activations"] != "none":
+        md["saelens_reshape_activations"] = f["reshape_activations"]
     return md
 
 
