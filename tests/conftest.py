@@ -37,7 +37,7 @@ HOOKED_FIXTURES = {"tiny_model", "smollm2"} if HOOKED else {"smollm2"}
 # Calls that build one (toy models are HookedTransformers only): a test whose body, or the body
 # of a fixture it uses, makes one of these calls is marked ``hooked`` as well.
 _BUILDS_HOOKED = re.compile(
-    r"\b(HookedTransformer|HookedTransformerConfig|load_toy_induction|copy_first_model|toy_setup"
+    r"\b(HookedTransformer|HookedTransformerConfig|load_toy_induction|copy_first_model"
     r"|toy_model|train_induction_model|induction_config|toy\._main)\("
 )
 _SAE_LENS_IMPORT = re.compile(

@@ -38,14 +38,44 @@ class ToySetup(NamedTuple):
 
 
 def toy_model(seed: int = 0) -> Any:
-    """A 2-layer random HookedTransformer (d_model 16, 4 heads, vocabulary 50)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
+    """A 2-layer random model (d_model 16, 4 heads, vocabulary 50): a HookedTransformer where
+    TransformerLens has one, else a GPT-2 TransformerBridge of the same sizes (TL 4)."""
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+    except ImportError:  # TL 4 removed them
+        return _toy_bridge(seed)
     cfg = HookedTransformerConfig(
         n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=32, d_vocab=50,
         act_fn="gelu", normalization_type="LN", seed=seed, device="cpu",
     )  # fmt: skip
     return HookedTransformer(cfg).eval()
+
+
+def _toy_bridge(seed: int) -> Any:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from interp.models import cache_root
+
+    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(50)}, unk_token="t0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # The bridge reloads its tokenizer from the folder it came from, so the folder stays.
+    folder = cache_root() / "viz_sample_tokenizer"
+    if not (folder / "tokenizer.json").exists():
+        fast = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="t0", bos_token="t1")
+        fast.save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=2, n_head=4, n_inner=32, vocab_size=50,
+                                    n_positions=32, activation_function="gelu")).eval()  # fmt: skip
+    bridge = TransformerBridge.boot_transformers(
+        "toy", hf_model=hf, tokenizer=tokenizer, device="cpu"
+    )
+    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    bridge.cfg.default_prepend_bos = False
+    bridge.tokenizer = None  # as the HookedTransformer: token ids in, ToyTokenizer for labels
+    return bridge.eval()
 
 
 def toy_setup(
