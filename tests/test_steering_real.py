@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from interp.core.positions import real
 from interp.steering import (
     add,
     encode,
@@ -26,7 +27,7 @@ NEG = [n for _, n in SENTIMENT_PAIRS]
 
 @pytest.fixture(scope="module")
 def sentiment(smollm2):
-    return extract(smollm2, POS[:16], NEG[:16], layers=[15], position=slice(1, None))[15]
+    return extract(smollm2, POS[:16], NEG[:16], layers=[15], position=real(slice(1, None)))[15]
 
 
 def test_sentiment_direction_reads_held_out_pairs(smollm2, sentiment):
@@ -62,7 +63,7 @@ def test_vectors_round_trip_with_the_real_fingerprint(smollm2, sentiment, tmp_pa
     path = save_vectors(tmp_path / "sentiment.safetensors", sentiment)
     back = load_vectors(path, model=smollm2)[15]
     assert torch.equal(back.vector, sentiment.vector)
-    assert back.metadata["position"] == ["slice", 1, None]
+    assert back.metadata["position"] == ["real", "slice", 1, None]
 
 
 def test_reading_tokenises_as_the_vector_was_extracted(smollm2):
