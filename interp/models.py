@@ -7,7 +7,8 @@ Names are tried in this order:
    only that cache (a plain Hugging Face folder, plus a HookedTransformer config as JSON and
    safetensors), never the GGUF reader. Where only the bridge is wanted and no such cache exists
    (TransformerLens 4), the Hugging Face folder alone is converted into ``smollm2-135m-hf/``.
-2. A toy model from ``interp.toy.TOY_MODELS`` (HookedTransformer only, so TransformerLens 3 only).
+2. A toy model from ``interp.toy.TOY_MODELS``: ``toy-induction`` is a HookedTransformer only
+   (TransformerLens 3 only); ``toy-induction-llama``, a Llama, loads on either backend.
 3. A local Hugging Face folder (with ``config.json``): Llama checkpoints become a HookedTransformer
    through the same conversion as (1), or a TransformerBridge; other architectures always a
    TransformerBridge.
@@ -36,6 +37,7 @@ import contextlib
 import difflib
 import hashlib
 import importlib.util
+import inspect
 import io
 import json
 import logging
@@ -260,11 +262,13 @@ def load_model(
     hook names are the HookedTransformer ones and the numbers Hugging Face's), or ``None``: the
     default, ``"hooked"`` where ``HookedTransformer`` exists (TL 3) and ``"bridge"`` where it does
     not (TL 4); under ``None`` a folder a HookedTransformer cannot express (not Llama) becomes a
-    bridge. Toy models are HookedTransformers only (toy bridges are future work).
+    bridge. ``toy-induction`` is a HookedTransformer only; ``toy-induction-llama`` takes either
+    backend (the same task on a Llama).
 
     >>> model = load_model("smollm2-135m")        # the offline model, converted once and cached
     >>> bridge = load_model("smollm2-135m", backend="bridge")  # the same weights as a bridge
     >>> toy = load_model("toy-induction")         # the project's trained 2-layer induction model
+    >>> toy = load_model("toy-induction-llama", backend="bridge")  # the same task as a Llama
     >>> model = load_model("/path/to/hf_folder")  # a local Hugging Face folder
     >>> model = load_model("gpt2")                # a TransformerLens name (needs the hub)
     """
@@ -281,12 +285,17 @@ def load_model(
             return _load_smollm2_bridge(where, torch_dtype).eval()
         return _load_smollm2(where, torch_dtype).eval()
     if key in (toys := _toy_models()):
+        loader = toys[key]
+        if "backend" in inspect.signature(loader).parameters:  # a toy with both backends
+            return loader(backend=chosen, device=device, dtype=torch_dtype, **kwargs).eval()
         if chosen == "bridge":
             raise ValueError(
-                f"load_model({key!r}, backend='bridge'): toy models are HookedTransformers only "
-                "for now (toy models as TransformerBridges are future work); use backend='hooked'"
+                f"load_model({key!r}, backend='bridge'): this toy model is one of the "
+                "HookedTransformers only (as a TransformerBridge it is future work); use "
+                "backend='hooked', or 'toy-induction-llama' (the same task on a Llama), which "
+                "loads on either backend"
             )
-        return toys[key](device=device, dtype=torch_dtype, **kwargs).eval()
+        return loader(device=device, dtype=torch_dtype, **kwargs).eval()
     if (folder := Path(key).expanduser()).is_dir():
         _no_kwargs(key, kwargs)
         return _load_folder(folder, where, torch_dtype, chosen).eval()

@@ -13,6 +13,15 @@ L1H7 0.94), layer-0 induction scores <= 0.03, loss on the second repeat 0.07x th
 offset-only induction score used before ``interp.heads`` gave 0.80-0.90: it ignored attention
 to the copies of chance repeats inside x.) Rebuild it (60-80 s on 2 CPU threads) with
 ``python -m interp.toy train``; same seed and thread count give bit-identical weights.
+
+``toy-induction-llama`` is the same task and sizes on a Hugging Face ``LlamaForCausalLM``
+(RMSNorm, rotary positions in queries and keys only, MLPs one unit wide with zero frozen weights),
+so it loads as a TransformerBridge on TransformerLens 3 and 4 (and as a HookedTransformer on TL 3)
+with :func:`load_toy_llama`. Shipped folder ``interp/assets/toy_induction_llama`` (seed 0, 1000
+steps), measured the same way on the bridge: previous-token head L0H7 (0.93; next L0H6 0.31),
+every layer-1 head an induction head (0.88-0.96, best L1H7 0.96), layer-0 induction scores
+<= 0.04, loss on the second repeat 0.15x the first (0.744 / 5.109). Rebuild it with
+``python -m interp.toy train-llama`` (about 290 s on 2 CPU threads shared with other jobs).
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ __all__ += ["ToyModelUnavailableError", "TrainSettings", "head_scores", "inducti
 __all__ += ["induction_loss"]
 __all__ += ["load_toy_induction", "repeated_random_tokens", "save_toy_model"]
 __all__ += ["train_induction_model", "training_batch"]
+__all__ += ["LLAMA_ASSET_DIR", "llama_config_kwargs", "llama_tokenizer", "load_toy_llama"]
+__all__ += ["save_toy_llama", "train_induction_llama"]
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "toy_induction"
 
@@ -62,14 +73,16 @@ class ToyModelUnavailableError(ImportError):
 
 
 def _hooked() -> tuple[type[HookedTransformer], type[HookedTransformerConfig]]:
-    """TransformerLens 3's classes, or a clear error: toy models are HookedTransformers only."""
+    """TransformerLens 3's classes, or a clear error: ``toy-induction`` is a HookedTransformer."""
     try:
         from transformer_lens import HookedTransformer, HookedTransformerConfig
     except ImportError as err:  # TL 4 raises ImportError for the removed names
         raise ToyModelUnavailableError(
-            "the toy models (toy-induction) are HookedTransformers, which TransformerLens 4 "
-            "removed; toy models as TransformerBridges are future work. Use the TransformerLens "
-            "3 environment (`make env`) for them."
+            "toy-induction is a HookedTransformer, which TransformerLens 4 removed (its "
+            "shortformer positions have no Hugging Face architecture; such toy models as "
+            "TransformerBridges are future work). Use the TransformerLens 3 environment (`make "
+            "env`) for it, or toy-induction-llama (load_toy_llama), the same task on a Llama, "
+            "which loads as a TransformerBridge."
         ) from err
     return HookedTransformer, HookedTransformerConfig
 
@@ -259,20 +272,41 @@ def train_induction_model(
     split float reductions differently). Init is seeded through the config and the data through
     a private generator; the caller's global RNG and determinism settings are left as they were.
     """
-    if not 2 <= min_seq_len <= max_seq_len <= SEQ_LEN:
+    settings = TrainSettings(steps, seed, batch_size, lr, min_seq_len, max_seq_len)
+    model = _fit(
+        lambda: _hooked()[0](induction_config(seed=seed), move_to_device=False),
+        lambda model, tokens: model(tokens, return_type="loss"),
+        settings,
+        log_every,
+    )
+    return model
+
+
+def _fit(
+    build: Callable[[], torch.nn.Module],
+    loss_of: Callable[[Any, Tensor], Tensor],
+    settings: TrainSettings,
+    log_every: int,
+) -> Any:
+    """The training loop of every toy: ``build()`` under a forked RNG, Adam on the parameters
+    that require grad, a fresh :func:`training_batch` from a private generator every step."""
+    if not 2 <= settings.min_seq_len <= settings.max_seq_len <= SEQ_LEN:
         raise ValueError(f"need 2 <= min_seq_len <= max_seq_len <= {SEQ_LEN}")
     with _global_state_restored():
         # embedding backward accumulates in a thread-dependent order unless asked not to
         torch.use_deterministic_algorithms(True)
-        model = _hooked()[0](induction_config(seed=seed), move_to_device=False)
+        model = build()
         model.train()
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        for step in range(1, steps + 1):
+        gen = torch.Generator().manual_seed(settings.seed)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+        for step in range(1, settings.steps + 1):
             tokens = training_batch(
-                batch_size, min_seq_len=min_seq_len, max_seq_len=max_seq_len, generator=gen
+                settings.batch_size,
+                min_seq_len=settings.min_seq_len,
+                max_seq_len=settings.max_seq_len,
+                generator=gen,
             )
-            loss = model(tokens, return_type="loss")
+            loss = loss_of(model, tokens)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -367,8 +401,163 @@ def load_toy_induction(
     return model
 
 
+# toy-induction-llama ----------------------------------------------------------------------------
+
+LLAMA_ASSET_DIR = Path(__file__).resolve().parent / "assets" / "toy_induction_llama"
+LLAMA_NAME = "toy-induction-llama"
+LLAMA_STEPS = 1000
+# the tokenizer's words: id 0 is BOS (also EOS and padding), ids 1..127 are t1..t127
+BOS_WORD = "<s>"
+
+
+def llama_config_kwargs() -> dict[str, Any]:
+    """``LlamaConfig`` fields of ``toy-induction-llama``: the sizes of ``toy-induction`` on a
+    Hugging Face Llama. 2 layers, hidden 64, 8 heads of head_dim 8 (no GQA), RMSNorm, rotary
+    positions (in queries and keys only, like shortformer), vocab 128, 41 positions, untied
+    embeddings. Attention only in effect: the MLP is one unit wide with all weights zero (and
+    frozen in training), so each MLP adds exactly 0 to the residual stream."""
+    return {
+        "vocab_size": D_VOCAB,
+        "hidden_size": 64,
+        "intermediate_size": 1,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+        "head_dim": 8,
+        "max_position_embeddings": N_CTX,
+        "tie_word_embeddings": False,
+        "bos_token_id": BOS,
+        "eos_token_id": BOS,
+        "pad_token_id": BOS,
+        "attn_implementation": "eager",  # what the Bridge runs anyway
+    }
+
+
+def _zero_mlps(model: torch.nn.Module) -> None:
+    """Zero and freeze every MLP weight of a Llama: silu(0) * 0 = 0, so the MLP outputs 0."""
+    for name, param in model.named_parameters():
+        if ".mlp." in name:
+            with torch.no_grad():
+                param.zero_()
+            param.requires_grad_(False)
+
+
+def _new_llama(seed: int) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)  # inside _fit's forked RNG: the caller's stream is left alone
+    model = LlamaForCausalLM(LlamaConfig(**llama_config_kwargs()))
+    _zero_mlps(model)
+    return model
+
+
+def _llama_loss(model: Any, tokens: Tensor) -> Tensor:
+    # the HF loss shifts labels itself: the mean next-token loss on every position, as above
+    return model(input_ids=tokens, labels=tokens).loss
+
+
+def train_induction_llama(settings: TrainSettings | None = None, *, log_every: int = 0) -> Any:
+    """Train ``toy-induction-llama`` (a ``LlamaForCausalLM``) with the recipe of
+    :func:`train_induction_model`: same data, optimiser and determinism (same seed and thread
+    count give bit-identical weights). Init: HF's own, after ``torch.manual_seed(seed)``."""
+    settings = settings or TrainSettings(steps=LLAMA_STEPS)
+    return _fit(lambda: _new_llama(settings.seed), _llama_loss, settings, log_every)
+
+
+def llama_tokenizer() -> Any:
+    """A word-level tokenizer whose ids are the toy's: ``<s>`` = 0 (BOS, EOS and padding) and
+    ``t1``..``t127`` = 1..127, split on whitespace. All 128 ids are taken, so an unknown word
+    becomes ``<s>`` as well (the Bridge encodes a probe word when it boots)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {BOS_WORD: BOS, **{f"t{i}": i for i in range(1, D_VOCAB)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=BOS_WORD))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS_WORD,
+        eos_token=BOS_WORD,
+        pad_token=BOS_WORD,
+        unk_token=BOS_WORD,
+    )
+
+
+def save_toy_llama(
+    model: Any,
+    directory: str | os.PathLike[str],
+    *,
+    settings: TrainSettings,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """A Hugging Face folder (config, safetensors, tokenizer) plus ``run.json``."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    llama_tokenizer().save_pretrained(directory)
+    _write_llama_manifest(directory, settings, extra)
+
+
+def _write_llama_manifest(
+    directory: Path, settings: TrainSettings, extra: dict[str, Any] | None
+) -> None:
+    write_run_manifest(
+        directory,
+        kind=LLAMA_NAME,
+        config={"model": llama_config_kwargs(), "train": dataclasses.asdict(settings)},
+        seed=settings.seed,
+        data={"train": {"generator": "interp.toy.training_batch", "bos": BOS, "d_vocab": D_VOCAB}},
+        extra=extra,
+    )
+
+
+def load_toy_llama(
+    backend: str | None = None,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+    *,
+    directory: str | os.PathLike[str] = LLAMA_ASSET_DIR,
+) -> Any:
+    """The shipped ``toy-induction-llama`` in eval mode, offline.
+
+    ``backend``: ``"bridge"`` (a TransformerBridge around the HF model, compatibility mode
+    without weight processing; TransformerLens 3 and 4), ``"hooked"`` (a HookedTransformer
+    through :func:`interp.models.hooked_from_hf_llama`; TransformerLens 3 only) or ``None``:
+    :func:`interp.models.default_backend`. BOS is never prepended (``default_prepend_bos`` is
+    False): token 0 is BOS and the tokens carry it themselves. ``device=None`` means CPU.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from interp import models
+
+    backend = models._check_backend(backend) or models.default_backend()
+    where = str(device) if device is not None else "cpu"
+    dtype = dtype or torch.float32
+    directory = Path(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    model: Any
+    if backend == "hooked":
+        model = models.hooked_from_hf_llama(hf_model, tokenizer, where, dtype, name=LLAMA_NAME)
+    else:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        model = TransformerBridge.boot_transformers(
+            LLAMA_NAME,
+            hf_model=hf_model.to(device=where, dtype=dtype),
+            tokenizer=tokenizer,
+            device=where,
+            dtype=dtype,
+        )
+        model.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    model.cfg.default_prepend_bos = False
+    return model.eval()
+
+
 TOY_MODELS: dict[str, Callable[..., Any]] = {
     "toy-induction": load_toy_induction,
+    LLAMA_NAME: load_toy_llama,
 }
 
 
@@ -378,10 +567,21 @@ EVAL_SEED = 12345
 
 
 def _train_and_save(args: argparse.Namespace) -> None:
+    llama = args.command == "train-llama"
     settings = TrainSettings(steps=args.steps, seed=args.seed)
     start = time.perf_counter()
-    model = train_induction_model(**dataclasses.asdict(settings), log_every=args.log_every)
+    if llama:
+        model = train_induction_llama(settings, log_every=args.log_every)
+    else:
+        model = train_induction_model(**dataclasses.asdict(settings), log_every=args.log_every)
     seconds = time.perf_counter() - start
+    extra: dict[str, Any] = {
+        "train_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if llama:  # evaluated as shipped: the written folder, loaded as a bridge
+        save_toy_llama(model, args.out, settings=settings, extra=extra)
+        model = load_toy_llama("bridge", directory=args.out)
 
     # evaluate on a seed training never used
     tokens = repeated_random_tokens(
@@ -399,34 +599,33 @@ def _train_and_save(args: argparse.Namespace) -> None:
     print(f"best previous-token head L{pl}H{ph} = {prev:.3f}")
     print(f"loss first repeat {loss.first:.3f}, second {loss.second:.3f}, ratio {loss.ratio:.3f}")
 
-    save_toy_model(
-        model,
-        args.out,
-        settings=settings,
-        extra={
-            "train_seconds": round(seconds, 1),
-            "torch_threads": torch.get_num_threads(),
-            "eval": {
-                "tokens": f"repeated_random_tokens(256, {SEQ_LEN}), seed {EVAL_SEED}",
-                "previous_token": scores.previous_token.tolist(),
-                "induction": scores.induction.tolist(),
-                "loss_first": loss.first,
-                "loss_second": loss.second,
-            },
-        },
-    )
+    extra["eval"] = {
+        "tokens": f"repeated_random_tokens(256, {SEQ_LEN}), seed {EVAL_SEED}",
+        "previous_token": scores.previous_token.tolist(),
+        "induction": scores.induction.tolist(),
+        "loss_first": loss.first,
+        "loss_second": loss.second,
+    }
+    if llama:
+        _write_llama_manifest(Path(args.out), settings, extra)
+    else:
+        save_toy_model(model, args.out, settings=settings, extra=extra)
     print(f"wrote {args.out}")
 
 
 def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m interp.toy")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train toy-induction and write its checkpoint")
-    train.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", type=Path, default=ASSET_DIR)
-    train.add_argument("--log-every", type=int, default=250)
-    train.add_argument("--threads", type=int, default=2)
+    for command, what, steps, out in (
+        ("train", "toy-induction", DEFAULT_STEPS, ASSET_DIR),
+        ("train-llama", LLAMA_NAME, LLAMA_STEPS, LLAMA_ASSET_DIR),
+    ):
+        train = sub.add_parser(command, help=f"train {what} and write its checkpoint")
+        train.add_argument("--steps", type=int, default=steps)
+        train.add_argument("--seed", type=int, default=0)
+        train.add_argument("--out", type=Path, default=out)
+        train.add_argument("--log-every", type=int, default=250)
+        train.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
     threads = torch.get_num_threads()
