@@ -215,7 +215,32 @@ def _toy_models() -> dict[str, Callable[..., nn.Module]]:
         if err.name != "interp.toy":
             raise
         return {}
-    return dict(getattr(toy, "TOY_MODELS", {}))
+    return {**getattr(toy, "TOY_MODELS", {}), "toy-induction-llama": load_toy_llama}
+
+
+def load_toy_llama(
+    backend: str | None = None,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+) -> Any:
+    """The shipped ``toy-induction-llama`` (``interp.toy``) in eval mode, offline: a
+    TransformerBridge (TL 3 and 4) or, ``backend="hooked"``, the HookedTransformer conversion of
+    the same weights (TL 3); ``None`` is :func:`default_backend`. BOS is never prepended."""
+    from interp import toy
+
+    backend = _check_backend(backend) or default_backend()
+    folder = directory if directory is not None else toy.LLAMA_ASSET_DIR
+    if backend == "bridge":
+        return toy.llama_bridge(folder, device, dtype)
+    hf_model, tokenizer = toy.llama_parts(folder)
+    where = str(device) if device is not None else "cpu"
+    model: Any = hooked_from_hf_llama(
+        hf_model, tokenizer, where, dtype or torch.float32, name=toy.LLAMA_NAME
+    )
+    model.cfg.default_prepend_bos = False
+    return model.eval()
 
 
 def known_model_names() -> list[str]:

@@ -17,7 +17,7 @@ to the copies of chance repeats inside x.) Rebuild it (60-80 s on 2 CPU threads)
 ``toy-induction-llama`` is the same task and sizes on a Hugging Face ``LlamaForCausalLM``
 (RMSNorm, rotary positions in queries and keys only, MLPs one unit wide with zero frozen weights),
 so it loads as a TransformerBridge on TransformerLens 3 and 4 (and as a HookedTransformer on TL 3)
-with :func:`load_toy_llama`. Shipped folder ``interp/assets/toy_induction_llama`` (seed 0, 1000
+with :func:`interp.models.load_toy_llama`. Shipped folder ``interp/assets/toy_induction_llama`` (seed 0, 1000
 steps), measured the same way on the bridge: previous-token head L0H7 (0.93; next L0H6 0.31),
 every layer-1 head an induction head (0.88-0.96, best L1H7 0.96), layer-0 induction scores
 <= 0.04, loss on the second repeat 0.15x the first (0.744 / 5.109). Rebuild it with
@@ -55,7 +55,13 @@ __all__ += ["ToyModelUnavailableError", "TrainSettings", "head_scores", "inducti
 __all__ += ["induction_loss"]
 __all__ += ["load_toy_induction", "repeated_random_tokens", "save_toy_model"]
 __all__ += ["train_induction_model", "training_batch"]
-__all__ += ["LLAMA_ASSET_DIR", "llama_config_kwargs", "llama_tokenizer", "load_toy_llama"]
+__all__ += [
+    "LLAMA_ASSET_DIR",
+    "llama_bridge",
+    "llama_config_kwargs",
+    "llama_parts",
+    "llama_tokenizer",
+]
 __all__ += ["save_toy_llama", "train_induction_llama"]
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "toy_induction"
@@ -82,7 +88,7 @@ def _hooked() -> tuple[type[HookedTransformer], type[HookedTransformerConfig]]:
             "toy-induction is a HookedTransformer, which TransformerLens 4 removed (its "
             "shortformer positions have no Hugging Face architecture; such toy models as "
             "TransformerBridges are future work). Use the TransformerLens 3 environment (`make "
-            "env`) for it, or toy-induction-llama (load_toy_llama), the same task on a Llama, "
+            "env`) for it, or toy-induction-llama (interp.models.load_toy_llama), the same task on a Llama, "
             "which loads as a TransformerBridge."
         ) from err
     return HookedTransformer, HookedTransformerConfig
@@ -511,55 +517,40 @@ def _write_llama_manifest(
     )
 
 
-def load_toy_llama(
-    backend: str | None = None,
-    device: str | torch.device | None = "cpu",
-    dtype: torch.dtype | None = None,
-    *,
-    directory: str | os.PathLike[str] = LLAMA_ASSET_DIR,
-) -> Any:
-    """The shipped ``toy-induction-llama`` in eval mode, offline.
-
-    ``backend``: ``"bridge"`` (a TransformerBridge around the HF model, compatibility mode
-    without weight processing; TransformerLens 3 and 4), ``"hooked"`` (a HookedTransformer
-    through :func:`interp.models.hooked_from_hf_llama`; TransformerLens 3 only) or ``None``:
-    :func:`interp.models.default_backend`. BOS is never prepended (``default_prepend_bos`` is
-    False): token 0 is BOS and the tokens carry it themselves. ``device=None`` means CPU.
-    """
+def llama_parts(directory: str | os.PathLike[str] = LLAMA_ASSET_DIR) -> tuple[Any, Any]:
+    """The shipped ``toy-induction-llama`` as (Hugging Face model in eval mode, tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from interp import models
-
-    backend = models._check_backend(backend) or models.default_backend()
-    where = str(device) if device is not None else "cpu"
-    dtype = dtype or torch.float32
-    directory = Path(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     hf_model = AutoModelForCausalLM.from_pretrained(
         directory, dtype=torch.float32, attn_implementation="eager"
     ).eval()
-    model: Any
-    if backend == "hooked":
-        model = models.hooked_from_hf_llama(hf_model, tokenizer, where, dtype, name=LLAMA_NAME)
-    else:
-        from transformer_lens.model_bridge import TransformerBridge
+    return hf_model, tokenizer
 
-        model = TransformerBridge.boot_transformers(
-            LLAMA_NAME,
-            hf_model=hf_model.to(device=where, dtype=dtype),
-            tokenizer=tokenizer,
-            device=where,
-            dtype=dtype,
-        )
-        model.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+
+def llama_bridge(
+    directory: str | os.PathLike[str] = LLAMA_ASSET_DIR,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Any:
+    """``toy-induction-llama`` as a TransformerBridge (TL 3 and 4), compatibility mode without
+    weight processing, BOS never prepended (token 0 is BOS and the tokens carry it). Both
+    backends: :func:`interp.models.load_toy_llama`."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model, tokenizer = llama_parts(directory)
+    where, dtype = str(device) if device is not None else "cpu", dtype or torch.float32
+    model = TransformerBridge.boot_transformers(
+        LLAMA_NAME, hf_model=hf_model.to(device=where, dtype=dtype), tokenizer=tokenizer,
+        device=where, dtype=dtype,
+    )  # fmt: skip
+    model.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     model.cfg.default_prepend_bos = False
     return model.eval()
 
 
-TOY_MODELS: dict[str, Callable[..., Any]] = {
-    "toy-induction": load_toy_induction,
-    LLAMA_NAME: load_toy_llama,
-}
+# toy-induction-llama is loaded by interp.models.load_toy_llama (it owns both backends).
+TOY_MODELS: dict[str, Callable[..., Any]] = {"toy-induction": load_toy_induction}
 
 
 # CLI --------------------------------------------------------------------------------------------
@@ -582,7 +573,7 @@ def _train_and_save(args: argparse.Namespace) -> None:
     }
     if llama:  # evaluated as shipped: the written folder, loaded as a bridge
         save_toy_llama(model, args.out, settings=settings, extra=extra)
-        model = load_toy_llama("bridge", directory=args.out)
+        model = llama_bridge(args.out)
 
     # evaluate on a seed training never used
     tokens = repeated_random_tokens(

@@ -14,7 +14,7 @@ import torch
 
 from interp import toy
 from interp.manifest import read_run_manifest
-from interp.models import default_backend, hooked_available, load_model
+from interp.models import default_backend, hooked_available, load_model, load_toy_llama
 from interp.patching import patch_sweep
 
 BACKENDS = ["bridge", "hooked"] if hooked_available() else ["bridge"]
@@ -35,7 +35,7 @@ def _eval_tokens(batch: int = 256, seed: int = toy.EVAL_SEED) -> torch.Tensor:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def model(request):
-    return toy.load_toy_llama(request.param)
+    return load_toy_llama(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_known_circuit(model, scores):
 def test_scores_are_those_recorded_at_training():
     manifest = read_run_manifest(toy.LLAMA_ASSET_DIR)
     recorded = manifest["eval"]
-    scores = toy.head_scores(toy.load_toy_llama("bridge"), _eval_tokens())
+    scores = toy.head_scores(load_toy_llama("bridge"), _eval_tokens())
     torch.testing.assert_close(
         scores.induction, torch.tensor(recorded["induction"]), atol=1e-4, rtol=0
     )
@@ -110,7 +110,7 @@ def test_load_model_registry(backend):
 
 @pytest.mark.skipif(not hooked_available(), reason="needs HookedTransformer (TransformerLens 3)")
 def test_hooked_and_bridge_agree():
-    bridge, hooked = toy.load_toy_llama("bridge"), toy.load_toy_llama("hooked")
+    bridge, hooked = load_toy_llama("bridge"), load_toy_llama("hooked")
     tokens = _eval_tokens(32)
     with torch.no_grad():
         # float32 rounding of two attention implementations: measured max |Δ| 2.8e-5 (|logit| <= 9)
@@ -194,5 +194,5 @@ def test_cli_writes_loadable_folder(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     manifest = read_run_manifest(tmp_path)
     assert manifest["config"]["train"]["steps"] == 2 and "induction" in manifest["eval"]
-    model = toy.load_toy_llama("bridge", directory=tmp_path)
+    model = load_toy_llama("bridge", directory=tmp_path)
     assert model(_eval_tokens(2)).shape == (2, toy.N_CTX, toy.D_VOCAB)
