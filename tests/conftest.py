@@ -37,7 +37,7 @@ HOOKED_FIXTURES = {"tiny_model", "smollm2"} if HOOKED else {"smollm2"}
 # Calls that build one (toy models are HookedTransformers only): a test whose body, or the body
 # of a fixture it uses, makes one of these calls is marked ``hooked`` as well.
 _BUILDS_HOOKED = re.compile(
-    r"\b(HookedTransformer|HookedTransformerConfig|load_toy_induction|copy_first_model"
+    r"\b(HookedTransformer|HookedTransformerConfig|load_toy_induction"
     r"|toy_model|train_induction_model|induction_config|toy\._main)\("
 )
 _SAE_LENS_IMPORT = re.compile(
@@ -121,43 +121,21 @@ def smollm2_bridge():
     return model
 
 
-def _tiny_bridge(folder):
+def _tiny_bridge():
     """TL 4: a 2-layer random GPT-2 as a TransformerBridge, the sizes of ``tiny_model``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from interp.random_models import random_model
 
-    vocab = {f"t{i}": i for i in range(50)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1").save_pretrained(
-        folder
-    )
-    torch.manual_seed(0)
-    hf = GPT2LMHeadModel(
-        GPT2Config(
-            n_embd=16,
-            n_layer=2,
-            n_head=4,
-            n_inner=32,
-            vocab_size=50,
-            n_positions=32,
-            activation_function="gelu",
-        )
-    ).eval()
-    bridge = TransformerBridge.boot_transformers(
-        "tiny", hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(folder), device="cpu"
-    )
-    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
-    bridge.cfg.default_prepend_bos = False
-    return bridge.eval()
+    return random_model(
+        "bridge", n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=32, d_vocab=50,
+        act_fn="gelu", seed=0,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def tiny_model_shared(tmp_path_factory):
     """``tiny_model`` built once per session, for module-scoped fixtures that only read it."""
     if not HOOKED:
-        return _tiny_bridge(tmp_path_factory.mktemp("tiny_tok_shared"))
+        return _tiny_bridge()
     return _tiny_hooked()
 
 
@@ -166,7 +144,7 @@ def tiny_model(tmp_path_factory):
     """A 2-layer random model (MLP + attention) small enough for any unit test: a
     HookedTransformer on TL 3, a GPT-2 TransformerBridge of the same sizes on TL 4."""
     if not HOOKED:
-        return _tiny_bridge(tmp_path_factory.mktemp("tiny_tok"))
+        return _tiny_bridge()
     return _tiny_hooked()
 
 

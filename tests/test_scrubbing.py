@@ -12,6 +12,7 @@ import torch
 from interp.core.nodes import ComponentGraph, UnknownNodeError
 from interp.core.result import Result, Values
 from interp.hooks import hooks
+from interp.models import hooked_available
 from interp.scrubbing import (
     FeatureError,
     Hypothesis,
@@ -49,6 +50,23 @@ def hand_results(hand):
     everything = [claim(n.name) for n in ComponentGraph(model).senders]
     hs.append(Hypothesis("everything", claim("logits", None, *everything)))
     return compare(model, data, hs, METRIC, n_samples=400, seed=1)
+
+
+def test_hand_built_model_is_the_circuit_it_claims(hand):
+    """Position 2 attends to 0 (L0H0) and 1 (L0H1) alone; the top logit is the copied token."""
+    model, data = hand
+    logits, cache = model.run_with_cache(data[:64])
+    pattern = cache["blocks.0.attn.hook_pattern"][:, :, 2, :3]
+    torch.testing.assert_close(pattern[:, 0, 0], torch.ones(64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pattern[:, 1, 1], torch.ones(64), atol=1e-5, rtol=0)
+    assert torch.equal(logits[:, 2].argmax(-1), data[:64, 0])
+
+
+@pytest.mark.skipif(not hooked_available(), reason="needs HookedTransformer (TL 3)")
+def test_hand_built_model_is_the_same_on_both_backends(hand):
+    data = hand[1][:64]
+    bridge, hooked = copy_first_model("bridge"), copy_first_model("hooked")
+    torch.testing.assert_close(bridge(data), hooked(data), atol=1e-5, rtol=1e-5)
 
 
 def test_true_hypothesis_recovers_the_loss_and_wrong_ones_do_not(hand_results):
