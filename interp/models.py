@@ -62,7 +62,7 @@ from interp.validate import check_device, did_you_mean
 __all__ = [
     "BACKENDS", "MECHSCOPE_MODELS", "BackendUnavailableError", "HubUnavailableError",
     "ModelFolderError", "UnknownModelError", "cache_root", "config_fields", "default_backend",
-    "hooked_available", "hooked_from_hf_llama", "known_model_names", "load_model",
+    "hooked_available", "hooked_from_hf_gpt2", "hooked_from_hf_llama", "known_model_names", "load_model",
     "model_fingerprint", "resolve_dtype",
 ]  # fmt: skip
 
@@ -509,6 +509,39 @@ def hooked_from_hf_llama(
             n: v.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=True)
             for n, v in views.items()
         }
+    return _build_hooked(cfg_fields, params, tokenizer, device, dtype)
+
+
+def hooked_from_hf_gpt2(
+    hf_model: nn.Module, tokenizer: Any, device: str, dtype: torch.dtype, *, name: str = "custom"
+) -> nn.Module:
+    """Convert an in-memory HF GPT-2 model with TransformerLens's own weight converter."""
+    _require_hooked("hooked_from_hf_gpt2")
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+
+    c: Any = hf_model.config
+    # fmt: off
+    cfg_fields = {
+        "model_name": name, "original_architecture": "GPT2LMHeadModel",
+        "d_model": c.n_embd, "d_head": c.n_embd // c.n_head, "n_heads": c.n_head,
+        "d_mlp": c.n_inner or 4 * c.n_embd, "n_layers": c.n_layer, "n_ctx": c.n_positions,
+        "eps": c.layer_norm_epsilon, "d_vocab": c.vocab_size, "act_fn": c.activation_function,
+        "normalization_type": "LN", "positional_embedding_type": "standard",
+        "default_prepend_bos": tokenizer is not None and _tokenizer_adds_bos(tokenizer),
+        "init_weights": False,
+    }
+    # fmt: on
+    src_dtype = next(hf_model.parameters()).dtype
+    conv_cfg = HookedTransformerConfig.from_dict(
+        {**cfg_fields, "device": "cpu", "dtype": src_dtype}
+    )
+    with torch.no_grad():
+        params = {
+            n: v.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+            for n, v in convert_gpt2_weights(hf_model, conv_cfg).items()
+        }
+    params.setdefault("unembed.b_U", torch.zeros(c.vocab_size, device=device, dtype=dtype))
     return _build_hooked(cfg_fields, params, tokenizer, device, dtype)
 
 

@@ -85,12 +85,12 @@ def hf_random_model(**fields: Any) -> nn.Module:
         return LlamaForCausalLM(cfg).eval()
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(
+    gpt2_cfg = GPT2Config(
         n_embd=d_model, n_layer=f["n_layers"], n_head=n_heads, n_inner=d_mlp,
         vocab_size=f["d_vocab"], n_positions=f["n_ctx"],
         activation_function=f.get("act_fn", "gelu_new"), bos_token_id=None, eos_token_id=None,
     )  # fmt: skip
-    return GPT2LMHeadModel(cfg).eval()
+    return GPT2LMHeadModel(gpt2_cfg).eval()
 
 
 def _refusal(f: dict[str, Any], rotary: bool, norm: str, d_head: int) -> str | None:
@@ -118,10 +118,12 @@ def to_backend(hf_model: nn.Module, backend: str = "bridge", *, name: str = "ran
     """An in-memory GPT-2 or Llama as a TransformerBridge (compatibility mode, no weight
     processing) or, ``"hooked"``, a HookedTransformer of the same weights (TL 3 only). The
     word-level tokenizer is attached; BOS is never prepended."""
-    tokenizer = word_tokenizer(hf_model.config.vocab_size)
-    kind = hf_model.config.model_type
+    config: Any = hf_model.config
+    tokenizer = word_tokenizer(config.vocab_size)
+    kind = config.model_type
     if kind not in ("gpt2", "llama"):
         raise ValueError(f"to_backend: GPT-2 or Llama models only, got model_type {kind!r}")
+    model: Any
     if backend == "hooked":
         convert = hooked_from_hf_llama if kind == "llama" else hooked_from_hf_gpt2
         model = convert(hf_model, tokenizer, "cpu", torch.float32, name=name)
@@ -142,4 +144,7 @@ def random_model(backend: str | None = None, **fields: Any) -> Any:
     """:func:`hf_random_model` on ``backend`` (``None``: :func:`interp.models.default_backend`)."""
     from interp.models import default_backend
 
-    return to_backend(hf_random_model(**fields), backend or default_backend())
+    backend = backend or default_backend()
+    if backend not in ("bridge", "hooked"):
+        raise ValueError(f"backend must be 'bridge' or 'hooked', got {backend!r}")
+    return to_backend(hf_random_model(**fields), backend)

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-SELF_CONTAINED = ["interp.table", "interp.core.positions"]
+SELF_CONTAINED = ["interp.table", "interp.core.positions", "interp.random_models"]
 
 
 @pytest.mark.parametrize("module", SELF_CONTAINED)

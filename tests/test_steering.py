@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from builders import tl_model
 
 from interp.cache import cache_activations
 from interp.core.positions import Real, last_real, real
@@ -32,15 +32,15 @@ POS = [[3, 4, 5, 6, 7], [8, 9, 10], [11, 12, 13, 14], [15, 16], [17, 18, 19, 20,
 NEG = [[23, 24, 25], [26, 27, 28, 29, 30, 31], [32, 33], [34, 35, 36, 37], [38, 39, 40]]
 
 
-def _rotary_model() -> HookedTransformer:
-    """A tiny Llama-like model: rotary positions, RMS norm, gated MLP, grouped-query attention."""
+def _rotary_model():
+    """A tiny Llama-like model: rotary positions, RMS norm, gated MLP, grouped-query attention
+    (a HookedTransformer on TL 3, a Llama TransformerBridge on TL 4)."""
     torch.manual_seed(1)
-    cfg = HookedTransformerConfig(
+    return tl_model(
         n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, n_key_value_heads=2, d_mlp=32,
         d_vocab=50, act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
-        gated_mlp=True, rotary_dim=4, seed=1, device="cpu",
+        gated_mlp=True, rotary_dim=4, seed=1,
     )  # fmt: skip
-    return HookedTransformer(cfg).eval()
 
 
 @pytest.fixture(params=["standard", "rotary"])

@@ -50,7 +50,7 @@ def copy_first_model(backend: str | None = None) -> Any:
     cfg = LlamaConfig(
         hidden_size=D_MODEL, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
         head_dim=V, intermediate_size=4, vocab_size=V, max_position_embeddings=N_CTX,
-        hidden_act="silu", rms_norm_eps=EPS, tie_word_embeddings=False, rope_theta=10000.0,
+        hidden_act="silu", rms_norm_eps=EPS, tie_word_embeddings=False,
     )  # fmt: skip
     hf = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():

@@ -52,30 +52,14 @@ def toy_model(seed: int = 0) -> Any:
 
 
 def _toy_bridge(seed: int) -> Any:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from interp.random_models import random_model
 
-    from interp.models import cache_root
-
-    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(50)}, unk_token="t0"))
-    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    # The bridge reloads its tokenizer from the folder it came from, so the folder stays.
-    folder = cache_root() / "viz_sample_tokenizer"
-    if not (folder / "tokenizer.json").exists():
-        fast = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="t0", bos_token="t1")
-        fast.save_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    torch.manual_seed(seed)
-    hf = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=2, n_head=4, n_inner=32, vocab_size=50,
-                                    n_positions=32, activation_function="gelu")).eval()  # fmt: skip
-    bridge = TransformerBridge.boot_transformers(
-        "toy", hf_model=hf, tokenizer=tokenizer, device="cpu"
-    )
-    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
-    bridge.cfg.default_prepend_bos = False
+    bridge = random_model(
+        "bridge", n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=32, d_vocab=50,
+        act_fn="gelu", seed=seed,
+    )  # fmt: skip
     bridge.tokenizer = None  # as the HookedTransformer: token ids in, ToyTokenizer for labels
-    return bridge.eval()
+    return bridge
 
 
 def toy_setup(
