@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from builders import tl_model
 from transformer_lens.head_detector import detect_head
 
 from interp import heads, toy
@@ -55,14 +55,17 @@ def toy_text(char_tokenizer):
 
 @pytest.fixture(scope="module")
 def tiny_text(char_tokenizer):
-    """A random 2-layer model (attention + MLP) with the character tokenizer."""
+    """A random 2-layer model (attention + MLP) with the character tokenizer (a HookedTransformer
+    on TL 3, a GPT-2 bridge on TL 4)."""
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
+    model = tl_model(
         n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=64, d_vocab=128,
-        act_fn="gelu", normalization_type="LN", seed=0, device="cpu",
+        act_fn="gelu", normalization_type="LN", seed=0,
     )  # fmt: skip
-    model = HookedTransformer(cfg)
-    model.set_tokenizer(char_tokenizer)
+    if hasattr(model, "set_tokenizer"):
+        model.set_tokenizer(char_tokenizer)
+    else:  # a bridge has no set_tokenizer; to_tokens reads the attribute
+        model.tokenizer = char_tokenizer
     model.cfg.default_prepend_bos = True
     model.eval()
     return model
@@ -91,11 +94,13 @@ def _detect_head_on_tokens(model, tokens, kind, monkeypatch, **kwargs) -> torch.
 
 
 @pytest.mark.parametrize(("exclude_bos", "exclude_current_token"), EXCLUSIONS)
-@pytest.mark.parametrize("which", ["toy", "tiny"])
+@pytest.mark.parametrize(
+    "which", [pytest.param("toy_model", marks=pytest.mark.hooked), "tiny_model"]
+)
 def test_matches_detect_head_on_tokens(
-    which, exclude_bos, exclude_current_token, toy_model, tiny_model, monkeypatch
+    which, exclude_bos, exclude_current_token, request, monkeypatch
 ):
-    model = toy_model if which == "toy" else tiny_model
+    model = request.getfixturevalue(which)
     tokens = _repeat_tokens(3, seed=1, vocab=model.cfg.d_vocab)  # 21 < n_ctx as detect_head needs
     flags = {"exclude_bos": exclude_bos, "exclude_current_token": exclude_current_token}
     scores = head_scores(model, tokens, **flags)
@@ -105,7 +110,7 @@ def test_matches_detect_head_on_tokens(
 
 
 @pytest.mark.parametrize(("exclude_bos", "exclude_current_token"), EXCLUSIONS)
-@pytest.mark.parametrize("which", ["toy_text", "tiny_text"])
+@pytest.mark.parametrize("which", [pytest.param("toy_text", marks=pytest.mark.hooked), "tiny_text"])
 def test_matches_detect_head_on_text(which, exclude_bos, exclude_current_token, request):
     model = request.getfixturevalue(which)
     flags = {"exclude_bos": exclude_bos, "exclude_current_token": exclude_current_token}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from builders import tl_model
 
 from interp.core.nodes import ComponentGraph, UnknownNodeError
 from interp.metrics import logit_diff
@@ -28,8 +28,11 @@ def _batch(model, n=4, pos=6, seed=0):
     return torch.randint(0, v, (n, pos), generator=g), torch.randint(0, v, (n, pos), generator=g)
 
 
-def _linear_after_attention() -> HookedTransformer:
-    """One attention layer, no norms, no MLP: the logits are linear in every head's z."""
+def _linear_after_attention():
+    """One attention layer, no norms, no MLP: the logits are linear in every head's z. Neither
+    GPT-2 nor Llama expresses it, so it is a HookedTransformer and its tests are TL 3 only."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
     torch.manual_seed(2)
     cfg = HookedTransformerConfig(
         n_layers=1,
@@ -60,22 +63,12 @@ def test_graph_vocabulary(tiny_model):
 
 
 def test_graph_gqa_names_shared_key_value_heads():
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=24,
-        n_ctx=8,
-        d_head=4,
-        n_heads=6,
-        n_key_value_heads=2,
-        d_vocab=20,
-        act_fn="silu",
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_dim=4,
+    model = tl_model(
+        n_layers=2, d_model=24, n_ctx=8, d_head=4, n_heads=6, n_key_value_heads=2, d_vocab=20,
+        act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=4,
         d_mlp=16,
-        device="cpu",
-    )
-    g = ComponentGraph(HookedTransformer(cfg))
+    )  # fmt: skip
+    g = ComponentGraph(model)
     assert g.node("L1G1.k").head == 1
     with pytest.raises(UnknownNodeError, match="'L1G1.k'"):
         g.node("L1H4.k")
@@ -141,6 +134,7 @@ def test_heads_sweep_layout_and_cells_without_a_path(tiny_model):
     torch.testing.assert_close(res.values[:, 0, 3], one.values[:, 0])
 
 
+@pytest.mark.hooked
 def test_attribution_is_exact_where_the_model_is_linear():
     model = _linear_after_attention()
     clean, corrupt = _batch(model)
