@@ -82,7 +82,7 @@ def test_select_positions_rejects_float_index():
         select_positions(torch.zeros(1, 3, 2), torch.tensor([0.5]), 1)
 
 
-def test_text_longer_than_the_context_is_refused_not_truncated(smollm2):
+def test_text_longer_than_the_context_is_refused_not_truncated(smollm2_bridge):
     text = "to be or not " * 2100  # > 8192 tokens
     with pytest.raises(ValueError, match="n_ctx=8192"):
-        cache_activations(smollm2, text, "blocks.0.hook_resid_post")
+        cache_activations(smollm2_bridge, text, "blocks.0.hook_resid_post")

@@ -13,10 +13,10 @@ HOOK = "blocks.3.hook_resid_post"
 
 
 @pytest.fixture()
-def cli_model(monkeypatch, smollm2):
+def cli_model(monkeypatch, smollm2_bridge):
     """The session's SmolLM2 stands in for load_model (the CLI would load the same model)."""
-    monkeypatch.setattr("interp.models.load_model", lambda name: smollm2)
-    return smollm2
+    monkeypatch.setattr("interp.models.load_model", lambda name: smollm2_bridge)
+    return smollm2_bridge
 
 
 def test_write_info_verify(tmp_path, cli_model, capsys):

@@ -65,9 +65,6 @@ def test_the_check_tells_a_blank_page_from_a_drawn_one(browser, tmp_path):
     assert page.dialogs == ["alert: 1"] and len(page.console_errors) == 2
 
 
-# Latent 20 was chosen for the HookedTransformer sample's weights (on TL 4 the sample is a GPT-2
-# bridge with other random weights), hence ``hooked``.
-@pytest.mark.hooked
 def test_feature_browser_renders_hostile_tokens_as_text(browser, data, tmp_path):
     path = save_html(tmp_path / "features.html", FeatureBrowser(data), title=HOSTILE[7])
     open_clean(browser, path)
@@ -156,7 +153,6 @@ def test_dashboard_figures_and_attention_on_one_page(browser, data, toy, tmp_pat
     assert browser.evaluate("document.querySelectorAll('.ms-error').length") == 0
 
 
-@pytest.mark.hooked  # latent 20, as above
 def test_demo_feature_browser_opens_clean(browser, toy, tmp_path):
     from interp.viz import demo_views
 

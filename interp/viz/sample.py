@@ -71,8 +71,10 @@ def toy_setup(
     seed: int = 0,
 ) -> ToySetup:
     """A store of ``n_contexts`` random contexts (each holding tokens 7, 8 and 9) at
-    ``blocks.1.hook_resid_post`` and a ReLU SAE whose biases make some latents rare and latent 3
-    dead."""
+    ``blocks.1.hook_resid_post`` and a ReLU SAE whose biases make latent j fire on about 0.5%
+    (j = 0) to 70% (the last) of the rows and latent 3 dead. The biases are quantiles of the
+    store's own pre-activations, so the spread is the same whatever the backend's activation
+    scale (a fixed bias range left a GPT-2 bridge's latents all dead or all on)."""
     from interp.store import ActivationStore
     from saes.config import SAEConfig
     from saes.sae import SAE
@@ -89,8 +91,11 @@ def toy_setup(
         context_size=context_size, shard_tokens=context_size * 5,
     )  # fmt: skip
     sae = SAE(SAEConfig(d_in=16, d_sae=d_sae, activation="relu"), seed=seed)
+    x = torch.cat(list(store.batches(256, seed=0)))
     with torch.no_grad():
-        sae.b_enc.copy_(torch.linspace(-1.5, 0.5, d_sae))
+        pre = (x - sae.b_dec) @ sae.W_enc
+        q = torch.linspace(0.995, 0.3, d_sae, dtype=pre.dtype)
+        sae.b_enc.copy_(-torch.stack([pre[:, j].quantile(q[j]) for j in range(d_sae)]))
         if d_sae > 3:
             sae.b_enc[3] = -1e3
     return ToySetup(model, store, sae, ToyTokenizer())
