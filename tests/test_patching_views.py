@@ -18,11 +18,20 @@ from interp.viz.png import pixel_std
 HOSTILE = "<script>alert(1)</script>"
 
 
+def _toy():
+    """toy-induction (a HookedTransformer, TL 3) or, on TL 4, toy-induction-llama: the same task
+    on a Llama bridge. These tests are about the figures, not about which toy computes them."""
+    from interp.models import hooked_available, load_toy_llama
+    from interp.toy import load_toy_induction
+
+    return load_toy_induction() if hooked_available() else load_toy_llama("bridge")
+
+
 @pytest.fixture(scope="module")
 def results():
-    from interp.toy import load_toy_induction, repeated_random_tokens
+    from interp.toy import repeated_random_tokens
 
-    model = load_toy_induction()
+    model = _toy()
     g = torch.Generator().manual_seed(0)
     clean = repeated_random_tokens(6, 4, generator=g)
     corrupt = clean.clone()
@@ -100,11 +109,10 @@ def test_circuit_page_opens_clean_in_chromium(results, tmp_path):
 
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed; CI installs it")
 def test_a_click_on_a_head_shows_its_attention_pattern(results, tmp_path):
-    from interp.toy import load_toy_induction
     from interp.viz import attention_view
 
     heads = results[0]
-    attn = attention_view(load_toy_induction(), torch.tensor([0, 5, 6, 7, 5, 6, 7]))
+    attn = attention_view(_toy(), torch.tensor([0, 5, 6, 7, 5, 6, 7]))
     path = save_html(tmp_path / "linked.html", heads.plot(), attn)
     with Browser(width=1200, height=900) as browser:
         page = browser.load(path)
@@ -119,11 +127,10 @@ def test_a_click_on_a_head_shows_its_attention_pattern(results, tmp_path):
 
 
 def test_dashboard_shows_linked_views_inline(results, tmp_path):
-    from interp.toy import load_toy_induction
     from interp.viz import Dashboard, attention_view
 
     heads, _, resid, _ = results
-    attn = attention_view(load_toy_induction(), torch.tensor([0, 5, 6, 7, 5, 6, 7]))
+    attn = attention_view(_toy(), torch.tensor([0, 5, 6, 7, 5, 6, 7]))
     board = Dashboard(heads.plot(), resid.plot(), attn, title=HOSTILE)
     inline = board._repr_html_()
     assert inline.startswith('<iframe srcdoc="') and "<script>alert" not in inline
@@ -168,9 +175,9 @@ def test_a_sweep_at_one_position_plots_as_layer_by_head():
 
 
 def test_the_readme_head_sweep_at_the_last_position_plots_one_heatmap():
-    from interp.toy import load_toy_induction, repeated_random_tokens
+    from interp.toy import repeated_random_tokens
 
-    model = load_toy_induction()
+    model = _toy()
     g = torch.Generator().manual_seed(0)
     clean = repeated_random_tokens(4, 4, generator=g)
     corrupt = clean.flip(0)
