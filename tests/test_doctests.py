@@ -5,7 +5,12 @@ import importlib
 
 import pytest
 
-SELF_CONTAINED = ["interp.table", "interp.core.positions", "interp.random_models"]
+SELF_CONTAINED = [
+    "interp.table",
+    "interp.core.positions",
+    "interp.random_models",
+    "interp.multiple_testing",
+]
 
 
 @pytest.mark.parametrize("module", SELF_CONTAINED)

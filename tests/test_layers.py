@@ -54,6 +54,7 @@ CORE_ALLOWED_THIRD_PARTY = {
 # bootstrap intervals. Each imports nothing from mechscope but the others in this set.
 CORE_ALLOWED_INTERNAL = {
     "interp.hooks", "interp.validate", "interp._io", "interp.manifest", "interp.stats",
+    "interp.multiple_testing",
 }  # fmt: skip
 # The plot-registry route: a result object may import interp.viz lazily to draw itself.
 VIZ_LAZY_FUNCTIONS = {"plot", "show", "save_html", "_repr_html_"}

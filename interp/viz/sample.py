@@ -91,7 +91,8 @@ def toy_setup(
         context_size=context_size, shard_tokens=context_size * 5,
     )  # fmt: skip
     sae = SAE(SAEConfig(d_in=16, d_sae=d_sae, activation="relu"), seed=seed)
-    x = torch.cat(list(store.batches(256, seed=0)))
+    rows: Any = store.batches(256, seed=0)  # activations only: an iterator of tensors
+    x = torch.cat(list(rows))
     with torch.no_grad():
         pre = (x - sae.b_dec) @ sae.W_enc
         q = torch.linspace(0.995, 0.3, d_sae, dtype=pre.dtype)
