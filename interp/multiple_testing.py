@@ -35,7 +35,6 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +42,7 @@ from torch import Tensor
 
 from interp.validate import check_choice, check_int
 
-__all__ = ["METHODS", "FamilyTest", "adjust_p", "family_test"]
+__all__ = ["METHODS", "FamilyTest", "adjust_p", "family_test", "split_samples"]
 
 METHODS = ("maxt", "holm", "bh")
 _WHAT = {
@@ -104,23 +103,26 @@ def family_test(
     d = effects.detach().double().cpu().reshape(effects.shape[0], -1)
     n, m = d.shape
     signs, exact = _signs(n, n_flips, seed)
-    mean, se = d.mean(0), d.std(0) / math.sqrt(n)
-    t = _t(mean, se)
+    mean, var = d.mean(0), d.var(0)
+    se = (var / n).sqrt()
+    t = _abs_t(mean.clone(), var.clone(), n)
     at_least = torch.zeros(m, dtype=torch.float64)  # flips with |t*| >= |t|, per cell
     max_null, max_centred = [], []
     centred = d - mean
+    ss, ss_centred = (d * d).sum(0), (centred * centred).sum(0)
     for s in signs.split(max(1, (1 << 22) // max(1, m * 4))):
-        ts = _flipped_t(s, d)
-        at_least += (ts.abs() >= t.abs()).sum(0)
-        max_null.append(ts.abs().amax(1))
-        max_centred.append(_flipped_t(s, centred).abs().amax(1))
+        ts = _flipped_t(s, d, ss)
+        at_least += (ts >= t).sum(0)
+        max_null.append(ts.amax(1))
+        max_centred.append(_flipped_t(s, centred, ss_centred).amax(1))
     b = signs.shape[0]
     p_raw = at_least / b
     if method == "maxt":
         null = torch.cat(max_null).sort().values
-        p_adj = (b - torch.searchsorted(null, t.abs(), side="left")).double() / b
+        p_adj = (b - torch.searchsorted(null, t, side="left")).double() / b
         q = torch.quantile(torch.cat(max_centred), 1 - alpha)
-        low, high = mean - q * se, mean + q * se
+        half = torch.where(se > 0, q * se, torch.zeros_like(se))  # no spread: no width
+        low, high = mean - half, mean + half
     else:
         p_adj, low, high = adjust_p(p_raw, method), None, None
     shape = lambda x: x.reshape(cells).float()  # noqa: E731
@@ -129,6 +131,26 @@ def family_test(
         None if low is None else shape(low), None if high is None else shape(high),
         shape(p_raw), shape(p_adj), (p_adj <= alpha).reshape(cells), n, m, b, exact,
     )  # fmt: skip
+
+
+def split_samples(n: int, split: float | None, seed: int) -> tuple[Tensor, Tensor]:
+    """Sample indices ``(select, report)``: a seeded random ``split`` of ``n`` to choose a cell
+    on and the rest to report it on, disjoint, each sorted; ``split=None`` is all of them for
+    both. Each side needs at least 2 samples (an interval needs a spread)."""
+    if split is None:
+        every = torch.arange(n)
+        return every, every
+    if not 0 < split < 1:
+        raise ValueError(f"split must be in (0, 1) or None; got {split}")
+    n_sel = round(n * split)
+    if n_sel < 2 or n - n_sel < 2:
+        raise ValueError(
+            f"split={split} of {n} prompts leaves {n_sel} to rank on and {n - n_sel} to report "
+            "on; each side needs at least 2 prompts. Use more prompts, or split=None to choose "
+            "and report on all of them with intervals simultaneous over every cell"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n_sel].sort().values, perm[n_sel:].sort().values
 
 
 def adjust_p(p: Tensor, method: str) -> Tensor:
@@ -160,17 +182,17 @@ def _signs(n: int, n_flips: int, seed: int) -> tuple[Tensor, bool]:
     return torch.cat([torch.ones(1, n, dtype=torch.float64), rand]), False
 
 
-def _t(mean: Tensor, se: Tensor) -> Tensor:
-    """mean / se, with a cell that has no spread: 0 where its mean is 0, else +-inf."""
-    safe = torch.where(se > 0, se, torch.ones_like(se))
-    t = torch.where(se > 0, mean / safe, torch.sign(mean) * torch.inf)
-    return t.nan_to_num(nan=0.0, posinf=torch.inf, neginf=-torch.inf)
+def _abs_t(mean: Tensor, var: Tensor, n: int) -> Tensor:
+    """|mean| / sqrt(var / n); a cell without spread is 0 where its mean is 0, else inf.
+    In place on ``mean`` and ``var`` (the flips make large temporaries)."""
+    t = mean.abs_().div_(var.div_(n).sqrt_())
+    return t.nan_to_num_(nan=0.0, posinf=torch.inf)
 
 
-def _flipped_t(signs: Tensor, d: Tensor) -> Tensor:
-    """t of every cell for every sign vector: ``[b, m]``. Flipping signs keeps each prompt's
-    squared effect, so the variance needs only the flipped mean."""
+def _flipped_t(signs: Tensor, d: Tensor, ss: Tensor) -> Tensor:
+    """|t| of every cell for every sign vector, ``[b, m]``. Flipping signs keeps each prompt's
+    squared effect (``ss`` is their sum per cell), so the variance needs only the flipped mean."""
     n = d.shape[0]
-    mean = signs @ d / n
-    var = ((d * d).sum(0) - n * mean * mean).clamp(min=0) / (n - 1)
-    return _t(mean, var.sqrt() / math.sqrt(n))
+    mean = (signs @ d).div_(n)
+    var = (ss - n * mean * mean).clamp_(min=0).div_(n - 1)
+    return _abs_t(mean, var, n)

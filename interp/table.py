@@ -37,7 +37,12 @@ def _fmt(value: Any) -> str:
 
 
 class Rows(list[dict[str, Any]]):
-    """A list of result rows that prints as a table (text and HTML)."""
+    """A list of result rows that prints as a table (text and HTML), under its ``note`` (how the
+    rows were chosen and what their intervals mean) where it has one."""
+
+    def __init__(self, rows: Any = (), note: str = "") -> None:
+        super().__init__(rows)
+        self.note = note
 
     def columns(self) -> list[str]:
         return list(dict.fromkeys(k for row in self for k in _flat(row)))
@@ -53,7 +58,7 @@ class Rows(list[dict[str, Any]]):
         widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(cols)]
         lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
         lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in body]
-        return "\n".join(lines)
+        return "\n".join(([self.note] if self.note else []) + lines)
 
     __str__ = __repr__
 
@@ -63,7 +68,8 @@ class Rows(list[dict[str, Any]]):
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in body
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        note = f"<caption>{html.escape(self.note)}</caption>" if self.note else ""
+        return f"<table>{note}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
     def to_dataframe(self) -> Any:
         """The rows as a pandas DataFrame, one column per (flattened) key."""

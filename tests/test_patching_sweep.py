@@ -178,10 +178,11 @@ def test_result_ci_top_save_load(tiny_model, tmp_path):
     norm = res.normalized()
     assert abs(float(norm.clean.mean()) - 1) < 1e-6 and abs(float(norm.corrupt.mean())) < 1e-6
     top = res.top(3)
-    assert len(top) == 3 and abs(top[0]["effect"]) >= abs(top[-1]["effect"])
-    # A table in a notebook and in print: one column per axis, then the numbers.
-    assert "<table>" in top._repr_html_() and "<th>layer</th>" in top._repr_html_()
-    assert str(top).splitlines()[0].split()[:3] == ["layer", "pos", "mean"]
+    assert len(top) == 3 and all(r["low"] <= r["mean"] <= r["high"] for r in top)
+    # A table in a notebook and in print: how it was chosen, one column per axis, the numbers.
+    assert "<table><caption>top 3" in top._repr_html_() and "<th>layer</th>" in top._repr_html_()
+    assert str(top).splitlines()[0].startswith("top 3 by abs_effect, ranked on 4 prompts")
+    assert str(top).splitlines()[1].split()[:3] == ["layer", "pos", "mean"]
     out = res.save(tmp_path / "r")
     back = PatchResult.load(out)
     assert torch.equal(back.values, res.values) and back.labels == res.labels

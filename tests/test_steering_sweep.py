@@ -77,7 +77,7 @@ def test_cis_best_summary_and_plot(result):
     assert capped.alpha == 0.0
     assert "best: layer" in res.summary()
     # n is the intended measure's number of prompts, whichever measure comes first
-    assert f"(n={len(TEXT)}," in replace(res, intended="loss", goal="decrease").summary()
+    assert f"of {len(TEXT)} prompts" in replace(res, intended="loss", goal="decrease").summary()
     fig = res.plot()
     assert isinstance(fig, go.Figure) and len(fig.data) == 3 * 2
     assert fig.data[0].error_y.array is not None

@@ -7,6 +7,10 @@ samples. The base gives every result the same verbs:
 - ``shape``, ``n_samples``, ``mean``;
 - ``ci(level, n_resamples=, seed=)``: a percentile bootstrap interval per cell, the same
   resamples for all cells;
+- ``effects()``: per-sample values minus each sample's no-effect baseline (0 unless the result
+  has one, as a patching result's base run), and ``family(alpha, method=)``: which cells differ
+  from no effect with the error controlled over all cells (:mod:`interp.multiple_testing`:
+  max-statistic sign-flip test with simultaneous intervals, Holm, Benjamini-Hochberg);
 - ``sel(axis=label | index | [...])``: a sub-result; a single entry drops the axis and is kept in
   ``meta["fixed"]`` so a view can say where the cells are; ``squeeze()`` drops length-1 axes;
 - ``save(dir)`` / ``load(dir)``: tensors as ``.npy``, the rest as ``result.json``, and the run
@@ -46,6 +50,7 @@ from torch import Tensor
 
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
 from interp.manifest import write_run_manifest
+from interp.multiple_testing import FamilyTest, family_test
 from interp.stats import CI, bootstrap_ci
 from interp.validate import did_you_mean
 
@@ -86,6 +91,23 @@ class Result:
     def ci(self, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0) -> CI:
         """Bootstrap CI of every cell's mean over samples (the same resamples for all cells)."""
         return bootstrap_ci(self.values, level=level, n_resamples=n_resamples, seed=seed)
+
+    def no_effect(self) -> Tensor | float:
+        """Each sample's value where nothing was changed, broadcastable against ``values``
+        (``[n, 1, ...]``); 0 here. A result with a base run overrides it."""
+        return 0.0
+
+    def effects(self) -> Tensor:
+        """Per-sample effects ``[n_samples, *shape]``: ``values`` minus :meth:`no_effect`."""
+        return self.values - self.no_effect()
+
+    def family(
+        self, alpha: float = 0.05, *, method: str = "maxt", n_flips: int = 10000, seed: int = 0
+    ) -> FamilyTest:
+        """Which cells' effects differ from zero, with the error controlled over every cell of
+        this result: ``"maxt"`` (adjusted p-values and simultaneous intervals), ``"holm"`` or
+        ``"bh"`` (adjusted p-values). See :mod:`interp.multiple_testing`."""
+        return family_test(self.effects(), alpha=alpha, method=method, n_flips=n_flips, seed=seed)
 
     def check_layout(self) -> None:
         if self.values.ndim != len(self.axes) + 1:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from interp.core.result import Result
+from interp.multiple_testing import family_test, split_samples
 from interp.stats import CI, bootstrap_ci
 from interp.table import Rows
 from interp.validate import check_choice, check_int
@@ -83,29 +84,77 @@ class PatchResult(Result):
             dict(self.meta),
         )
 
-    def top(self, k: int = 10, *, by: str = "abs_effect") -> Rows:
-        """The k cells with the largest effect (|mean − base-run mean|), with their CIs."""
+    def no_effect(self) -> Tensor | float:
+        """The base run's metric per prompt, ``[n, 1, ...]``: the corrupted run when denoising,
+        the clean run when noising (a cell equal to it has no effect)."""
+        base = self.corrupt if self.direction == "denoise" else self.clean
+        if base is None:
+            return 0.0
+        return base.reshape(-1, *([1] * len(self.shape)))
+
+    def top(
+        self,
+        k: int = 10,
+        *,
+        by: str = "abs_effect",
+        split: float | None = 0.5,
+        alpha: float = 0.05,
+        seed: int = 0,
+    ) -> Rows:
+        """The k cells with the largest effect (|mean − base-run mean|, or ``by="value"``), with
+        intervals that survive the choice.
+
+        ``split`` (default 0.5): a seeded random ``split`` of the prompts ranks the cells and the
+        other prompts report them; the intervals are simultaneous over the k reported cells
+        (max-statistic sign-flip, level 1 − ``alpha``) and ``p_adj`` is each cell's adjusted
+        p-value against no effect. The reporting prompts took no part in the ranking, so the
+        maximum of many cells cannot inflate them. ``split=None``: ranked and reported on every
+        prompt, with intervals simultaneous over all cells of the result (they cover every cell
+        together, so also the ones picked). ``rows.note`` says which.
+        """
         check_int(k, "k", minimum=1)
         check_choice(by, ("abs_effect", "value"), "by")
-        base = self.corrupt if self.direction == "denoise" else self.clean
-        ref = float(base.mean()) if base is not None else 0.0
-        ci = self.ci()
-        mean = self.mean.flatten()
-        score = (mean - ref).abs() if by == "abs_effect" else mean
+        chosen, shown = split_samples(self.n_samples, split, seed)
+        effects = self.effects().flatten(1)
+        values = self.values.flatten(1)
+        score = effects[chosen].mean(0).abs() if by == "abs_effect" else values[chosen].mean(0)
         order = torch.argsort(score, descending=True)[:k]
-        rows = Rows()
-        for flat in order.tolist():
+        if split is None:
+            fam = family_test(effects, alpha=alpha, seed=seed)
+            pick = lambda x: x.flatten()[order]  # noqa: E731
+            family = f"all {effects.shape[1]} cells"
+        else:
+            fam = family_test(effects[shown][:, order], alpha=alpha, seed=seed)
+            pick = lambda x: x  # noqa: E731
+            family = f"the {len(order)} cells shown"
+        assert fam.low is not None and fam.high is not None
+        offset = values[shown][:, order].mean(0) - effects[shown][:, order].mean(0)
+        low, high, p_adj = pick(fam.low) + offset, pick(fam.high) + offset, pick(fam.p_adjusted)
+        rows = Rows(
+            note=(
+                f"top {len(order)} by {by}, "
+                + (
+                    f"ranked on {len(chosen)} prompts, reported on the other {len(shown)}"
+                    if split is not None
+                    else f"ranked and reported on all {len(shown)} prompts"
+                )
+                + f"; {1 - alpha:.0%} intervals simultaneous over {family} (max-t sign flips)"
+            )
+        )
+        for j, flat in enumerate(order.tolist()):
             idx = np.unravel_index(flat, self.shape)
+            mean = float(values[shown, flat].mean())
             rows.append(
                 {
                     "cell": {
                         a: self.labels[a][int(i)] for a, i in zip(self.axes, idx, strict=True)
                     },
                     "index": tuple(int(i) for i in idx),
-                    "mean": float(mean[flat]),
-                    "effect": float(mean[flat]) - ref,
-                    "low": float(ci.low.flatten()[flat]),
-                    "high": float(ci.high.flatten()[flat]),
+                    "mean": mean,
+                    "effect": float(effects[shown, flat].mean()),
+                    "low": float(low[j]),
+                    "high": float(high[j]),
+                    "p_adj": float(p_adj[j]),
                 }
             )
         return rows

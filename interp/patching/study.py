@@ -80,12 +80,13 @@ def _ci_text(values: torch.Tensor) -> str:
 
 
 def _top_text(res: PatchResult, k: int) -> list[str]:
-    norm = res.normalized()
-    out = []
-    for row in norm.top(k):
+    rows = res.normalized().top(k)
+    out = [f"  ({rows.note})"]
+    for row in rows:
         cell = " ".join(str(v) for v in row["cell"].values())
         out.append(
-            f"  {cell:<24} {row['mean']:+.3f} (95% CI {row['low']:+.3f} to {row['high']:+.3f})"
+            f"  {cell:<24} {row['mean']:+.3f} ({row['low']:+.3f} to {row['high']:+.3f}, "
+            f"adjusted p {row['p_adj']:.2g})"
         )
     return out
 

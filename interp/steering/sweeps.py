@@ -41,6 +41,7 @@ from interp.core.result import Result, Values
 from interp.hooks import TLModel, hooks
 from interp.manifest import write_run_manifest
 from interp.metrics import loss as loss_metric
+from interp.multiple_testing import FamilyTest, family_test, split_samples
 from interp.stats import CI, bootstrap_ci
 from interp.steering._batch import (
     Encoded,
@@ -109,6 +110,7 @@ class Best(NamedTuple):
     alpha: float
     effect: tuple[float, float, float]  # estimate, low, high
     side_effects: dict[str, tuple[float, float, float]]
+    how: str = ""  # how the cell was chosen and what its intervals mean
 
 
 @dataclass
@@ -271,31 +273,97 @@ class SteeringSweep(Result):
             metrics={n: self.metrics[n] for n in names},
         )
 
-    def best(self, *, max_kl: float | None = None, kl: str | None = None) -> Best:
+    def effects(self, name: str | None = None) -> Tensor:  # type: ignore[override]
+        """Per-prompt effects of one measure (default the intended one): its values, which are
+        already changes from the unsteered run (KL is 0 there)."""
+        name = self.intended if name is None else name
+        if name not in self.values:
+            raise KeyError(f"no measure {name!r}; measures: {', '.join(self.values)}")
+        return self.values[name]
+
+    def family(  # type: ignore[override]
+        self,
+        name: str | None = None,
+        alpha: float = 0.05,
+        *,
+        method: str = "maxt",
+        n_flips: int = 10000,
+        seed: int = 0,
+    ) -> FamilyTest:
+        """Which [layer, alpha] cells of one measure (default the intended one) differ from no
+        change, the error controlled over all cells (:mod:`interp.multiple_testing`)."""
+        return family_test(
+            self.effects(name), alpha=alpha, method=method, n_flips=n_flips, seed=seed
+        )
+
+    def best(
+        self,
+        *,
+        max_kl: float | None = None,
+        kl: str | None = None,
+        split: float | None = 0.5,
+        seed: int | None = None,
+    ) -> Best:
         """The cell with the strongest intended effect (in the goal's direction), optionally only
-        among cells whose mean KL side effect is at most ``max_kl``."""
-        eff = self.ci(self.intended)
-        score = eff.estimate * (1 if self.goal == "increase" else -1)
+        among cells whose mean KL side effect is at most ``max_kl``.
+
+        ``split`` (default 0.5): each measure's prompts are split at random (seeded); the cell is
+        chosen on one part and every measure is reported on the other, so the reported intervals
+        are plain intervals of one cell fixed in advance. ``split=None``: chosen and reported on
+        all prompts, the intended effect with its interval simultaneous over every cell (max-t
+        sign flips), the side effects with their own intervals. ``best.how`` says which.
+        """
+        seed = self.seed if seed is None else seed
+        halves = {n: split_samples(len(v), split, seed) for n, v in self.values.items()}
+        sign = 1 if self.goal == "increase" else -1
+        score = self.values[self.intended][halves[self.intended][0]].mean(0) * sign
         if max_kl is not None:
             kl = kl or next((n for n, m in self.metrics.items() if m == "kl"), None)
             if kl is None:
                 raise ValueError("max_kl given but the sweep has no 'kl' measure")
-            score = torch.where(self.ci(kl).estimate <= max_kl, score, -torch.inf)
+            mean_kl = self.values[kl][halves[kl][0]].mean(0)
+            score = torch.where(mean_kl <= max_kl, score, -torch.inf)
         if not torch.isfinite(score).any():
             raise ValueError(f"no cell has KL <= {max_kl}")
         li, ai = divmod(int(score.argmax()), len(self.alphas))
-        cell = lambda c: (float(c.estimate[li, ai]), float(c.low[li, ai]), float(c.high[li, ai]))  # noqa: E731
-        sides = {n: cell(self.ci(n)) for n in self.values if n != self.intended}
-        return Best(self.layers[li], self.alphas[ai], cell(eff), sides)
+
+        def cell(name: str) -> tuple[float, float, float]:
+            # The sign-flip t interval: it keeps its level at the few prompts a split leaves,
+            # where the percentile bootstrap is too narrow (docs/methods.md).
+            shown = self.values[name][halves[name][1]][:, li, ai, None]
+            c = family_test(shown, alpha=1 - self.level, seed=seed)
+            assert c.low is not None and c.high is not None
+            return float(c.estimate[0]), float(c.low[0]), float(c.high[0])
+
+        effect = cell(self.intended)
+        level = f"{self.level:.0%}"
+        n = len(self.values[self.intended])
+        if split is None:
+            fam = self.family(alpha=1 - self.level, seed=seed)
+            assert fam.low is not None and fam.high is not None
+            effect = (effect[0], float(fam.low[li, ai]), float(fam.high[li, ai]))
+            how = (
+                f"chosen and reported on all {n} prompts; the {self.intended} interval is "
+                f"{level} simultaneous over all {fam.n_cells} cells (max-t sign flips), the side "
+                "effects' are their own"
+            )
+        else:
+            n_sel = len(halves[self.intended][0])
+            how = (
+                f"chosen on {n_sel} of {n} prompts (each measure split at {split:g}, seed "
+                f"{seed}), reported with {level} sign-flip t intervals on the other {n - n_sel}"
+            )
+        sides = {n: cell(n) for n in self.values if n != self.intended}
+        return Best(self.layers[li], self.alphas[ai], effect, sides, how)
 
     def summary(self, *, max_kl: float | None = None) -> str:
         b = self.best(max_kl=max_kl)
         fmt = lambda t: f"{t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}]"  # noqa: E731
-        n = len(self.baseline[self.intended])  # the intended measure's prompts
         lines = [
             f"best: layer {b.layer}, alpha {b.alpha:g}"
             + (f" (among cells with KL <= {max_kl})" if max_kl is not None else ""),
-            f"  {self.intended} ({self.goal}): {fmt(b.effect)} (n={n}, {self.level:.0%} CI)",
+            f"  {self.intended} ({self.goal}): {fmt(b.effect)}",
+            f"  ({b.how})",
         ]
         lines += [f"  {k}: {fmt(v)}" for k, v in b.side_effects.items()]
         return "\n".join(lines)
