@@ -105,11 +105,14 @@ def family_test(
     signs, exact = _signs(n, n_flips, seed)
     mean, var = d.mean(0), d.var(0)
     se = (var / n).sqrt()
-    t = _abs_t(mean.clone(), var.clone(), n)
+    ss = (d * d).sum(0)
+    # The observed |t| by the same arithmetic as the flips', so the identity flip reaches it
+    # exactly and no p-value falls below 1 / n_flips by rounding.
+    t = _flipped_t(torch.ones(1, n, dtype=torch.float64), d, ss)[0]
     at_least = torch.zeros(m, dtype=torch.float64)  # flips with |t*| >= |t|, per cell
     max_null, max_centred = [], []
     centred = d - mean
-    ss, ss_centred = (d * d).sum(0), (centred * centred).sum(0)
+    ss_centred = (centred * centred).sum(0)
     for s in signs.split(max(1, (1 << 22) // max(1, m * 4))):
         ts = _flipped_t(s, d, ss)
         at_least += (ts >= t).sum(0)

@@ -127,3 +127,13 @@ def test_cells_without_spread():
 def test_bad_input(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         family_test(*args, **kwargs)
+
+
+def test_no_p_value_is_below_one_over_the_flips():
+    """The identity is one of the flips, so it always reaches the observed statistic."""
+    g = torch.Generator().manual_seed(8)
+    for n in (8, 16, 40):
+        d = torch.randn(n, 50, generator=g) + torch.linspace(0, 3, 50)
+        fam = family_test(d, n_flips=500)
+        assert float(fam.p_adjusted.min()) >= 1 / fam.n_flips - 1e-12
+        assert float(fam.p_raw.min()) >= 1 / fam.n_flips - 1e-12
