@@ -18,7 +18,13 @@ from interp.hooks import TLModel
 from interp.models import model_fingerprint
 from interp.patching.inputs import as_tokens, metric_name
 from interp.scrubbing.engine import Plan, ScrubEngine, ScrubMetric, plan
-from interp.scrubbing.hypothesis import Claim, Hypothesis, HypothesisError, feature_values
+from interp.scrubbing.hypothesis import (
+    Claim,
+    Hypothesis,
+    HypothesisError,
+    feature_values,
+    other_rows,
+)
 from interp.scrubbing.result import ScrubComparison, ScrubResult
 
 __all__ = ["compare", "scrub"]
@@ -145,7 +151,7 @@ def _run(
     gen = torch.Generator().manual_seed(seed)
     n_data = tokens.shape[0]
     ref = torch.randint(0, n_data, (n_samples,), generator=gen)
-    rand0 = torch.randint(0, n_data, (n_samples,), generator=gen)
+    rand0 = other_rows(ref, n_data, gen)
     rows = engine.sample(plans, ref, rand0, gen)
     clean, random = engine.baseline(ref, rand0)
     scrubbed = engine.scrub(plans, rows)
@@ -166,8 +172,22 @@ def _run(
     for h, p, s in zip(hyps, plans, scrubbed, strict=True):
         nodes = _node_rows(p, feature_ids)
         results.append(ScrubResult(h.name, _tree(h.root), metric_name(metric), clean, s, random,  # type: ignore[arg-type]
-                                   nodes, dict(meta)))  # fmt: skip
+                                   nodes, dict(meta), rows=ref.clone(),
+                                   scrubbed_from=_partners(p, rows, ref), random_from=rand0[:, None]))  # fmt: skip
     return ScrubComparison(results)
+
+
+def _partners(p: Plan, rows: dict[int, Tensor], ref: Tensor) -> Tensor:
+    """``[n, k]``: every dataset row besides its reference that a sample's scrubbed run read
+    (each distinct draw once: a child without a feature shares its parent's rows)."""
+    seen, cols = {id(ref)}, []
+    for inst in p.instances:
+        for key in (inst.id, -1 - inst.id):
+            t = rows.get(key)
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                cols.append(t)
+    return torch.stack(cols, 1) if cols else torch.empty(len(ref), 0, dtype=torch.long)
 
 
 def _node_rows(p: Plan, feature_ids: dict[int, np.ndarray]) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ from interp.core.interventions import FrozenBlock, freeze_senders
 from interp.core.metric import evaluate
 from interp.core.nodes import ComponentGraph, Node
 from interp.hooks import TLModel, hook_layer, hooks
-from interp.scrubbing.hypothesis import Claim, Feature, Hypothesis, class_sampler
+from interp.scrubbing.hypothesis import Claim, Feature, Hypothesis, class_sampler, other_rows
 
 __all__ = ["Instance", "Plan", "ScrubEngine"]
 
@@ -224,16 +224,14 @@ class ScrubEngine:
                 elif inst.feature is None:
                     x = rows[inst.parent]
                 elif inst.feature == _RANDOM:
-                    x = torch.randint(0, n_data, ref.shape, generator=gen)
+                    x = other_rows(rows[inst.parent], n_data, gen, avoid=ref)
                 else:
-                    x = self.samplers[id(inst.feature)](rows[inst.parent], gen)
+                    x = self.samplers[id(inst.feature)](rows[inst.parent], gen, avoid=ref)
                 rows[inst.id] = x
                 if inst.parent is None:
                     rows[-1 - inst.id] = root_random
                 elif inst.role == "recv":
-                    rows[-1 - inst.id] = (
-                        x if inst.leaf else torch.randint(0, n_data, ref.shape, generator=gen)
-                    )
+                    rows[-1 - inst.id] = x if inst.leaf else other_rows(x, n_data, gen, avoid=ref)
         return rows
 
     # -- the scrubbed forward ------------------------------------------------------------------

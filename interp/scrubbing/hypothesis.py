@@ -338,18 +338,51 @@ def feature_values(feature: Feature, tokens: Tensor) -> np.ndarray:
     return out
 
 
-def class_sampler(ids: np.ndarray) -> Callable[[Tensor, torch.Generator], Tensor]:
-    """A function (parent rows, generator) → rows drawn uniformly from each parent's class."""
+def other_rows(
+    rows: Tensor, n_rows: int, gen: torch.Generator, avoid: Tensor | None = None
+) -> Tensor:
+    """A row drawn uniformly from the dataset's rows other than ``rows`` (and ``avoid``, each
+    sample's reference, where there are rows enough), for each of ``rows``."""
+    return _draw_skipping(torch.zeros_like(rows), torch.full_like(rows, n_rows), rows, avoid, gen)
+
+
+def _draw_skipping(
+    start: Tensor, count: Tensor, own: Tensor, avoid: Tensor | None, gen: torch.Generator
+) -> Tensor:
+    """Positions in ``[start, start + count)`` drawn uniformly, skipping ``own`` and ``avoid``
+    where they lie in the range and enough positions remain (else skipping ``own`` only, else
+    ``own`` itself)."""
+    u = torch.rand(own.shape, generator=gen, dtype=torch.float64)
+    p1 = own - start
+    p2 = (avoid - start) if avoid is not None else p1
+    second = (p2 >= 0) & (p2 < count) & (p2 != p1) & (count > 2)
+    others = count - 1 - second.long()
+    lo = torch.where(second, torch.minimum(p1, p2), p1)
+    hi = torch.where(second, torch.maximum(p1, p2), count + 1)
+    off = (u * others.clamp(min=1)).long().clamp_max(others.clamp(min=1) - 1)
+    off = off + (off >= lo).long()
+    off = off + (off >= hi).long()
+    return torch.where(count > 1, start + off, own)
+
+
+def class_sampler(ids: np.ndarray) -> Callable[..., Tensor]:
+    """A function (parent rows, generator) → rows drawn uniformly from each parent's class,
+    leaving the parent out where its class has other rows."""
     order = torch.from_numpy(np.argsort(ids, kind="stable"))
     sorted_ids = ids[order.numpy()]
     starts = np.searchsorted(sorted_ids, ids, side="left")
     ends = np.searchsorted(sorted_ids, ids, side="right")
     start_t = torch.from_numpy(starts)
     count_t = torch.from_numpy(ends - starts)
+    slot = torch.empty_like(order)
+    slot[order] = torch.arange(len(order))  # each row's place in ``order``
 
-    def sample(parents: Tensor, gen: torch.Generator) -> Tensor:
-        u = torch.rand(parents.shape[0], generator=gen, dtype=torch.float64)
-        off = (u * count_t[parents]).long().clamp_max(count_t[parents] - 1)
-        return order[start_t[parents] + off]
+    def sample(parents: Tensor, gen: torch.Generator, avoid: Tensor | None = None) -> Tensor:
+        # Another row of the parent's class, and not the sample's reference (``avoid``) where
+        # the class has rows enough: a draw is then an independent input with that feature, as
+        # from the task, not a copy of one this sample already reads.
+        start, count = start_t[parents], count_t[parents]
+        where = None if avoid is None else slot[avoid]
+        return order[_draw_skipping(start, count, slot[parents], where, gen)]
 
     return sample

@@ -30,6 +30,8 @@ from torch import Tensor
 from interp._io import atomic_write_bytes, atomic_write_json, read_json
 from interp.core.result import Result, Values
 from interp.manifest import write_run_manifest
+from interp.scrubbing.resampling import RowDraws, jackknife
+from interp.stats import CI, bootstrap_ci
 
 __all__ = ["RecoveredCI", "ScrubComparison", "ScrubResult", "loss_recovered"]
 
@@ -43,7 +45,8 @@ class RecoveredCI(NamedTuple):
     low: float
     high: float
     level: float
-    n: int
+    n: int  # units resampled
+    unit: str = "dataset rows"  # or "samples" (a result saved without its rows)
 
 
 def loss_recovered(clean: Tensor, scrubbed: Tensor, random: Tensor) -> float:
@@ -55,18 +58,59 @@ def loss_recovered(clean: Tensor, scrubbed: Tensor, random: Tensor) -> float:
 
 
 def _recovered_ci(
-    clean: Tensor, scrubbed: Tensor, random: Tensor, level: float, n_resamples: int, seed: int
+    losses: dict[str, Tensor],
+    draws: RowDraws | None,
+    level: float,
+    n_resamples: int,
+    seed: int,
 ) -> RecoveredCI:
-    n = clean.shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_resamples, n), generator=gen)
-    c, s, r = (t.double()[idx].mean(1) for t in (clean, scrubbed, random))
-    ratio = (r - s) / (r - c)
+    """Interval of (random - a) / (random - clean), less (random - b) / (random - clean) when
+    ``b`` is given: over dataset rows (the row jackknife) where the rows are known, else a
+    bootstrap over samples (a result saved before they were kept)."""
+    if draws is not None:
+        est, low, high = jackknife(losses, draws, _recovered, level)
+        return RecoveredCI(float(est), float(low), float(high), level, draws.n_rows, _unit(draws))
+    n = len(losses["clean"])
+    idx = torch.randint(0, n, (n_resamples, n), generator=torch.Generator().manual_seed(seed))
+    ratio = _recovered({k: v.double()[idx].mean(1) for k, v in losses.items()})
     ratio = ratio[torch.isfinite(ratio)]
     alpha = (1 - level) / 2
     q = torch.quantile(ratio, torch.tensor([alpha, 1 - alpha], dtype=ratio.dtype))
-    est = loss_recovered(clean, scrubbed, random)
-    return RecoveredCI(est, float(q[0]), float(q[1]), level, n)
+    point = float(_recovered({k: v.double().mean() for k, v in losses.items()}))
+    return RecoveredCI(point, float(q[0]), float(q[1]), level, n, _unit(draws))
+
+
+def _recovered(m: dict[str, Tensor]) -> Tensor:
+    out = (m["random"] - m["a"]) / (m["random"] - m["clean"])
+    if "b" in m:
+        out = out - (m["random"] - m["b"]) / (m["random"] - m["clean"])
+    return out
+
+
+def _row_ci(losses: dict[str, Tensor], draws: RowDraws, level: float) -> CI:
+    """Each loss's mean with its row-jackknife interval, as a :class:`CI`."""
+    names = list(losses)
+    est, low, high = jackknife(
+        losses, draws, lambda m: torch.stack([m[k] for k in names], -1), level
+    )
+    return CI(est, low, high, level, draws.n_rows)
+
+
+def _unit(draws: RowDraws | None) -> str:
+    return "samples" if draws is None else "dataset rows"
+
+
+def _check_unit(rows: Tensor | None, meta: dict[str, Any], n_samples: int) -> None:
+    """A result without its samples' dataset rows (saved before they were kept) can only be
+    bootstrapped over samples, which is wrong once samples repeat rows."""
+    n_data = meta.get("dataset_rows")
+    if rows is None and isinstance(n_data, int) and n_samples > n_data:
+        raise ValueError(
+            f"this result has {n_samples} samples drawn from {n_data} dataset rows but does not "
+            "record which row each sample came from (it was saved before mechscope kept them), "
+            "so an interval over samples would measure Monte-Carlo noise on one dataset, not "
+            "the task; run scrub again to get intervals over dataset rows"
+        )
 
 
 @dataclass
@@ -92,6 +136,20 @@ class ScrubResult(Result):
     random: Tensor
     nodes: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    rows: Tensor | None = None  # [n_samples] the dataset row each sample scored (its reference)
+    scrubbed_from: Tensor | None = None  # [n_samples, k] the other rows its scrubbed run read
+    random_from: Tensor | None = None  # [n_samples, 1] the row of its random baseline
+
+    def draws(self, role: str = "a") -> RowDraws | None:
+        """The dataset rows behind each sample's clean, scrubbed (as ``role``) and random
+        losses, for the row bootstrap; None for a result saved before they were kept."""
+        n_rows = self.meta.get("dataset_rows")
+        if self.rows is None or self.scrubbed_from is None or self.random_from is None:
+            return None
+        assert isinstance(n_rows, int)
+        empty = torch.empty(len(self.rows), 0, dtype=torch.long)
+        parts = {"clean": empty, role: self.scrubbed_from, "random": self.random_from}
+        return RowDraws(n_rows, self.rows, parts)
 
     @property
     def values(self) -> Tensor:  # type: ignore[override]
@@ -124,7 +182,21 @@ class ScrubResult(Result):
     def recovered_ci(
         self, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0
     ) -> RecoveredCI:
-        return _recovered_ci(self.clean, self.scrubbed, self.random, level, n_resamples, seed)
+        """Bootstrap CI of loss recovered over dataset rows: rows are resampled, each carrying
+        all its samples (a cluster bootstrap), so the interval is about the task's inputs, not
+        about the Monte-Carlo noise of resampling one dataset."""
+        _check_unit(self.rows, self.meta, self.n_samples)
+        losses = {"clean": self.clean, "a": self.scrubbed, "random": self.random}
+        return _recovered_ci(losses, self.draws(), level, n_resamples, seed)
+
+    def ci(self, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0) -> CI:
+        """Interval of each mean loss (clean, scrubbed, random), over dataset rows."""
+        _check_unit(self.rows, self.meta, self.n_samples)
+        draws = self.draws("scrubbed")
+        if draws is None:
+            return bootstrap_ci(self.values, level=level, n_resamples=n_resamples, seed=seed)
+        losses = dict(zip(RUNS, self.values.unbind(1), strict=True))
+        return _row_ci(losses, draws, level)
 
     def summary(self) -> dict[str, Any]:
         rc = self.recovered_ci()
@@ -137,6 +209,7 @@ class ScrubResult(Result):
             "low": rc.low,
             "high": rc.high,
             "n_samples": self.n_samples,
+            "ci_over": f"{rc.n} {rc.unit}",
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -144,7 +217,11 @@ class ScrubResult(Result):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, **{k: getattr(self, k).numpy() for k in ("clean", "scrubbed", "random")})
+        arrays = {k: getattr(self, k).numpy() for k in ("clean", "scrubbed", "random")}
+        for k in ("rows", "scrubbed_from", "random_from"):
+            if getattr(self, k) is not None:
+                arrays[k] = getattr(self, k).numpy()
+        np.savez(buf, **arrays)
         atomic_write_bytes(d / "losses.npz", buf.getvalue())
         info = {
             "format": _FORMAT,
@@ -181,15 +258,23 @@ class ScrubResult(Result):
             random=torch.from_numpy(arrays["random"]),
             nodes=info["nodes"],
             meta=info["meta"],
+            **{
+                k: torch.from_numpy(arrays[k]) if k in arrays.files else None
+                for k in ("rows", "scrubbed_from", "random_from")
+            },
         )
 
     def __repr__(self) -> str:
-        rc = self.recovered_ci()
+        try:
+            rc = self.recovered_ci()
+            interval = f"[{rc.low:.3f}, {rc.high:.3f}]"
+            over = f" over {rc.n} {rc.unit}" if rc.unit != "samples" else ""
+        except ValueError:  # a result saved without its rows: no honest interval
+            interval, over = "(no interval: rows unknown)", ""
         return (
-            f"ScrubResult({self.hypothesis!r}: recovered {rc.estimate:.3f} "
-            f"[{rc.low:.3f}, {rc.high:.3f}], clean {float(self.clean.mean()):.4f}, scrubbed "
-            f"{float(self.scrubbed.mean()):.4f}, random {float(self.random.mean()):.4f}, "
-            f"n={self.n_samples})"
+            f"ScrubResult({self.hypothesis!r}: recovered {self.recovered:.3f} {interval}, "
+            f"clean {float(self.clean.mean()):.4f}, scrubbed {float(self.scrubbed.mean()):.4f}, "
+            f"random {float(self.random.mean()):.4f}, n={self.n_samples}{over})"
         )
 
 
@@ -257,17 +342,30 @@ class ScrubComparison(Result):
     def difference_ci(
         self, a: str, b: str, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0
     ) -> RecoveredCI:
-        """CI of recovered(a) − recovered(b), samples resampled jointly (a paired comparison)."""
+        """CI of recovered(a) − recovered(b), dataset rows resampled jointly (a paired
+        comparison; each row carries all its samples)."""
         ra, rb = self[a], self[b]
-        n = ra.n_samples
-        gen = torch.Generator().manual_seed(seed)
-        idx = torch.randint(0, n, (n_resamples, n), generator=gen)
-        c, r = ra.clean.double()[idx].mean(1), ra.random.double()[idx].mean(1)
-        sa, sb = ra.scrubbed.double()[idx].mean(1), rb.scrubbed.double()[idx].mean(1)
-        diff = (sb - sa) / (r - c)
-        diff = diff[torch.isfinite(diff)]
-        q = torch.quantile(diff, torch.tensor([(1 - level) / 2, (1 + level) / 2]).double())
-        return RecoveredCI(ra.recovered - rb.recovered, float(q[0]), float(q[1]), level, n)
+        _check_unit(ra.rows, ra.meta, ra.n_samples)
+        losses = {"clean": ra.clean, "a": ra.scrubbed, "b": rb.scrubbed, "random": ra.random}
+        da, db = ra.draws("a"), rb.draws("b")
+        draws = None
+        if da is not None and db is not None:
+            draws = RowDraws(da.n_rows, da.ref, {**da.partners, "b": db.partners["b"]})
+        return _recovered_ci(losses, draws, level, n_resamples, seed)
+
+    def ci(self, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0) -> CI:
+        """Interval of each hypothesis's mean scrubbed loss, over dataset rows."""
+        if not self.results:
+            raise ValueError("an empty comparison has no intervals")
+        first = self.results[0]
+        _check_unit(first.rows, first.meta, first.n_samples)
+        parts = [r.draws(f"h{i}") for i, r in enumerate(self.results)]
+        if any(d is None for d in parts):
+            return bootstrap_ci(self.values, level=level, n_resamples=n_resamples, seed=seed)
+        partners = {k: v for d in parts if d is not None for k, v in d.partners.items()}
+        draws = RowDraws(parts[0].n_rows, first.rows, partners)  # type: ignore[union-attr,arg-type]
+        losses = {f"h{i}": r.scrubbed for i, r in enumerate(self.results)}
+        return _row_ci(losses, draws, level)
 
     def save(self, directory: str | Path) -> Path:
         """Each result in its own folder, then ``comparison.json`` (written last: a folder with
