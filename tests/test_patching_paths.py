@@ -109,6 +109,47 @@ def test_direct_path_to_logits_by_hand(tiny_model):
     torch.testing.assert_close(got.values[:, 0], _metric(logits), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("freeze", ["heads+mlps", "heads"])
+def test_a_path_to_the_logits_is_one_forward_with_the_rest_frozen(tiny_model, freeze):
+    """Into the logits alone, path patching a head is one forward of the base prompts with the
+    sender at its source value and every other head held at its base value, and every MLP too
+    for "heads+mlps" (direct paths), none for "heads" (Wang et al.: MLPs recomputed)."""
+    clean, corrupt = _batch(tiny_model)
+    got = path_patch(
+        tiny_model, clean, corrupt, _metric, senders="L0H1", receivers="logits", freeze=freeze
+    )
+    assert got.meta["freeze"] == freeze and got.direction == "noise"  # base clean, source corrupt
+    _, base = tiny_model.run_with_cache(clean)
+    _, src = tiny_model.run_with_cache(corrupt)
+
+    def heads(act, hook):
+        out = base[hook.name].clone()
+        if hook.name == "blocks.0.attn.hook_z":
+            out[:, :, 1] = src[hook.name][:, :, 1]
+        return out
+
+    def mlps(act, hook):
+        return base[hook.name].clone()
+
+    fwd = [(f"blocks.{la}.attn.hook_z", heads) for la in range(2)]
+    if freeze == "heads+mlps":
+        fwd += [(f"blocks.{la}.hook_mlp_out", mlps) for la in range(2)]
+    with torch.no_grad():
+        ref = _metric(tiny_model.run_with_hooks(clean, fwd_hooks=fwd))
+    torch.testing.assert_close(got.values[:, 0], ref, atol=1e-5, rtol=0)
+
+
+def test_the_two_freeze_semantics_differ_only_through_mlps(tiny_model):
+    clean, corrupt = _batch(tiny_model)
+    kw = {"senders": ["L0H1", "L0H3"], "receivers": ["L1H0.q", "logits"]}
+    direct = path_patch(tiny_model, clean, corrupt, _metric, **kw)
+    wang = path_patch(tiny_model, clean, corrupt, _metric, freeze="heads", **kw)
+    assert direct.meta["freeze"] == "heads+mlps"  # the default
+    assert (direct.values - wang.values).abs().max() > 1e-4  # MLP0 carries part of the paths
+    with pytest.raises(ValueError, match="freeze"):
+        path_patch(tiny_model, clean, corrupt, _metric, freeze="mlps", **kw)
+
+
 def test_path_into_an_mlp_input_by_hand(tiny_model):
     clean, corrupt = _batch(tiny_model)
     got = path_patch(tiny_model, clean, corrupt, _metric, senders="L0H2", receivers="MLP1.in")
@@ -217,3 +258,20 @@ def test_bad_nodes_and_directions(tiny_model, monkeypatch):
             site="z",
             over=("layer", "head"),
         )
+
+
+def test_integration_grids_converge_to_the_same_integral(tiny_model):
+    """EAP-IG's points: the midpoint rule and Hanna et al.'s right sum approximate one integral;
+    they differ at 1 step and agree as steps grow (midpoint error ~1/m^2, right ~1/m)."""
+    clean, corrupt = _batch(tiny_model)
+
+    def eap(grid, steps):
+        return edge_attribution(
+            tiny_model, clean, corrupt, _metric, method="eap-ig", steps=steps, grid=grid
+        )
+
+    gap = [float((eap("midpoint", m).values - eap("right", m).values).abs().max()) for m in (1, 32)]
+    assert gap[1] < gap[0] / 10, gap
+    assert eap("right", 2).meta["grid"] == "right" and eap("midpoint", 2).meta["grid"] == "midpoint"
+    with pytest.raises(ValueError, match="grid"):
+        eap("left", 2)

@@ -215,12 +215,17 @@ def freeze_senders(
     blocks: Sequence[FrozenBlock],
     *,
     before: Callable[[str, Tensor], None] | None = None,
+    free: Callable[[str], bool] | None = None,
 ) -> list[tuple[str, HookFn]]:
     """Hooks on every sender hook that freeze each block's rows; ``before(name, act)`` sees the
-    activation as computed, before it is frozen (to record a receiver MLP's output, say)."""
+    activation as computed, before it is frozen (to record a receiver MLP's output, say). A hook
+    for which ``free(name)`` is true is left as computed (its overrides still apply): path
+    patching in Wang et al.'s semantics recomputes the MLPs."""
     order = {s.hook: s.order for s in graph.senders}
 
     def make(name: str) -> HookFn:
+        computed = free is not None and free(name)
+
         def fn(act: Tensor, hook: Any) -> Tensor:
             if before is not None:
                 before(name, act)
@@ -228,7 +233,8 @@ def freeze_senders(
             for b in blocks:
                 if b.upstream_of is not None and order[name] >= b.upstream_of:
                     continue
-                out[b.rows] = b.frozen(name)
+                if not computed:
+                    out[b.rows] = b.frozen(name)
                 for node, value in b.overrides:
                     if node.hook == name:
                         out[(b.rows, *node_index(node))] = value()

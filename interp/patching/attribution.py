@@ -12,7 +12,11 @@ activations only (weights are frozen for the call), about the price of one more 
 Edge attribution (EAP, Syed et al., 2023) scores every sender → receiver edge of the component
 graph by (source − base) output of the sender · gradient at the receiver's input. With
 ``method="ig"`` (EAP-IG, Hanna et al., 2024) gradients are averaged over ``steps`` points on the
-straight line from the base to the source input embeddings (midpoint rule) before the product.
+straight line from the base to the source input embeddings before the product. ``grid``: the
+points. ``"midpoint"`` (the default), (k + ½)/m for k = 0..m−1, the midpoint rule, whose error
+falls as 1/m² for a smooth path; ``"right"``, k/m for k = 1..m, Hanna et al.'s grid (a right
+Riemann sum, error 1/m, which includes the source end itself). docs/methods.md gives the measured
+difference.
 
 Both return :class:`PatchResult` objects holding *estimated patched metric values*, in the same
 units as the exact methods, so they can be compared cell for cell (``correlation``).
@@ -47,7 +51,9 @@ from interp.patching.result import PatchResult
 from interp.patching.sweep import _logit_positions, _ranges, fixed_axes
 from interp.validate import check_choice, check_int
 
-__all__ = ["attribution_patch", "correlation", "edge_attribution"]
+__all__ = ["GRIDS", "attribution_patch", "correlation", "edge_attribution"]
+
+GRIDS = ("midpoint", "right")  # integrated-gradient points: (k + 1/2)/m, or k/m for k = 1..m
 
 
 def _forward_with_grads(
@@ -58,6 +64,7 @@ def _forward_with_grads(
     *,
     source_embeds: dict[str, Tensor] | None = None,
     steps: int = 1,
+    grid: str = "midpoint",
     logit_pos: list[int] | None = None,
     branch: frozenset[str] = frozenset(),
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
@@ -72,7 +79,8 @@ def _forward_with_grads(
     def leaf(act: Tensor, hook: Any) -> Tensor:
         x = act.detach()
         if source_embeds is not None:
-            alphas = (torch.arange(steps, dtype=x.dtype, device=x.device) + 0.5) / steps
+            shift = 0.5 if grid == "midpoint" else 1.0
+            alphas = (torch.arange(steps, dtype=x.dtype, device=x.device) + shift) / steps
             a = alphas.repeat_interleave(n).view(-1, *([1] * (x.ndim - 1)))
             src = source_embeds[hook.name].repeat(steps, *([1] * (x.ndim - 1)))
             x = x + a * (src - x)
@@ -133,6 +141,7 @@ def _grads(
     steps: int,
     logit_pos: list[int] | None = None,
     branch: frozenset[str] = frozenset(),
+    grid: str = "midpoint",
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """Base metric values, base activations and (mean) gradients at ``names``."""
     if not ig:
@@ -145,6 +154,7 @@ def _grads(
         names,
         source_embeds=embeds,
         steps=steps,
+        grid=grid,
         logit_pos=logit_pos,
         branch=branch,
     )
@@ -188,6 +198,7 @@ def attribution_patch(
     direction: str = "denoise",
     method: str = "atp",
     steps: int = 5,
+    grid: str = "midpoint",
     layers: Sequence[int] | int | None = None,
     positions: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
@@ -197,12 +208,14 @@ def attribution_patch(
     """Estimated :func:`patch_sweep` values for every cell, from gradients.
 
     ``method="atp"``: the gradient at the base run; ``"ig"``: averaged over ``steps`` points
-    between base and source input embeddings. Other arguments as in ``patch_sweep``
+    between base and source input embeddings (``grid``: ``"midpoint"`` or Hanna et al.'s
+    ``"right"``; module docstring). Other arguments as in ``patch_sweep``
     (``logits_at`` skips the unembedding, and its backward, outside the positions the metric
     reads).
     """
     if check_choice(method, ("atp", "ig"), "method") == "ig":
         check_int(steps, "steps", minimum=1)
+    check_choice(grid, GRIDS, "grid")
     spec = site_spec(site, over)
     restrict = {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions}
     over, fixed = fixed_axes(spec, over, restrict)
@@ -217,7 +230,7 @@ def attribution_patch(
     check_metric_first(model, metric, n, n_pos if logit_pos is None else len(logit_pos), base_t)
     src_vals, src_acts = _source_run(model, source_t, metric, names + embeds, logit_pos)
     base_vals, base_acts, grads = _grads(
-        model, base_t, metric, names, src_acts, method == "ig", steps, logit_pos
+        model, base_t, metric, names, src_acts, method == "ig", steps, logit_pos, grid=grid
     )
     per_layer = []
     for name in names:
@@ -251,6 +264,7 @@ def attribution_patch(
             "model": model_fingerprint(model),
             "method": method,
             "steps": steps if method == "ig" else 1,
+            "grid": grid if method == "ig" else None,
         },
     )
     return result.squeeze(*fixed) if fixed else result
@@ -286,6 +300,7 @@ def edge_attribution(
     direction: str = "denoise",
     method: str = "eap",
     steps: int = 5,
+    grid: str = "midpoint",
     logits_at: int | Sequence[int] | None = None,
 ) -> PatchResult:
     """Estimated metric after patching each edge of the component graph alone.
@@ -295,6 +310,7 @@ def edge_attribution(
     """
     if check_choice(method, ("eap", "eap-ig"), "method") == "eap-ig":
         check_int(steps, "steps", minimum=1)
+    check_choice(grid, GRIDS, "grid")
     graph = ComponentGraph(model)
     clean_t, corrupt_t, _ = _prepare(model, clean, corrupt, "corrupt", direction)
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
@@ -325,6 +341,7 @@ def edge_attribution(
             steps,
             logit_pos,
             frozenset(recv_hooks) - {adapt(model).final_hook},
+            grid=grid,
         )
     delta = _sender_outputs(model, graph, src_acts) - _sender_outputs(model, graph, base_acts)
     g = []
@@ -352,7 +369,12 @@ def edge_attribution(
         direction,
         clean_vals.cpu(),
         corrupt_vals.cpu(),
-        {"model": model_fingerprint(model), "method": method, "steps": steps if ig else 1},
+        {
+            "model": model_fingerprint(model),
+            "method": method,
+            "steps": steps if ig else 1,
+            "grid": grid if ig else None,
+        },
     )
 
 

@@ -7,13 +7,23 @@ For each sender group, two forwards (batched over all groups at once):
    Receiver MLPs are left free so their outputs reflect their patched inputs. Because everything
    else is frozen, the residual stream differs from the base run only by the senders' direct
    contributions; the receivers' inputs (``hook_q``/``hook_k``/``hook_v``, an MLP's output, the
-   final residual) are recorded.
+   final residual) are recorded. That is ``freeze="heads+mlps"`` (the default): a path is a
+   direct edge of the component graph, the semantics ``edge_patch`` and the EAP estimates use.
+   ``freeze="heads"`` is Wang et al.'s (IOI): only the heads are frozen and every MLP is
+   recomputed, so a sender's effect that passes through MLPs on its way to a receiver counts
+   as part of its path.
 2. **Receiver run.** The base prompts with just the receivers set to the recorded values (the
    final residual receiver adds its recorded difference to ``blocks.{L-1}.hook_resid_post``); the
    rest of the model runs freely downstream of them. The metric is read here.
 
 No linearisation: this is the exact counterfactual. Base/source follow ``direction``: ``noise``
 (the default, as in the IOI paper) runs the clean prompts with the senders' corrupted values.
+
+**The defaults of** ``path_patch`` **and** ``edge_patch`` **differ on purpose.** ``path_patch``
+noises (Wang et al.: how much the clean behaviour loses when a path carries corrupted values);
+``edge_patch`` denoises, because it exists to check ``edge_attribution``, whose EAP estimates
+(Syed et al.; Hanna et al.) are of restoring clean values into the corrupted run, and
+``patch_sweep`` denoises too. Pass ``direction=`` to either to choose; every result records it.
 """
 
 from __future__ import annotations
@@ -41,9 +51,11 @@ from interp.patching.inputs import (
     reference_tokens,
 )
 from interp.patching.result import PatchResult
-from interp.validate import check_int
+from interp.validate import check_choice, check_int
 
-__all__ = ["edge_patch", "path_patch"]
+__all__ = ["FREEZE", "edge_patch", "path_patch"]
+
+FREEZE = ("heads+mlps", "heads")
 
 SenderSpec = str | Node | Sequence[str | Node]
 
@@ -107,6 +119,7 @@ def path_patch(
     direction: str = "noise",
     reference: Any = None,
     max_tokens: int = MAX_TOKENS,
+    freeze: str = "heads+mlps",
 ) -> PatchResult:
     """Metric after patching each sender group's paths into ``receivers`` (exactly).
 
@@ -117,12 +130,16 @@ def path_patch(
         receivers: one or more of ``"L{l}H{h}.q|k|v"`` (``L{l}G{g}.k|v`` under GQA),
             ``"MLP{l}.in"``, ``"logits"``; ``@pos`` narrows a receiver to one position.
         ablation, direction, reference: as in :func:`interp.patching.patch_sweep`.
+        freeze: what the sender run holds at base: ``"heads+mlps"`` (direct paths only, the
+            component graph's edges; the default) or ``"heads"`` (Wang et al.: MLPs recomputed,
+            so paths through MLPs count).
 
     A sender with no path to any receiver (not upstream of one) is an error when named; within
     ``"heads"`` its cell is exactly the base run's value, which is what its path patch is.
     """
     graph = ComponentGraph(model)
     check_int(max_tokens, "max_tokens", minimum=1)
+    check_choice(freeze, FREEZE, "freeze")
     clean_t = as_tokens(model, clean, "clean")
     corrupt_t = None if corrupt is None else as_tokens(model, corrupt, "corrupt")
     check_pair(clean_t, corrupt_t)
@@ -147,6 +164,7 @@ def path_patch(
                 )
 
     run = _PathRun(model, graph, clean_t, corrupt_t, metric, ablation, direction, reference)
+    run.freeze = freeze
     active = [[s for s in g if any(s.order < r.order for r in recv)] for g in groups]
     values = run.values([(g, recv) for g in active], max_tokens)
     clean_vals, corrupt_vals = run.clean_vals, run.corrupt_vals
@@ -168,6 +186,7 @@ def path_patch(
             "model": model_fingerprint(model),
             "receivers": [r.name for r in recv],
             "forwards": forwards,
+            "freeze": freeze,
         },
     )
 
@@ -215,6 +234,7 @@ class _PathRun:
                 self.source = {k: src_cache[k] for k in names}
         self.base_vals = self.clean_vals if direction == "noise" else self.corrupt_vals
         self.forwards = 0
+        self.freeze = "heads+mlps"
 
     def values(self, cells: list[tuple[list[Node], list[Node]]], max_tokens: int) -> Tensor:
         """Per-prompt metric ``[n, len(cells)]``; a cell without senders is the base run."""
@@ -238,6 +258,7 @@ class _PathRun:
                     self.base,
                     self.source,
                     [cells[i] for i in todo],
+                    recompute_mlps=self.freeze == "heads",
                 )
             self.forwards += 2
             for j, i in enumerate(todo):
@@ -327,6 +348,8 @@ def _two_runs(
     base: dict[str, Tensor],
     source: dict[str, Tensor],
     cells: list[tuple[list[Node], list[Node]]],
+    *,
+    recompute_mlps: bool = False,
 ) -> Tensor:
     """Receiver-run logits ``[len(cells) * n, pos, vocab]``, one (senders, receivers) per cell."""
     n, k = tokens.shape[0], len(cells)
@@ -340,7 +363,8 @@ def _two_runs(
 
     # Step 1: every head and MLP output frozen at base, except the senders'. A receiver MLP's
     # output (from its patched input) is recorded, but only its frozen value flows on: later
-    # receivers see direct paths from the senders only.
+    # receivers see direct paths from the senders only. With ``recompute_mlps`` (Wang et al.)
+    # only the heads are frozen and every MLP's recomputed output flows on.
     def keep_receiver_mlp(name: str, act: Tensor) -> None:
         if name.endswith("hook_mlp_out") and hook_layer(name) in receiver_mlps:
             recorded[name] = act.clone()
@@ -352,7 +376,8 @@ def _two_runs(
         FrozenBlock(rows(c), base.__getitem__, None, [(s, source_of(s)) for s in senders])
         for c, (senders, _) in enumerate(cells)
     ]
-    fwd = freeze_senders(graph, blocks, before=keep_receiver_mlp)
+    free = (lambda name: name.endswith("hook_mlp_out")) if recompute_mlps else None
+    fwd = freeze_senders(graph, blocks, before=keep_receiver_mlp, free=free)
 
     def record(act: Tensor, hook: Any) -> None:
         recorded[hook.name] = act.clone()
