@@ -129,3 +129,34 @@ def test_best_chooses_on_one_part_and_reports_on_the_other():
     assert "chosen on 8 of 16 prompts" in b.how and b.how in sw.summary()
     fam = sw.family("kl")
     assert fam.n_cells == 54 and fam.n == 20
+
+
+def test_best_accuracy_chooses_the_layer_on_one_half_and_reports_the_other():
+    """Layer 2 separates the classes on the choosing half of the held-out prompts only: it is
+    chosen, and its reported accuracy is the other half's (chance), not the choosing half's."""
+    from interp.steering.study import DirectionResult, _accuracy
+
+    g = torch.Generator().manual_seed(0)
+    d, n_train, n_held = 8, 20, 20
+    axis = torch.zeros(d)
+    axis[0] = 1.0
+    acts = torch.randn(3, 2 * n_train + 2 * n_held, d, generator=g) * 0.5
+    sign = torch.cat(
+        [torch.ones(n_train), -torch.ones(n_train), torch.ones(n_held), -torch.ones(n_held)]
+    )
+    acts[1:, : 2 * n_train] += 3 * sign[: 2 * n_train, None] * axis  # both layers learn the axis
+    acts[1, 2 * n_train :] += 0.2 * sign[2 * n_train :, None] * axis  # layer 1: a weak signal
+    choose, report = split_samples(n_held, 0.5, 0)
+    for half, strength in ((choose, 3.0), (report, 0.0)):  # layer 2: strong, then none
+        for offset in (2 * n_train, 2 * n_train + n_held):
+            acts[2, offset + half] += strength * sign[offset + half, None] * axis
+    full, split = _accuracy(
+        acts, (n_train, n_train), (n_held, n_held), [0, 1, 2], ["diff_mean"], True
+    )
+    res = DirectionResult("toy", {}, full, None, split_accuracy=split)  # type: ignore[arg-type]
+    layer, acc = res.best_accuracy()
+    assert layer == 2 and float(split["diff_mean"][2][0].accuracy.estimate) == 1.0
+    assert acc is split["diff_mean"][2][1] and float(acc.accuracy.estimate) < 0.8
+    assert acc.accuracy.n == len(report)
+    with pytest.raises(ValueError, match="overstates"):
+        DirectionResult("toy", {}, full, None).best_accuracy()  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from interp._io import atomic_write_bytes, atomic_write_json
 from interp.core.positions import real
 from interp.hooks import TLModel
 from interp.manifest import write_run_manifest
+from interp.multiple_testing import split_samples
 from interp.progress import Stages
 from interp.steering import data
 from interp.steering.apply import add, generate
@@ -71,7 +72,13 @@ def _plan(quick: bool) -> dict[str, Any]:
 
 @dataclass
 class DirectionResult:
-    """One direction: held-out accuracy per method and layer, the sweep, sample generations."""
+    """One direction: held-out accuracy per method and layer, the sweep, sample generations.
+
+    ``accuracy`` is each layer's accuracy on all held-out prompts (a curve over layers, nothing
+    chosen). ``split_accuracy`` holds it on two disjoint halves of them, ``(choose, report)``:
+    :meth:`best_accuracy` picks the layer on the first and reports the second, so the reported
+    accuracy is not the maximum of many noisy ones.
+    """
 
     name: str
     vectors: dict[int, SteeringVector]  # difference of means, at the swept layers
@@ -79,17 +86,29 @@ class DirectionResult:
     sweep: SteeringSweep
     samples: dict[str, str] = field(default_factory=dict)
     max_kl: float = MAX_KL
+    split_accuracy: dict[str, dict[int, tuple[Accuracy, Accuracy]]] = field(default_factory=dict)
 
     def best_accuracy(self, method: str = "diff_mean") -> tuple[int, Accuracy]:
-        by_layer = self.accuracy[method]
-        layer = max(by_layer, key=lambda la: float(by_layer[la].accuracy.estimate))
-        return layer, by_layer[layer]
+        """The layer with the best accuracy on the choosing half of the held-out prompts, and
+        its accuracy on the reporting half."""
+        if method not in self.split_accuracy:
+            raise ValueError(
+                f"no held-out split for {method!r}: choosing the best layer and reporting its "
+                "accuracy on the same prompts overstates it; build the result with "
+                "split_accuracy (run_study does)"
+            )
+        by_layer = self.split_accuracy[method]
+        layer = max(by_layer, key=lambda la: float(by_layer[la][0].accuracy.estimate))
+        return layer, by_layer[layer][1]
 
     def summary(self) -> str:
         lines = [f"== {self.name} =="]
-        for method in self.accuracy:
+        for method in self.split_accuracy:
             layer, acc = self.best_accuracy(method)
-            lines.append(f"held-out accuracy, {method}: best layer {layer}: {acc}")
+            lines.append(
+                f"held-out accuracy, {method}: best layer {layer} (chosen on half the held-out "
+                f"prompts), on the other half: {acc}"
+            )
         lines.append(self.sweep.summary())
         try:
             lines.append(self.sweep.summary(max_kl=self.max_kl))
@@ -185,20 +204,34 @@ def _accuracy(
     layers: list[int],
     methods: list[str],
     paired: bool,
-) -> dict[str, dict[int, Accuracy]]:
-    """Vectors from the training rows, accuracy on the held-out rows (order: pos, neg, pos, neg)."""
+    seed: int = 0,
+) -> tuple[dict[str, dict[int, Accuracy]], dict[str, dict[int, tuple[Accuracy, Accuracy]]]]:
+    """Vectors from the training rows; accuracy on all held-out rows and on two disjoint halves
+    of them (pairs kept together when paired), per method and layer. Row order of ``acts``:
+    pos, neg (training), pos, neg (held out)."""
     a, b = n_train
     c, d = n_held
     train_p, train_n = acts[:, :a], acts[:, a : a + b]
     held_p, held_n = acts[:, a + b : a + b + c], acts[:, a + b + c : a + b + c + d]
-    out: dict[str, dict[int, Accuracy]] = {}
+    halves_p = split_samples(c, 0.5, seed)
+    halves_n = halves_p if paired else split_samples(d, 0.5, seed + 1)
+    full: dict[str, dict[int, Accuracy]] = {}
+    split: dict[str, dict[int, tuple[Accuracy, Accuracy]]] = {}
     for method in methods:
         vecs = vectors_from_activations(train_p, train_n, layers=layers, method=method)
-        out[method] = {
-            la: accuracy_from_activations(vecs[la], held_p[i], held_n[i], paired=paired)
-            for i, la in enumerate(layers)
-        }
-    return out
+        full[method], split[method] = {}, {}
+        for i, la in enumerate(layers):
+            full[method][la] = accuracy_from_activations(
+                vecs[la], held_p[i], held_n[i], paired=paired
+            )
+            choose, report = (
+                accuracy_from_activations(
+                    vecs[la], held_p[i][halves_p[h]], held_n[i][halves_n[h]], paired=paired
+                )
+                for h in (0, 1)
+            )
+            split[method][la] = (choose, report)
+    return full, split
 
 
 def _direction(
@@ -220,7 +253,7 @@ def _direction(
         model, everything, layers=layers, position=POSITION, max_tokens=32 * 24
     )
     sizes = (len(train[0]), len(train[1])), (len(held[0]), len(held[1]))
-    accuracy = _accuracy(acts, *sizes, layers, methods, paired)
+    accuracy, split_accuracy = _accuracy(acts, *sizes, layers, methods, paired)
     sweep_layers = plan[name]["layers"]
     rows = [layers.index(la) for la in sweep_layers]
     meta = extraction_metadata(model, train[0], train[1], POSITION)
@@ -234,7 +267,7 @@ def _direction(
         model, vectors, layers=sweep_layers, alphas=plan[name]["alphas"], measures=measures,
         intended=measures[0].name, goal=goal, max_tokens=32 * 24,  # type: ignore[arg-type]
     )  # fmt: skip
-    out = DirectionResult(name, vectors, accuracy, result)
+    out = DirectionResult(name, vectors, accuracy, result, split_accuracy=split_accuracy)
     out.samples = _samples(model, out, sample_prompt, plan["new_tokens"], plan["signs"])
     return out
 
