@@ -27,6 +27,9 @@ class OnePromptWarning(UserWarning):
     """An interval over a single prompt: every resample is that prompt, so low = high."""
 
 
+_SHOWN: dict = {}  # warnings registry of the small-sample warning
+
+
 class SmallSampleWarning(UserWarning):
     """A percentile bootstrap interval over fewer than ``SMALL_SAMPLE`` prompts: too narrow."""
 
@@ -67,13 +70,18 @@ def bootstrap_ci(
             stacklevel=2,
         )
     elif n < SMALL_SAMPLE:
-        warnings.warn(
+        # Named by module, not by file: a notebook stores it without a machine path, and the
+        # registry shows it once per process and number of prompts, not once per cell.
+        warnings.warn_explicit(
             f"a percentile bootstrap interval over {n} prompts is too narrow (nominal 95% covered "
             "87.5% of means at n = 8 and 93% at n = 16 for normal values, less for skewed ones; "
             "docs/methods.md); use 20 or more prompts, or a result's family() / top(), whose "
             "sign-flip t intervals covered 97% at n = 8",
             SmallSampleWarning,
-            stacklevel=2,
+            "interp/stats.py",
+            0,
+            module="interp.stats",
+            registry=_SHOWN,
         )
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (n_resamples, n), generator=gen)

@@ -107,3 +107,16 @@ def test_one_prompt_interval_warns_instead_of_looking_certain():
     with warnings.catch_warnings():
         warnings.simplefilter("error", OnePromptWarning)
         bootstrap_ci(torch.tensor([1.0, 2.0]))  # two prompts: no warning
+
+
+def test_small_samples_are_warned_about_once_without_a_machine_path():
+    import warnings
+
+    from interp.stats import SMALL_SAMPLE, SmallSampleWarning
+
+    with pytest.warns(SmallSampleWarning, match="over 8 prompts is too narrow") as rec:
+        bootstrap_ci(torch.randn(8, 3))
+    assert rec[0].filename == "interp/stats.py"  # stored notebooks show no machine path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bootstrap_ci(torch.randn(SMALL_SAMPLE, 3))  # 20 prompts: no warning

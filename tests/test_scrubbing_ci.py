@@ -40,12 +40,13 @@ def model():
 
 @pytest.mark.slow
 def test_intervals_cover_the_population_value_at_12_and_200_rows(model):
-    """The population is every input [a, b, c, a]; its value is scrub on all of it with many
-    samples. Data sets of 12 and 200 rows are drawn from it, 200 of each."""
+    """The task: [a, b, c, a] with a, b, c uniform over the 6 tokens. Its value is scrub on ten
+    copies of every input (so a partner can be the same input as the reference, as an
+    independent draw from the task can, though never the same row) with many samples. Data sets
+    of 12 and 200 rows are drawn from the task, 200 of each."""
     hyps = _hypotheses()
-    truth = [
-        r.recovered for r in compare(model, POPULATION, hyps, METRIC, n_samples=100_000).results
-    ]
+    task = POPULATION.repeat(10, 1)
+    truth = [r.recovered for r in compare(model, task, hyps, METRIC, n_samples=200_000).results]
     for n_rows in (12, 200):
         covered, by_samples = np.zeros(3), np.zeros(3)
         for rep in range(200):

@@ -21,6 +21,7 @@ from interp.patching.path import edge_patch, path_patch
 from interp.patching.result import PatchResult
 from interp.patching.sweep import patch_sweep
 from interp.progress import Stages
+from interp.rules import Rule
 from interp.stats import bootstrap_ci
 
 __all__ = ["StudyResult", "induction_study", "ioi_study"]
@@ -98,8 +99,11 @@ def ioi_study(
     quick: bool = True,
     seed: int = 0,
     progress: bool = True,
+    rule: Rule | None = None,
 ) -> StudyResult:
-    """IOI on ``model``: baselines, residual and head sweeps, attribution vs exact, top heads."""
+    """IOI on ``model``: baselines, residual and head sweeps, attribution vs exact, top heads,
+    and the verdicts of ``rule`` (default :data:`HEAD_RULE`) on every head at the final
+    position (its hash goes into the study's numbers)."""
     from interp.ioi import ioi_prompts
     from interp.metrics import logit_diff
 
@@ -159,6 +163,12 @@ def ioi_study(
     results["heads_end"] = heads
     lines.append("heads at the final position (denoising z), largest normalised effects:")
     lines += _top_text(heads, 6)
+    rule = HEAD_RULE if rule is None else rule
+    verdicts = rule.verdicts(heads)
+    admitted = [f"{r['cell']['layer']}{r['cell']['head']}" for r in verdicts if r["holds"]]
+    numbers["head_rule"] = {"sha256": rule.sha256, "rule": rule.describe(), "admitted": admitted}
+    lines.append(f"pre-registered rule {rule.sha256[:12]}: {rule.describe()}")
+    lines.append(f"  admits {len(admitted)} of {len(verdicts)} heads: {', '.join(admitted) or '-'}")
 
     stage("attribution patching")
     atp = attribution_patch(
@@ -270,6 +280,15 @@ def induction_study(*, n_prompts: int = 16, seed: int = 0, progress: bool = True
     )
 
 
+# Fixed before any number is seen; ``main`` registers it in the output folder before the run.
+HEAD_RULE = Rule(
+    "a head at the final position is part of the IOI circuit",
+    "normalized_effect",
+    threshold=0.1,
+    correction="maxt",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m interp.patching.study", description=__doc__)
     p.add_argument("--quick", action="store_true", help="every third layer in the residual sweep")
@@ -278,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from interp.models import load_model
 
+    if args.out:  # before the run: the rule cannot be fitted to the numbers
+        HEAD_RULE.register(Path(args.out) / "ioi")
     model = load_model("smollm2-135m")
     model.eval()
     studies = [ioi_study(model, n_prompts=args.prompts, quick=args.quick), induction_study()]
