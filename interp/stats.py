@@ -71,7 +71,7 @@ def bootstrap_ci(
         )
     elif n < SMALL_SAMPLE:
         # Named by module, not by file: a notebook stores it without a machine path, and the
-        # registry shows it once per process and number of prompts, not once per cell.
+        # registry shows it once per number of prompts (Jupyter resets it with each cell).
         warnings.warn_explicit(
             f"a percentile bootstrap interval over {n} prompts is too narrow (nominal 95% covered "
             "87.5% of means at n = 8 and 93% at n = 16 for normal values, less for skewed ones; "
