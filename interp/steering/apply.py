@@ -264,6 +264,10 @@ def generate(
     """
     edits = _validate(model, edits)
     check_int(max_new_tokens, "max_new_tokens", minimum=0)
+    if adapt(model).backend == "bridge":
+        # A TransformerBridge's cached generation (TL 3.9 and 4.3) disagrees with its own full
+        # forwards, steered or not (docs/steering.md): exact unless asked otherwise.
+        kwargs.setdefault("use_past_kv_cache", False)
     if isinstance(prompt, Tensor):  # token ids [pos] or [batch, pos], taken as unpadded
         if prompt.ndim not in (1, 2):
             raise ValueError(f"token ids must be [pos] or [batch, pos]; got {tuple(prompt.shape)}")
