@@ -8,6 +8,7 @@ mechscope and the hashes of the data it read.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata
 import os
 import platform
@@ -24,10 +25,14 @@ __all__ = [
     "package_versions",
     "read_run_manifest",
     "run_manifest",
+    "set_source",
+    "source_of",
+    "sourced",
     "write_run_manifest",
 ]
 
 RUN_MANIFEST_NAME = "run.json"
+_SOURCE_ATTR = "mechscope_source"
 
 _PACKAGES = (
     "mechscope",
@@ -112,3 +117,26 @@ def write_run_manifest(directory: str | os.PathLike[str], **kwargs: Any) -> dict
 
 def read_run_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return read_json(Path(directory) / RUN_MANIFEST_NAME)
+
+
+def set_source(obj: Any, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Record on ``obj`` (a model, a dictionary) that it is what ``call(*args, **kwargs)``
+    returns, so a recipe can name how to make it again (:mod:`interp.recipe`); returns ``obj``."""
+    object.__setattr__(obj, _SOURCE_ATTR, {"call": call, "args": args, "kwargs": kwargs})
+    return obj
+
+
+def source_of(obj: Any) -> dict[str, Any] | None:
+    """What :func:`set_source` recorded on ``obj``, or None."""
+    return getattr(obj, _SOURCE_ATTR, None)
+
+
+def sourced(factory: Any) -> Any:
+    """Decorate a factory (of metrics, features, models) so what it returns remembers the call
+    that made it (:func:`set_source`): a recipe then records the call, not the closure."""
+
+    @functools.wraps(factory)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return set_source(factory(*args, **kwargs), wrapper, *args, **kwargs)
+
+    return wrapper

@@ -56,7 +56,7 @@ from torch import nn
 
 from interp._io import atomic_write_json, fsync_dir, read_json, remove_tree, sha256_file
 from interp.hooks import TLModel
-from interp.manifest import write_run_manifest
+from interp.manifest import set_source, write_run_manifest
 from interp.validate import check_device, did_you_mean
 
 __all__ = [
@@ -297,6 +297,22 @@ def load_model(
     >>> model = load_model("/path/to/hf_folder")  # a local Hugging Face folder
     >>> model = load_model("gpt2")                # a TransformerLens name (needs the hub)
     """
+    model = _load_model(name, backend=backend, device=device, dtype=dtype, **kwargs)
+    # How to load it again, for a recipe (interp.recipe); the device is the replayer's choice.
+    dtype_name = None if dtype is None else str(resolve_dtype(dtype)).removeprefix("torch.")
+    return set_source(
+        model, load_model, os.fspath(name), backend=backend, dtype=dtype_name, **kwargs
+    )
+
+
+def _load_model(
+    name: str | os.PathLike[str],
+    *,
+    backend: str | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | str | None,
+    **kwargs: Any,
+) -> TLModel:
     from transformer_lens.utilities.devices import get_device
 
     chosen = _check_backend(backend)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from interp._io import remove_tree
+from interp.manifest import set_source
 from interp.models import cache_root, hooked_from_hf_gpt2, hooked_from_hf_llama
 from interp.validate import did_you_mean
 
@@ -147,4 +148,5 @@ def random_model(backend: str | None = None, **fields: Any) -> Any:
     backend = backend or default_backend()
     if backend not in ("bridge", "hooked"):
         raise ValueError(f"backend must be 'bridge' or 'hooked', got {backend!r}")
-    return to_backend(hf_random_model(**fields), backend)
+    model = to_backend(hf_random_model(**fields), backend)
+    return set_source(model, random_model, backend, **fields)  # seeded: the same weights again

@@ -24,6 +24,7 @@ PACKAGES = ("interp", "saes", "kernels")
 # Entry modules: run as ``python -m ...`` (or used only by those), never imported by the library.
 ENTRY_MODULES = {
     "interp.demo": "python -m interp.demo",
+    "interp.__main__": "python -m interp replay RUN_DIR",
     "interp.bench": "python -m interp.bench {cache,patching}",
     "interp.bench.__main__": "python -m interp.bench {cache,patching}",
     "interp.bench.cache": "python -m interp.bench cache",

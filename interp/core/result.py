@@ -58,6 +58,7 @@ __all__ = ["Result", "Values", "register_plot"]
 
 R = TypeVar("R", bound="Result")
 _PLOTS: dict[str, Callable[..., Any] | str] = {}
+_KINDS: dict[str, type[Result]] = {}
 
 
 def register_plot(kind: str, fn: Callable[..., Any] | str) -> None:
@@ -74,6 +75,33 @@ class Result:
     axes: tuple[str, ...]
     labels: dict[str, list[str]]
     meta: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _KINDS[cls.kind] = cls  # so a saved result loads by its format alone
+
+    @staticmethod
+    def class_of(directory: str | Path) -> type[Result]:
+        """The result class whose ``save`` wrote ``directory`` (read from its format)."""
+        info = read_json(Path(directory) / "result.json")
+        fmt = str(info.get("format", ""))
+        kind = fmt.removeprefix("mechscope.").rsplit("/", 1)[0]
+        if kind not in _KINDS:
+            raise ValueError(
+                f"{directory} holds format {fmt!r}, which no loaded result class reads (known: "
+                f"{', '.join(sorted(_KINDS))})"
+            )
+        return _KINDS[kind]
+
+    def followed_by(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        """This result's meta with ``op(**kwargs)`` added to its recipe's steps (if it has one),
+        for a result derived from this one: replay makes the original again, then repeats them."""
+        meta = dict(self.meta)
+        if isinstance(meta.get("replay"), dict):
+            recipe = dict(meta["replay"])
+            recipe["then"] = [*recipe.get("then", []), {"op": op, "kwargs": kwargs}]
+            meta["replay"] = recipe
+        return meta
 
     # -- summaries --------------------------------------------------------------------------
     @property
@@ -180,7 +208,9 @@ class Result:
                 values = values.select(dim, i)
             elif isinstance(i, list):
                 values = values.index_select(dim, torch.as_tensor(i, device=values.device))
-        meta = {**self.meta, "fixed": fixed} if fixed else dict(self.meta)
+        meta = self.followed_by("sel", **by)
+        if fixed:
+            meta["fixed"] = fixed
         return self._with(values, tuple(keep), labels, meta)  # type: ignore[return-value]
 
     def _with(
@@ -241,8 +271,14 @@ class Result:
             else:
                 info[f.name] = list(v) if isinstance(v, tuple) else v
         atomic_write_json(d / "result.json", info)
-        config = {k: v for k, v in info.items() if k not in ("labels", "format")}
-        write_run_manifest(d, kind=str(info.get("method", self.kind)), config=config)
+        config = {k: v for k, v in info.items() if k not in ("labels", "format", "meta")}
+        config["meta"] = {k: v for k, v in self.meta.items() if k != "replay"}
+        write_run_manifest(
+            d,
+            kind=str(info.get("method", self.kind)),
+            config=config,
+            extra={"replay": self.meta.get("replay")},
+        )
         return d
 
     @classmethod

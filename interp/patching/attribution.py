@@ -49,6 +49,7 @@ from interp.patching.inputs import (
 )
 from interp.patching.result import PatchResult
 from interp.patching.sweep import _logit_positions, _ranges, fixed_axes
+from interp.recipe import recorded
 from interp.validate import check_choice, check_int
 
 __all__ = ["GRIDS", "attribution_patch", "correlation", "edge_attribution"]
@@ -187,6 +188,7 @@ def _reduce(prod: Tensor, spec: Site, over: Sequence[str]) -> Tensor:
     return x.permute(0, *[remaining.index(a) + 1 for a in keep])
 
 
+@recorded
 def attribution_patch(
     model: TLModel,
     clean: Any,
@@ -291,6 +293,7 @@ def _receiver_hook(model: TLModel, r: Any) -> tuple[str, int | None]:
     return r.input_hook, r.head if r.spec.per_head else None
 
 
+@recorded
 def edge_attribution(
     model: TLModel,
     clean: Any,

@@ -51,6 +51,7 @@ from interp.patching.inputs import (
     reference_tokens,
 )
 from interp.patching.result import PatchResult
+from interp.recipe import recorded
 from interp.validate import check_choice, check_int
 
 __all__ = ["FREEZE", "edge_patch", "path_patch"]
@@ -107,6 +108,7 @@ def graph_list(x: Any) -> list[Any]:
     return [x] if isinstance(x, (str, Node)) else list(x)
 
 
+@recorded
 def path_patch(
     model: TLModel,
     clean: Any,
@@ -288,6 +290,7 @@ def _parse_edge(graph: ComponentGraph, edge: Any, n_pos: int) -> tuple[Node, Nod
     return s, r
 
 
+@recorded
 def edge_patch(
     model: TLModel,
     clean: Any,

@@ -81,7 +81,7 @@ class PatchResult(Result):
             self.direction,
             (self.clean - lo) / span,
             (self.corrupt - lo) / span,
-            dict(self.meta),
+            self.followed_by("normalized"),
         )
 
     def no_effect(self) -> Tensor | float:

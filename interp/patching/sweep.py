@@ -32,6 +32,7 @@ from interp.patching.inputs import (
 )
 from interp.patching.result import PatchResult
 from interp.patching.runner import PatchRunner
+from interp.recipe import recorded
 from interp.validate import (
     check_head,
     check_int,
@@ -131,6 +132,7 @@ def source_activations(
     return {n: cache[n].mean(0, keepdim=True) for n in names}
 
 
+@recorded
 def patch_sweep(
     model: TLModel,
     clean: Any,

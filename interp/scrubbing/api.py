@@ -17,6 +17,7 @@ from interp.core.nodes import ComponentGraph
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
 from interp.patching.inputs import as_tokens, metric_name
+from interp.recipe import recorded
 from interp.scrubbing.engine import Plan, ScrubEngine, ScrubMetric, plan
 from interp.scrubbing.hypothesis import (
     Claim,
@@ -30,6 +31,7 @@ from interp.scrubbing.result import ScrubComparison, ScrubResult
 __all__ = ["compare", "scrub"]
 
 
+@recorded
 def scrub(
     model: TLModel,
     dataset: Any,
@@ -74,6 +76,7 @@ def scrub(
     return res
 
 
+@recorded
 def compare(
     model: TLModel,
     dataset: Any,

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.manifest import sourced
 from interp.random_models import to_backend
 from interp.scrubbing.hypothesis import Hypothesis, claim
 
@@ -39,6 +40,7 @@ _OUT = (slice(V + 1, 2 * V + 1), slice(2 * V + 1, 3 * V + 1))
 D_MODEL = 3 * V + 2  # one spare unit: Llama wants a width divisible by the head count
 
 
+@sourced
 def copy_first_model(backend: str | None = None) -> Any:
     """The hand-set model (deterministic: no random initialisation survives) as a
     TransformerBridge or, ``backend="hooked"``, a HookedTransformer of the same weights (TL 3);
@@ -83,6 +85,7 @@ def copy_first_dataset(n: int, seed: int = 0) -> Tensor:
     return torch.cat([abc, abc[:, :1]], dim=1)
 
 
+@sourced
 def token_at(p: int):  # noqa: ANN201 - a feature
     """The feature "the token at position p"."""
 

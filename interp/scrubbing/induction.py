@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from interp.manifest import sourced
 from interp.scrubbing.hypothesis import Claim, Hypothesis, claim
 
 __all__ = ["POSITION", "bench_hypothesis", "induction_hypotheses", "token_feature"]
@@ -31,6 +32,7 @@ PREV_TOKEN_HEADS = ("L0H4", "L0H2")
 LAYER0 = tuple(f"L0H{h}" for h in range(8))
 
 
+@sourced
 def token_feature(p: int, name: str) -> Callable[[Tensor], int]:
     def feature(x: Tensor) -> int:
         return int(x[p])

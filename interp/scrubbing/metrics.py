@@ -7,11 +7,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from interp.manifest import sourced
 from interp.validate import check_int, check_nonempty, check_positions
 
 __all__ = ["next_token_loss"]
 
 
+@sourced
 def next_token_loss(
     positions: int | Sequence[int] | None = None,
 ) -> Callable[[Tensor, Tensor], Tensor]:

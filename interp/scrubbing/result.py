@@ -236,9 +236,11 @@ class ScrubResult(Result):
         write_run_manifest(
             d,
             kind="scrub",
-            config={k: v for k, v in info.items() if k not in ("nodes", "summary")},
+            config={k: v for k, v in info.items() if k not in ("nodes", "summary", "meta")}
+            | {"meta": {k: v for k, v in self.meta.items() if k != "replay"}},
             seed=self.meta.get("seed"),
             data=self.meta.get("data"),
+            extra={"replay": self.meta.get("replay")},
         )
         return d
 
@@ -376,6 +378,13 @@ class ScrubComparison(Result):
             folders.append(f"{i:02d}_{_slug(r.hypothesis)}")
             r.save(d / folders[-1])
         info = {"format": self.format(), "results": folders, "meta": self.meta}
+        write_run_manifest(
+            d,
+            kind="scrub_comparison",
+            config={"results": folders},
+            seed=self.meta.get("seed"),
+            extra={"replay": self.meta.get("replay")},
+        )
         atomic_write_json(d / _COMPARISON_FILE, {**info, "table": self.table()})
         return d
 
