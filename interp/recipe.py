@@ -38,6 +38,7 @@ import importlib
 import inspect
 import warnings
 from collections.abc import Callable
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -47,6 +48,7 @@ from torch import Tensor, nn
 from interp.core.nodes import Node
 from interp.core.positions import Real, Span, positions_from_json, positions_to_json
 from interp.manifest import source_of
+from interp.store_format import MANIFEST
 
 __all__ = [
     "RECIPE_FORMAT",
@@ -78,9 +80,9 @@ def import_path(obj: Any) -> str | None:
             found = getattr(found, part)
     except (ImportError, AttributeError):
         return None
-    return (
-        f"{module}:{qual}" if found is obj or getattr(found, "__wrapped__", None) is obj else None
-    )
+    # ``==``: a classmethod's bound method is a new object at every access, equal to the last.
+    same = found is obj or found == obj or getattr(found, "__wrapped__", None) is obj
+    return f"{module}:{qual}" if same else None
 
 
 def _resolve(path: str) -> Any:
@@ -102,7 +104,8 @@ def _source_hash(fn: Any) -> str | None:
 
 
 def _tensor_sha(t: Tensor) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)  # any dtype, bf16 too
+    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()[:16]
 
 
 def _encode_module(module: nn.Module) -> dict[str, Any]:
@@ -115,6 +118,34 @@ def _encode_module(module: nn.Module) -> dict[str, Any]:
             "source": _made_by(module),
         }
     }
+
+
+_STORE = "interp.store:ActivationStore"  # resolved by name: stores import this module
+
+
+def _encode_store(value: Any) -> dict[str, Any] | None:
+    """An activation store by its folder and the sha256 of its manifest (which holds every
+    shard's sha256): replay refuses a store that is gone or was rewritten."""
+    if import_path(type(value)) != _STORE:
+        return None
+    path = Path(value.path).resolve()
+    return {"__store__": {"path": str(path), "sha256": _file_sha(path / MANIFEST)}}
+
+
+def _decode_store(body: dict[str, Any]) -> Any:
+    path = Path(body["path"])
+    if not (path / MANIFEST).is_file():
+        raise NotReplayableError(f"the activation store {path} is gone (no {MANIFEST})")
+    if _file_sha(path / MANIFEST) != body["sha256"]:
+        raise NotReplayableError(
+            f"the activation store {path} has changed since it was read (its {MANIFEST} sha256 "
+            f"differs from the recorded {body['sha256'][:16]}…): rewritten or resumed"
+        )
+    return _resolve(_STORE)(path)
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _made_by(value: Any) -> dict[str, Any] | None:
@@ -158,6 +189,8 @@ def encode(value: Any) -> Any:
         return encode(torch.from_numpy(value))
     if isinstance(value, (Real, Span)):
         return {"__positions__": positions_to_json(value)}
+    if isinstance(value, PurePath):  # a path is its text: the call takes either
+        return str(value)
     if isinstance(value, slice):
         return {"__slice__": [value.start, value.stop, value.step]}
     if isinstance(value, torch.dtype):
@@ -168,6 +201,8 @@ def encode(value: Any) -> Any:
         return _encode_module(value)
     if (made := _made_by(value)) is not None:
         return {"__made__": made}
+    if (store := _encode_store(value)) is not None:
+        return store
     if isinstance(value, functools.partial):
         return {
             "__partial__": {
@@ -240,6 +275,8 @@ def decode(value: Any, *, modules: dict[str, nn.Module] | None = None) -> Any:
         return functools.partial(
             fn, *decode(body["args"], modules=modules), **decode(body["kwargs"], modules=modules)
         )
+    if tag == "__store__":
+        return _decode_store(body)
     if tag == "__made__":
         made = _resolve(body["call"])
         return made(
@@ -279,7 +316,12 @@ def load_source(body: dict[str, Any]) -> nn.Module:
             f"model to replay (--model NAME_OR_FOLDER); its weights must have fingerprint "
             f"{body['fingerprint'][:16]}…"
         )
-    module = _resolve(src["call"])(*decode(src["args"]), **decode(src["kwargs"]))
+    try:
+        module = _resolve(src["call"])(*decode(src["args"]), **decode(src["kwargs"]))
+    except (OSError, ValueError, KeyError) as err:  # a file gone, moved or unreadable
+        raise NotReplayableError(
+            f"the {body['class']} this artifact used cannot be made again by {src['call']}: {err}"
+        ) from err
     if (now := model_fingerprint(module)) != body["fingerprint"]:
         raise NotReplayableError(
             f"{src['call']} made a {body['class']} whose weights differ from the recorded ones "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from interp._io import read_json, remove_tree
 from interp.manifest import RUN_MANIFEST_NAME, read_run_manifest
 from interp.recipe import RECIPE_FORMAT, NotReplayableError, _resolve, decode
 
@@ -65,19 +67,27 @@ class ReplayReport:
         return "\n".join(lines)
 
 
-def recipe_of(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The recipe saved in ``directory/run.json``, or an error saying why there is none."""
-    d = Path(directory)
-    if not (d / RUN_MANIFEST_NAME).is_file():
-        raise FileNotFoundError(f"{d} has no {RUN_MANIFEST_NAME}: not a saved mechscope artifact")
-    rec = read_run_manifest(d).get("replay")
+def recipe_of(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The recipe saved in ``path/run.json`` (or in the JSON file ``path``, as an SAE's
+    ``eval.json``), or an error saying why there is none."""
+    p = Path(path)
+    if p.is_file():
+        doc = read_json(p)
+    elif (p / RUN_MANIFEST_NAME).is_file():
+        doc, p = read_run_manifest(p), p / RUN_MANIFEST_NAME
+    else:
+        raise FileNotFoundError(
+            f"{p} is neither a folder with {RUN_MANIFEST_NAME} nor a JSON file: not a saved "
+            "mechscope artifact"
+        )
+    rec = doc.get("replay") if isinstance(doc, dict) else None
     if not isinstance(rec, dict) or rec.get("format") != RECIPE_FORMAT:
         raise NotReplayableError(
-            f"{d / RUN_MANIFEST_NAME} holds no recipe: written before replay existed, or by an "
-            f"artifact kind that does not record one ({read_run_manifest(d).get('kind')!r})"
+            f"{p} holds no recipe: written before replay existed, or by an artifact kind that "
+            f"does not record one ({doc.get('kind') if isinstance(doc, dict) else None!r})"
         )
     if rec.get("unreplayable"):
-        raise NotReplayableError(f"{d} cannot be replayed: " + "; ".join(rec["unreplayable"]))
+        raise NotReplayableError(f"{path} cannot be replayed: " + "; ".join(rec["unreplayable"]))
     return rec
 
 
@@ -86,6 +96,10 @@ def numbers(obj: Any, prefix: str = "") -> Iterator[tuple[str, Tensor | float]]:
     metadata (``meta``, manifests) left out."""
     if isinstance(obj, Tensor):
         yield prefix or "value", obj.detach().cpu()
+    elif hasattr(obj, "shard_activations") and hasattr(obj, "hooks"):  # an activation store
+        for hook in obj.hooks:
+            for i in range(len(obj.shards)):
+                yield f"{hook}[shard {i}]", obj.shard_activations(i, hook).float()
     elif isinstance(obj, bool) or obj is None or isinstance(obj, str):
         return
     elif isinstance(obj, (int, float)):
@@ -102,7 +116,7 @@ def numbers(obj: Any, prefix: str = "") -> Iterator[tuple[str, Tensor | float]]:
             yield from numbers(getattr(obj, k), f"{prefix}.{k}" if prefix else k)
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            if k not in ("meta", "manifest"):
+            if k not in ("meta", "manifest", "replay"):
                 yield from numbers(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
@@ -160,13 +174,23 @@ def replay(
                 f"{want[:16]}…: not the same model (weights, dtype or configuration differ)"
             )
         modules[have] = model
-    fn = _resolve(rec["call"])
+    fn, load = _resolve(rec["call"]), _resolve(loader)
     kwargs = {name: decode(v, modules=modules) for name, v in rec["args"].items()}
-    new = fn(**kwargs)
-    for step in rec.get("then", []):
-        new = getattr(new, step["op"])(**step["kwargs"])
-    old = _resolve(loader)(directory)
-    old_numbers, new_numbers = dict(numbers(old)), dict(numbers(new))
+    old = load(directory)
+    scratch = None
+    if (out := rec.get("output")) is not None:  # the call writes a folder: write a fresh one
+        scratch = Path(tempfile.mkdtemp(prefix="mechscope-replay-"))
+        kwargs[out] = scratch / "artifact"
+    try:
+        new = fn(**kwargs)
+        for step in rec.get("then", []):
+            new = getattr(new, step["op"])(**step["kwargs"])
+        if out is not None:
+            new = load(new)
+        old_numbers, new_numbers = dict(numbers(old)), dict(numbers(new))
+    finally:
+        if scratch is not None:
+            remove_tree(scratch)
     rows = [
         _compare(name, value, new_numbers[name], atol, rtol)
         if name in new_numbers

@@ -26,6 +26,7 @@ from interp.core.forward import rows_for
 from interp.corpus import Corpus, token_sequences
 from interp.hooks import HookSpec, TLModel, resolve_hooks
 from interp.manifest import write_run_manifest
+from interp.recipe import recipe
 from interp.store_format import (
     FORMAT,
     MANIFEST,
@@ -55,6 +56,9 @@ _IDENTITY = (
     "data",
     "tokenizer",
 )
+
+
+_STORE_CLASS = "interp.store:ActivationStore"
 
 
 def write_store(
@@ -93,6 +97,8 @@ def write_store(
     a complete store it returns at once. Different arguments raise :class:`StoreMismatchError`.
     Returns the store's directory.
     """
+    # Every argument, before any is consumed: what `python -m interp replay PATH` reruns.
+    rec = recipe(write_store, (), dict(locals())) | {"load": _STORE_CLASS, "output": "path"}
     path = Path(path)
     check_int(forward_max_tokens, "forward_max_tokens", minimum=1)
     names = resolve_hooks(model, hooks)
@@ -150,6 +156,7 @@ def write_store(
             config={k: spec[k] for k in _IDENTITY if k not in ("model", "data")}
             | {"forward_max_tokens": forward_max_tokens},
             data={"corpus": manifest["data"], "model": spec["model"]},
+            extra={"replay": rec},
         )
     return path
 

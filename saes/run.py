@@ -132,6 +132,7 @@ def evaluate_run(
     model and hook), with CE loss recovered on the store's model; writes eval.json (or
     eval_<store name>.json for another store). ``in_sample`` in the result says whether the store
     is the one the SAE was trained on (its numbers then flatter the SAE)."""
+    from interp.recipe import recipe
     from interp.store import ActivationStore
     from saes.evals import evaluate
 
@@ -160,12 +161,19 @@ def evaluate_run(
         from interp.models import load_model
 
         model = load_model(store.manifest["model"]["name"] or "")
-    report = evaluate(
-        sae, store, model, n_batches=n_batches, batch_size=batch_size, n_ce_contexts=n_ce_contexts
-    )
+    args: dict[str, Any] = {
+        "n_batches": n_batches,
+        "batch_size": batch_size,
+        "n_ce_contexts": n_ce_contexts,
+    }
+    report = evaluate(sae, store, model, **args)
     result: dict[str, Any] = report.to_dict()
     result["store"] = str(store.path)
     result["in_sample"] = in_sample
+    # How to make these numbers again: python -m interp replay RUN_DIR/eval.json
+    result["replay"] = recipe(evaluate, (sae, store, model), args)
+    result["replay"]["then"] = [{"op": "to_dict", "kwargs": {}}]
+    result["replay"]["load"] = "interp._io:read_json"
     name = "eval.json" if store_path is None else f"eval_{Path(store_path).name}.json"
     atomic_write_json(run_dir / name, result)
     return result

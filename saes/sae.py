@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from interp._io import atomic_write_json, fsync_dir, read_json
+from interp.manifest import set_source
 from saes.activations import architecture, make_activation
 from saes.checksums import CHECKSUMS, SAELoadError, verify_checkpoint, write_checksums
 from saes.config import SAEConfig, config_from_dict
@@ -458,6 +459,8 @@ class SAE(nn.Module):
                 f"{w_path} does not fit the config: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
             )
         sae.load_state_dict(state)
+        # A recipe records the SAE as this call (and checks its weights by fingerprint on replay).
+        set_source(sae, SAE.load, str(directory))
         return sae.to(device) if device is not None else sae
 
 

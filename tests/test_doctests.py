@@ -10,6 +10,9 @@ SELF_CONTAINED = [
     "interp.core.positions",
     "interp.random_models",
     "interp.multiple_testing",
+    "interp.recipe",
+    "interp.core.metric",
+    "interp.core.result",
 ]
 
 

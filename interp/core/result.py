@@ -32,7 +32,7 @@ one that derives them from fields of its own (properties) overrides ``_with``, w
 ...     meta: dict = field(default_factory=dict)
 >>> r = Scores(torch.arange(12.0).reshape(2, 2, 3), ("layer", "pos"), {"layer": ["L0", "L1"], "pos": ["a", "b", "c"]})
 >>> r.sel(layer="L1").mean.tolist(), r.sel(layer="L1").meta["fixed"]
-([4.5, 5.5, 6.5], {'layer': 'L1'})
+([6.0, 7.0, 8.0], {'layer': 'L1'})
 """
 
 from __future__ import annotations
