@@ -209,6 +209,7 @@ def encode(value: Any) -> Any:
                 "func": encode(value.func),
                 "args": encode(list(value.args)),
                 "kwargs": encode(dict(value.keywords)),
+                "names": {k: v for k, v in vars(value).items() if isinstance(v, str)},
             }
         }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -272,9 +273,12 @@ def decode(value: Any, *, modules: dict[str, nn.Module] | None = None) -> Any:
         return fn
     if tag == "__partial__":
         fn = decode(body["func"], modules=modules)
-        return functools.partial(
+        part = functools.partial(
             fn, *decode(body["args"], modules=modules), **decode(body["kwargs"], modules=modules)
         )
+        for k, v in body.get("names", {}).items():  # a display name set on it (``__name__``)
+            setattr(part, k, v)
+        return part
     if tag == "__store__":
         return _decode_store(body)
     if tag == "__made__":

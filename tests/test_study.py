@@ -18,6 +18,12 @@ def test_induction_study_saves_reloads_and_titles_its_figures(tmp_path, capsys):
     for key, res in study.results.items():
         torch.testing.assert_close(again.results[key].values, res.values)
     assert all(r.metric == "log p(repeated token)" for r in study.results.values())
+    # Every saved result of the study replays from its folder, metric and model included.
+    from interp.replay import replay
+
+    for key in study.results:
+        report = replay(tmp_path / "s" / key)
+        assert report.ok, report.table()
     titles = [f.layout.title.text for f in again.figures()]
     assert titles and all(t.startswith("induction on the toy model") for t in titles)
 
