@@ -1,4 +1,4 @@
-"""Results of causal scrubbing: per-sample losses, loss recovered with a bootstrap CI, plot, files.
+"""Results of causal scrubbing: per-sample losses, loss recovered with an interval, plot, files.
 
 Loss recovered (the metric is a loss: lower is better), on means over samples::
 
@@ -6,8 +6,10 @@ Loss recovered (the metric is a loss: lower is better), on means over samples::
 
 1 means the hypothesis explains all of the loss the model achieves over a fully randomised input
 (the model run on a random other input, scored against the reference input's labels); 0 means the
-scrubbed model does no better than random. Its CI resamples the samples with replacement, the
-three losses of a sample together (paired), and recomputes the ratio of means.
+scrubbed model does no better than random. Its interval is over dataset rows: a delete-one-row
+jackknife (a row left out with every sample that read it, a sample's losses together) with a
+t quantile (:mod:`interp.scrubbing.resampling`, docs/methods.md); only a result saved before rows
+were kept falls back to a percentile bootstrap over samples, and says so in ``unit``.
 
 Both are results (:class:`~interp.core.result.Result`): a :class:`ScrubResult`'s values are its
 per-sample losses ``[n_samples, run]`` (``run``: clean, scrubbed, random), a
@@ -182,9 +184,10 @@ class ScrubResult(Result):
     def recovered_ci(
         self, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0
     ) -> RecoveredCI:
-        """Bootstrap CI of loss recovered over dataset rows: rows are resampled, each carrying
-        all its samples (a cluster bootstrap), so the interval is about the task's inputs, not
-        about the Monte-Carlo noise of resampling one dataset."""
+        """Interval of loss recovered over dataset rows (the row jackknife: each row left out
+        with every sample that read it), so it is about the task's inputs, not about the
+        Monte-Carlo noise of resampling one dataset. ``n_resamples`` and ``seed`` act only on
+        the samples bootstrap of a result saved without its rows."""
         _check_unit(self.rows, self.meta, self.n_samples)
         losses = {"clean": self.clean, "a": self.scrubbed, "random": self.random}
         return _recovered_ci(losses, self.draws(), level, n_resamples, seed)
@@ -344,8 +347,8 @@ class ScrubComparison(Result):
     def difference_ci(
         self, a: str, b: str, level: float = 0.95, *, n_resamples: int = 2000, seed: int = 0
     ) -> RecoveredCI:
-        """CI of recovered(a) − recovered(b), dataset rows resampled jointly (a paired
-        comparison; each row carries all its samples)."""
+        """Interval of recovered(a) − recovered(b) over dataset rows, paired: the row jackknife
+        leaves each row out of both hypotheses' samples at once."""
         ra, rb = self[a], self[b]
         _check_unit(ra.rows, ra.meta, ra.n_samples)
         losses = {"clean": ra.clean, "a": ra.scrubbed, "b": rb.scrubbed, "random": ra.random}
