@@ -12,6 +12,18 @@ cannot change the layers before it, so each prompt batch runs the model once uns
 residual stream at every swept layer, and each steered cell starts from there
 (``start_at_layer``), with the edit still applied through the hook.
 
+Baselines, so an effect can be judged (issue 14; AxBench, Wu et al. 2025, found prompting beat
+every steering method it tried):
+
+- ``controls``: other directions run through the same cells (same layers, same α), each rescaled
+  at every layer to the steering vector's norm there: a random direction
+  (:func:`random_direction`), and for a word-logit metric the embedding direction of the metric's
+  own words (:func:`word_embedding_direction`), which raises those logits with no concept at all;
+- ``prefix``: the prompting baseline, each measure's prompts after an instruction (e.g. ``"Answer
+  positively:\n"``) with no vector, measured on the prompt's own tokens;
+- :meth:`SteeringSweep.wrong_direction`: the share of prompts whose change goes against the
+  intended direction, with a Wilson score interval.
+
 A :class:`SteeringSweep` is a :class:`~interp.core.result.Result` on the axes ``measure``,
 ``layer`` (labels ``"L3"``) and ``alpha`` (labels ``"0.5"``). Measures may have prompts of their
 own, so there is no single values tensor: ``values`` maps each measure to its
@@ -23,6 +35,7 @@ is that measure as a plain :class:`~interp.core.result.Values`. The view is
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +59,7 @@ from interp.stats import CI, bootstrap_ci
 from interp.steering._batch import (
     Encoded,
     Prompts,
+    _ids,
     encode,
     hash_prompts,
     require_unpadded,
@@ -55,7 +69,12 @@ from interp.steering.apply import add, steer
 from interp.steering.vector import SteeringVector, check_layer, check_width
 from interp.validate import check_int, did_you_mean
 
-__all__ = ["Best", "Measure", "SteeringSweep", "sweep", "word_logit_diff"]
+__all__ = [
+    "Best", "Measure", "SteeringSweep", "WrongDirection", "random_direction", "sweep",
+    "wilson_interval", "word_embedding_direction", "word_logit_diff",
+]  # fmt: skip
+
+STEERING, PROMPT = "steering", "prompt"  # the names of the vector and of the prompting baseline
 
 Metric = Literal["loss", "kl"] | Callable[[Tensor, Encoded], Tensor]
 
@@ -69,23 +88,110 @@ class Measure:
     metric: Metric
 
 
+def _word_ids(model: TLModel, words: Sequence[str]) -> Tensor:
+    """The token id of each word; every word must be a single token."""
+    if not words:
+        raise ValueError("a word list is empty: give at least one word")
+    toks = [model.to_tokens(w, prepend_bos=False)[0] for w in words]
+    if bad := [w for w, t in zip(words, toks, strict=True) if len(t) != 1]:
+        raise ValueError(f"these words are not single tokens: {bad}")
+    return torch.stack([t[0] for t in toks])
+
+
 def word_logit_diff(
     model: TLModel, positive: Sequence[str], negative: Sequence[str]
 ) -> Callable[[Tensor, Encoded], Tensor]:
     """Metric: mean logit of the positive words − mean logit of the negative words, at each
     prompt's last real token. Each word must be a single token (a leading space is usual)."""
-    ids = []
-    for words in (positive, negative):
-        toks = [model.to_tokens(w, prepend_bos=False)[0] for w in words]
-        if bad := [w for w, t in zip(words, toks, strict=True) if len(t) != 1]:
-            raise ValueError(f"these words are not single tokens: {bad}")
-        ids.append(torch.stack([t[0] for t in toks]))
+    ids = [_word_ids(model, positive), _word_ids(model, negative)]
 
     def metric(logits: Tensor, enc: Encoded) -> Tensor:
         last = logits[torch.arange(len(enc)), token_index(enc, "last").to(logits.device)]
         return last[:, ids[0]].mean(-1) - last[:, ids[1]].mean(-1)
 
     return metric
+
+
+def word_embedding_direction(
+    model: TLModel, positive: Sequence[str], negative: Sequence[str]
+) -> Float[Tensor, " d_model"]:
+    """The control for :func:`word_logit_diff`: the mean input embedding (``W_E`` row) of the
+    positive words minus that of the negative words. Added to the residual stream it pushes the
+    metric's own tokens, with no concept behind them; a steering vector should beat it at the
+    same norm."""
+    w_e = model.W_E.detach()
+    pos, neg = (w_e[_word_ids(model, w).to(w_e.device)].mean(0) for w in (positive, negative))
+    return (pos - neg).float().cpu()
+
+
+def random_direction(model: TLModel, seed: int = 0) -> Float[Tensor, " d_model"]:
+    """A unit Gaussian direction in the residual stream (seeded): the control any steering vector
+    should beat at the same norm.
+
+    >>> from interp.random_models import random_model
+    >>> m = random_model("bridge", n_layers=1, d_model=8, n_heads=2, d_mlp=16, d_vocab=20)
+    >>> d = random_direction(m, seed=3)
+    >>> tuple(d.shape), round(float(d.norm()), 6), torch.equal(d, random_direction(m, seed=3))
+    ((8,), 1.0, True)
+    """
+    from interp.core.adapter import adapt
+
+    d = torch.randn(adapt(model).spec.d_model, generator=torch.Generator().manual_seed(seed))
+    return d / d.norm()
+
+
+def wilson_interval(k: Tensor | float, n: int, level: float = 0.95) -> tuple[Tensor, Tensor]:
+    """The Wilson score interval of a proportion ``k / n`` (Wilson 1927). Unlike a percentile
+    bootstrap it is not [0, 0] when no prompt is counted, and it keeps close to its level at the
+    few prompts a study has.
+
+    >>> [round(float(x), 4) for x in wilson_interval(torch.tensor(0.0), 12)]
+    [0.0, 0.2425]
+    """
+    from statistics import NormalDist
+
+    if n < 1:
+        raise ValueError(f"a proportion needs at least one prompt; got n={n}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level}")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = torch.as_tensor(k, dtype=torch.float64) / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * torch.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (centre - half).clamp(min=0), (centre + half).clamp(max=1)
+
+
+class WrongDirection(NamedTuple):
+    """The share of prompts whose change goes against the intended direction, per cell, with a
+    Wilson score interval over prompts (NaN where no direction is intended: α = 0)."""
+
+    rate: Tensor
+    low: Tensor
+    high: Tensor
+    wrong: Tensor  # how many prompts
+    n: int
+    level: float
+
+    def __str__(self) -> str:
+        if self.rate.ndim:
+            return f"WrongDirection(cells {tuple(self.rate.shape)}, n={self.n})"
+        return (
+            f"{int(self.wrong)}/{self.n} = {float(self.rate):.2f} "
+            f"[{float(self.low):.2f}, {float(self.high):.2f}]"
+        )
+
+
+def _wrong(changes: Tensor, sign: Tensor | float, level: float) -> WrongDirection:
+    """Prompts (first axis) whose change has the opposite sign to ``sign`` (0: none intended)."""
+    sign = torch.as_tensor(sign, dtype=torch.float64)
+    against = ((changes.double() * sign) < 0).sum(0).double()
+    n = int(changes.shape[0])
+    low, high = wilson_interval(against, n, level)
+    none = sign.expand_as(against) == 0
+    nan = torch.full_like(against, math.nan)
+    pick = lambda t: torch.where(none, nan, t)  # noqa: E731
+    return WrongDirection(pick(against / n), pick(low), pick(high), against, n, level)
 
 
 def _kl(base: Tensor, steered: Tensor, enc: Encoded) -> Tensor:
@@ -105,12 +211,27 @@ def _evaluate(metric: Metric, logits: Tensor, base: Tensor, enc: Encoded) -> Ten
     raise ValueError(f"unknown metric {metric!r}: expected 'loss', 'kl' or a function")
 
 
+Interval = tuple[float, float, float]  # estimate, low, high
+
+
 class Best(NamedTuple):
+    """The chosen cell: every measure, and every baseline beside it, on the same reporting prompts.
+
+    ``baselines``: each control direction at this cell (same layer, α and norm) and ``"prompt"``
+    (the instruction prefix, no vector), measure by measure; ``versus``: the intended effect of
+    the steering vector minus each baseline's, paired prompt by prompt (above 0: steering did
+    better, in the goal's units); ``wrong``: for ``"steering"`` and each baseline, the share of
+    prompts whose intended measure moved against the goal, with a Wilson interval.
+    """
+
     layer: int
     alpha: float
-    effect: tuple[float, float, float]  # estimate, low, high
-    side_effects: dict[str, tuple[float, float, float]]
+    effect: Interval
+    side_effects: dict[str, Interval]
     how: str = ""  # how the cell was chosen and what its intervals mean
+    baselines: dict[str, dict[str, Interval]] = {}  # never mutated
+    versus: dict[str, Interval] = {}
+    wrong: dict[str, WrongDirection] = {}
 
 
 @dataclass
@@ -137,6 +258,9 @@ class SteeringSweep(Result):
     level: float = 0.95
     n_resamples: int = 1000
     seed: int = 0
+    # control -> measure -> [n_prompts, layer, alpha]: other directions at the vector's norm
+    controls: dict[str, dict[str, Float[Tensor, "n layer alpha"]]] = field(default_factory=dict)
+    prompted: dict[str, Float[Tensor, " n"]] = field(default_factory=dict)  # prefix, no vector
 
     def __post_init__(self) -> None:
         cells = (len(self.layers), len(self.alphas))
@@ -154,6 +278,24 @@ class SteeringSweep(Result):
         if self.intended not in self.values:
             raise ValueError(
                 f"intended={self.intended!r} is not a measure; measures: {', '.join(self.values)}"
+            )
+        for name, by in self.controls.items():
+            if name in (STEERING, PROMPT):
+                raise ValueError(f"a control cannot be named {name!r}: that name is taken")
+            if set(by) != set(self.values) or any(
+                by[m].shape != v.shape for m, v in self.values.items()
+            ):
+                raise ValueError(
+                    f"control {name!r} needs values of the steering vector's shapes for every "
+                    f"measure; got { ({m: tuple(t.shape) for m, t in by.items()}) }"
+                )
+        if self.prompted and (
+            set(self.prompted) != set(self.values)
+            or any(self.prompted[m].shape != v.shape[:1] for m, v in self.values.items())
+        ):
+            raise ValueError(
+                "the prompting baseline needs one value per prompt of every measure; got "
+                f"{ ({m: tuple(t.shape) for m, t in self.prompted.items()}) }"
             )
 
     # -- the Result layout -------------------------------------------------------------------
@@ -215,19 +357,48 @@ class SteeringSweep(Result):
         *,
         n_resamples: int | None = None,
         seed: int | None = None,
+        direction: str = STEERING,
     ) -> CI:
         """Bootstrap CI of the mean over prompts, per [layer, alpha] cell, of the measure
-        ``name`` (default: the intended one); the level, resamples and seed default to the
-        sweep's own."""
+        ``name`` (default: the intended one) under the steering vector, or under a control
+        (``direction=``); the level, resamples and seed default to the sweep's own."""
         name = self.intended if name is None else name
-        if name not in self.values:
-            raise KeyError(f"no measure {name!r}; measures: {', '.join(self.values)}")
         return bootstrap_ci(
-            self.values[name],
+            self.direction_values(direction, name),
             level=self.level if level is None else level,
             n_resamples=self.n_resamples if n_resamples is None else n_resamples,
             seed=self.seed if seed is None else seed,
         )
+
+    def direction_values(self, direction: str, name: str) -> Float[Tensor, "n layer alpha"]:
+        """Per-prompt values of measure ``name`` under ``"steering"`` or a control direction."""
+        if name not in self.values:
+            raise KeyError(f"no measure {name!r}; measures: {', '.join(self.values)}")
+        if direction == STEERING:
+            return self.values[name]
+        if direction not in self.controls:
+            raise KeyError(
+                f"no direction {direction!r}; this sweep has: "
+                + ", ".join([STEERING, *self.controls])
+            )
+        return self.controls[direction][name]
+
+    def wrong_direction(
+        self, direction: str = STEERING, *, level: float | None = None
+    ) -> WrongDirection:
+        """Per [layer, alpha] cell: the share of prompts whose intended measure moves against
+        the direction the cell aims at (the goal's at α > 0, the other way at α < 0; NaN at
+        α = 0), with a Wilson score interval over prompts. ``direction``: ``"steering"``, a
+        control, or ``"prompt"`` (the prompting baseline, aimed at the goal; shape ``()``).
+        A prompt whose change is exactly 0 is not counted as wrong."""
+        goal = 1.0 if self.goal == "increase" else -1.0
+        level = self.level if level is None else level
+        if direction == PROMPT:
+            if not self.prompted:
+                raise ValueError("this sweep has no prompting baseline: run sweep(..., prefix=...)")
+            return _wrong(self.prompted[self.intended], goal, level)
+        sign = goal * torch.tensor(self.alphas, dtype=torch.float64).sign()
+        return _wrong(self.direction_values(direction, self.intended), sign, level)
 
     def sel(self, **by: Any) -> Any:
         """One measure (``measure=name``, with any ``layer=`` / ``alpha=``): a plain
@@ -271,6 +442,10 @@ class SteeringSweep(Result):
             values={n: self.values[n][:, li][:, :, ai] for n in names},
             baseline={n: self.baseline[n] for n in names},
             metrics={n: self.metrics[n] for n in names},
+            controls={
+                c: {n: by[n][:, li][:, :, ai] for n in names} for c, by in self.controls.items()
+            },
+            prompted={n: self.prompted[n] for n in names} if self.prompted else {},
         )
 
     def effects(self, name: str | None = None) -> Tensor:  # type: ignore[override]
@@ -327,15 +502,20 @@ class SteeringSweep(Result):
             raise ValueError(f"no cell has KL <= {max_kl}")
         li, ai = divmod(int(score.argmax()), len(self.alphas))
 
-        def cell(name: str) -> tuple[float, float, float]:
+        def interval(shown: Tensor) -> Interval:
             # The sign-flip t interval: it keeps its level at the few prompts a split leaves,
             # where the percentile bootstrap is too narrow (docs/methods.md).
-            shown = self.values[name][halves[name][1]][:, li, ai, None]
-            c = family_test(shown, alpha=1 - self.level, seed=seed)
+            c = family_test(shown[:, None], alpha=1 - self.level, seed=seed)
             assert c.low is not None and c.high is not None
             return float(c.estimate[0]), float(c.low[0]), float(c.high[0])
 
-        effect = cell(self.intended)
+        def shown(name: str, direction: str = STEERING) -> Tensor:
+            rows = halves[name][1]
+            if direction == PROMPT:
+                return self.prompted[name][rows]
+            return self.direction_values(direction, name)[rows][:, li, ai]
+
+        effect = interval(shown(self.intended))
         level = f"{self.level:.0%}"
         n = len(self.values[self.intended])
         if split is None:
@@ -345,7 +525,7 @@ class SteeringSweep(Result):
             how = (
                 f"chosen and reported on all {n} prompts; the {self.intended} interval is "
                 f"{level} simultaneous over all {fam.n_cells} cells (max-t sign flips), the side "
-                "effects' are their own"
+                "effects' and baselines' are their own"
             )
         else:
             n_sel = len(halves[self.intended][0])
@@ -353,8 +533,13 @@ class SteeringSweep(Result):
                 f"chosen on {n_sel} of {n} prompts (each measure split at {split:g}, seed "
                 f"{seed}), reported with {level} sign-flip t intervals on the other {n - n_sel}"
             )
-        sides = {n: cell(n) for n in self.values if n != self.intended}
-        return Best(self.layers[li], self.alphas[ai], effect, sides, how)
+        sides = {m: interval(shown(m)) for m in self.values if m != self.intended}
+        names = [*self.controls, *([PROMPT] if self.prompted else [])]
+        baselines = {b: {m: interval(shown(m, b)) for m in self.values} for b in names}
+        own = shown(self.intended)
+        versus = {b: interval(own - shown(self.intended, b)) for b in names}
+        wrong = {b: _wrong(shown(self.intended, b), sign, self.level) for b in [STEERING, *names]}
+        return Best(self.layers[li], self.alphas[ai], effect, sides, how, baselines, versus, wrong)
 
     def summary(self, *, max_kl: float | None = None) -> str:
         b = self.best(max_kl=max_kl)
@@ -366,6 +551,22 @@ class SteeringSweep(Result):
             f"  ({b.how})",
         ]
         lines += [f"  {k}: {fmt(v)}" for k, v in b.side_effects.items()]
+        for name, by in b.baselines.items():
+            what = (
+                f"prompt {self.config.get('prefix')!r}, no vector"
+                if name == PROMPT
+                else f"control {name!r} at the same cell and norm"
+            )
+            lines.append(f"  {what}: " + "; ".join(f"{m} {fmt(v)}" for m, v in by.items()))
+        if b.versus:
+            lines.append(
+                f"  steering minus baseline, {self.intended} (paired per prompt): "
+                + "; ".join(f"{k} {fmt(v)}" for k, v in b.versus.items())
+            )
+        lines.append(
+            f"  wrong direction (against {self.goal!r}; Wilson {self.level:.0%}): "
+            + "; ".join(f"{k} {v}" for k, v in b.wrong.items())
+        )
         return "\n".join(lines)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -376,12 +577,21 @@ class SteeringSweep(Result):
         d.mkdir(parents=True, exist_ok=True)
         tensors = {f"values.{k}": v.contiguous() for k, v in self.values.items()}
         tensors |= {f"baseline.{k}": v.contiguous() for k, v in self.baseline.items()}
+        tensors |= {
+            f"control.{c}.{k}": v.contiguous()
+            for c, by in self.controls.items()
+            for k, v in by.items()
+        }
+        tensors |= {f"prompted.{k}": v.contiguous() for k, v in self.prompted.items()}
         atomic_write_bytes(d / "values.safetensors", st_save(tensors))
         meta = {
             k: getattr(self, k)
             for k in ("layers", "alphas", "metrics", "intended", "goal", "level", "n_resamples")
         }
-        info = {"format": self.format(), **meta, "seed": self.seed, "config": self.config}
+        info = {
+            "format": self.format(), **meta, "seed": self.seed, "config": self.config,
+            "controls": list(self.controls),
+        }  # fmt: skip
         atomic_write_json(d / "sweep.json", info)
         write_run_manifest(
             d,
@@ -417,6 +627,10 @@ class SteeringSweep(Result):
             level=meta["level"],
             n_resamples=meta["n_resamples"],
             seed=meta["seed"],
+            controls={
+                c: {n: t[f"control.{c}.{n}"] for n in names} for c in meta.get("controls", [])
+            },
+            prompted={n: t[f"prompted.{n}"] for n in names if f"prompted.{n}" in t},
         )
 
 
@@ -450,15 +664,21 @@ def sweep(
     intended: str,
     goal: Literal["increase", "decrease"] = "increase",
     positions: Positions = "all",
+    controls: Mapping[str, Tensor | Mapping[int, Tensor]] | None = None,
+    prefix: str | Sequence[int] | None = None,
     max_tokens: int = 2048,
     n_resamples: int = 1000,
     seed: int = 0,
     progress: bool = True,
 ) -> SteeringSweep:
     """Add ``alpha * vector`` at each layer (the layer's own vector when a mapping is given).
-    ``max_tokens``: prompts × positions per forward (every position's full-vocabulary logits are
-    kept for the KL, hence a smaller default than patching's). ``progress``: a tqdm bar over
-    prompt batches of every measure."""
+
+    ``controls``: name -> a direction (or one per layer) run through the same cells, rescaled at
+    every layer to the vector's norm there (e.g. ``{"random": random_direction(model)}``).
+    ``prefix``: the prompting baseline, text or token ids put before every prompt of every
+    measure, with no vector. ``max_tokens``: prompts × positions per forward (every position's
+    full-vocabulary logits are kept for the KL, hence a smaller default than patching's).
+    ``progress``: a tqdm bar over prompt batches of every measure."""
     check_int(max_tokens, "max_tokens", minimum=1)
     layers, alphas = list(layers), [float(a) for a in alphas]
     if isinstance(vectors, Mapping) and (missing := [la for la in layers if la not in vectors]):
@@ -469,6 +689,8 @@ def sweep(
     # Applied at the swept layer even when a mapping's vector records another one: each steered
     # run starts at `layer`, so an edit at an earlier layer would silently never fire.
     vec_at = lambda la: (vectors[la] if isinstance(vectors, Mapping) else vectors).at(la)  # noqa: E731
+    directions = {STEERING: vec_at, **_controls(model, controls or {}, layers, vec_at)}
+    prefix_ids = None if prefix is None else _prefix_ids(model, prefix)
     encs = {
         m.name: encode(model, m.prompts, what=f"prompts of measure {m.name!r}") for m in measures
     }
@@ -485,23 +707,34 @@ def sweep(
         total=sum(map(len, chunks.values())), desc="steering sweep", unit="batch",
         disable=not progress,
     )  # fmt: skip
-    values, baseline = {}, {}
+    values: dict[str, dict[str, Tensor]] = {d: {} for d in directions}
+    baseline, prompted = {}, {}
     for m in measures:
         parts = []
         for chunk in chunks[m.name]:
             bar.set_postfix_str(m.name)
-            parts.append(_sweep_chunk(model, m.metric, chunk, layers, alphas, vec_at, positions))
+            parts.append(
+                _sweep_chunk(
+                    model, m.metric, chunk, layers, alphas, directions, positions, prefix_ids
+                )
+            )
             bar.update(1)
-        values[m.name] = torch.cat([p[0] for p in parts])
+        for d in directions:
+            values[d][m.name] = torch.cat([p[0][d] for p in parts])
         baseline[m.name] = torch.cat([p[1] for p in parts])
+        if prefix_ids is not None:
+            prompted[m.name] = torch.cat([p[2] for p in parts])  # type: ignore[misc]
     bar.close()
     first = vec_at(layers[0])
+    norms = lambda at: {str(la): float(at(la).vector.norm()) for la in layers}  # noqa: E731
     config = {
         "method": first.method,
         "site": first.site,
         "positions": positions_to_json(positions),
         "vector_metadata": first.metadata,
-        "vector_norms": {str(la): float(vec_at(la).vector.norm()) for la in layers},
+        "vector_norms": norms(vec_at),
+        "control_norms": {d: norms(at) for d, at in directions.items() if d != STEERING},
+        "prefix": prefix if isinstance(prefix, str) or prefix is None else list(prefix),
         "data": {
             m.name: {
                 "sha256": hash_prompts(encs[m.name].tokens.tolist()),
@@ -511,10 +744,50 @@ def sweep(
         },
     }
     metrics = {m.name: m.metric if isinstance(m.metric, str) else "custom" for m in measures}
+    steered = values.pop(STEERING)
     return SteeringSweep(
-        layers, alphas, values, baseline, metrics, intended, goal, json.loads(json.dumps(config, default=str)),
-        n_resamples=n_resamples, seed=seed,
+        layers, alphas, steered, baseline, metrics, intended, goal, json.loads(json.dumps(config, default=str)),
+        n_resamples=n_resamples, seed=seed, controls=values, prompted=prompted,
     )  # fmt: skip
+
+
+def _controls(
+    model: TLModel,
+    controls: Mapping[str, Tensor | Mapping[int, Tensor]],
+    layers: list[int],
+    vec_at: Callable[[int], SteeringVector],
+) -> dict[str, Callable[[int], SteeringVector]]:
+    """Each control as the steering vector's layer function: its direction at the vector's norm."""
+    out: dict[str, Callable[[int], SteeringVector]] = {}
+    for name, given in controls.items():
+        if name in (STEERING, PROMPT):
+            raise ValueError(f"a control cannot be named {name!r}: that name is taken")
+        by_layer = {}
+        for la in layers:
+            if isinstance(given, Mapping) and la not in given:
+                raise ValueError(
+                    f"control {name!r} has no direction for layer {la}; it has {sorted(given)}"
+                )
+            raw = torch.as_tensor(given[la] if isinstance(given, Mapping) else given).float()
+            check_width(model, raw, f"control {name!r} at layer {la}")
+            if raw.norm() == 0:
+                raise ValueError(f"control {name!r} is zero at layer {la}: it has no direction")
+            by_layer[la] = raw / raw.norm()
+
+        def at(la: int, unit: dict[int, Tensor] = by_layer, name: str = name) -> SteeringVector:
+            vec = vec_at(la)
+            scaled = unit[la].to(vec.vector) * vec.vector.norm()
+            return replace(vec, vector=scaled, method=f"control:{name}")
+
+        out[name] = at
+    return out
+
+
+def _prefix_ids(model: TLModel, prefix: str | Sequence[int]) -> list[int]:
+    ids = _ids(model, prefix, None)
+    if not ids:
+        raise ValueError("the prompting prefix has no tokens")
+    return ids
 
 
 @torch.no_grad()
@@ -524,10 +797,12 @@ def _sweep_chunk(
     chunk: Encoded,
     layers: list[int],
     alphas: list[float],
-    vec_at: Callable[[int], SteeringVector],
+    directions: dict[str, Callable[[int], SteeringVector]],
     positions: Positions,
-) -> tuple[Tensor, Tensor]:
-    """One prompt batch: [batch, layer, alpha] values and the [batch] unsteered metric."""
+    prefix: list[int] | None,
+) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
+    """One prompt batch: [batch, layer, alpha] values per direction, the [batch] unsteered
+    metric, and the [batch] prompting baseline (None without a prefix)."""
     kw = chunk.forward_kwargs()
     resid = [f"blocks.{la}.hook_resid_pre" for la in layers]
     saved: dict[str, Tensor] = {}
@@ -538,13 +813,42 @@ def _sweep_chunk(
     with hooks(model, fwd=[(name, save) for name in resid]):
         base = model(chunk.tokens, **kw)
     b = _evaluate(metric, base, base, chunk)
-    out = torch.empty(len(chunk), len(layers), len(alphas))
-    for li, layer in enumerate(layers):
-        for ai, alpha in enumerate(alphas):
-            # Layers before `layer` cannot change: start from the saved residual stream.
-            with steer(model, add(vec_at(layer), alpha, positions=positions),
-                       attention_mask=chunk.attention_mask):  # fmt: skip
-                logits = model(saved[resid[li]], start_at_layer=layer, **kw)
-            v = _evaluate(metric, logits, base, chunk)
-            out[:, li, ai] = (v if metric == "kl" else v - b).cpu()
-    return out, b.cpu()
+    out = {d: torch.empty(len(chunk), len(layers), len(alphas)) for d in directions}
+    for d, vec_at in directions.items():
+        for li, layer in enumerate(layers):
+            for ai, alpha in enumerate(alphas):
+                # Layers before `layer` cannot change: start from the saved residual stream.
+                with steer(model, add(vec_at(layer), alpha, positions=positions),
+                           attention_mask=chunk.attention_mask):  # fmt: skip
+                    logits = model(saved[resid[li]], start_at_layer=layer, **kw)
+                v = _evaluate(metric, logits, base, chunk)
+                out[d][:, li, ai] = (v if metric == "kl" else v - b).cpu()
+    prompted = None if prefix is None else _prompted(model, metric, chunk, prefix, base, b)
+    return out, b.cpu(), prompted
+
+
+def _prompted(
+    model: TLModel, metric: Metric, chunk: Encoded, prefix: list[int], base: Tensor, b: Tensor
+) -> Tensor:
+    """The metric of each prompt run after ``prefix`` (no vector), read at the prompt's own
+    tokens: a change from the plain prompt (KL: from its distributions), as a steered cell is.
+
+    Where the model prepends BOS, a prompt that starts with it after a prefix that does too loses
+    it; the prefix's last token stands in for it (it predicts the prompt's first real token in
+    both runs)."""
+    tok = getattr(model, "tokenizer", None)
+    prepends = bool(getattr(model.cfg, "default_prepend_bos", False))
+    bos = getattr(tok, "bos_token_id", None) if tok is not None and prepends else None
+    rows, cols = [], []
+    for ids_row, mask in zip(chunk.tokens, chunk.attention_mask, strict=True):
+        ids = ids_row[mask.bool()].tolist()
+        drop = int(bos is not None and prefix[:1] == [bos] and ids[:1] == [bos])
+        rows.append(prefix + ids[drop:])
+        start = len(prefix) - drop  # where the prompt's first token (or its stand-in) is
+        cols.append(torch.arange(len(ids_row)) - int(mask.int().argmax()) + start)
+    pre = encode(model, rows)
+    logits = model(pre.tokens, **pre.forward_kwargs())
+    idx = torch.stack(cols).clamp(0, pre.tokens.shape[1] - 1).to(logits.device)
+    aligned = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
+    v = _evaluate(metric, aligned, base, chunk)
+    return (v if metric == "kl" else v - b).cpu()
