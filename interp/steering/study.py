@@ -8,9 +8,14 @@ layers × α sweep of adding the difference-of-means vector at every position:
 - sentiment: intended effect = change in logit(great, good, ...) − logit(terrible, bad, ...) after
   neutral openings; side effects = KL from the unsteered model on neutral sentences, change in
   loss on held-out Shakespeare;
-- style: intended effect = change in loss on held-out Shakespeare (from plays not used for
-  extraction; lower is better); side effects = change in loss on held-out modern English, KL on
-  neutral sentences.
+- style: intended effect = change in loss on held-out Shakespeare (lower is better); side
+  effects = change in loss on held-out modern English, KL on neutral sentences. Training and
+  held-out passages come from two disjoint sets of 19 plays (:func:`shakespeare_sets`).
+
+Every sweep carries its baselines (issue 14): a random direction and, for sentiment, the
+embedding direction of the metric's own words, each at the steering vector's norm in every cell;
+the prompting baseline (an instruction before each prompt, no vector); and the share of prompts
+moved the wrong way, with a Wilson interval.
 
 ``run_study(model, quick=True)`` takes well under a minute on 2 CPU cores; ``quick=False`` sweeps
 9 layers × 6 strengths per direction (several minutes).
@@ -34,6 +39,7 @@ from interp.multiple_testing import split_samples
 from interp.progress import Stages
 from interp.steering import data
 from interp.steering.apply import add, generate
+from interp.steering.data import PlaySplit
 from interp.steering.extraction import (
     collect_activations,
     extraction_metadata,
@@ -41,13 +47,33 @@ from interp.steering.extraction import (
 )
 from interp.steering.io import save_vectors
 from interp.steering.read import Accuracy, accuracy_from_activations
-from interp.steering.sweeps import Measure, SteeringSweep, sweep, word_logit_diff
+from interp.steering.sweeps import (
+    Measure,
+    SteeringSweep,
+    random_direction,
+    sweep,
+    word_embedding_direction,
+    word_logit_diff,
+)
 from interp.steering.vector import SteeringVector
 
-__all__ = ["DirectionResult", "StudyResult", "run_study"]
+__all__ = ["DirectionResult", "StudyResult", "run_study", "shakespeare_sets"]
 
 POSITION = real(slice(1, None))  # mean over real tokens, the first (attention sink) left out
 MAX_KL = 0.1  # nats per token on neutral text: the side-effect budget for "best"
+N_TRAIN_SHAKESPEARE = 48  # passages for extraction (2-3 from each of 19 plays)
+N_HELD_OUT_SHAKESPEARE = 38  # held out (2 from each of 19 other plays)
+# The prompting baselines, fixed before the study was run (not chosen by their results).
+SENTIMENT_PREFIX = "Answer positively:\n"
+STYLE_PREFIX = "Write in the style of Shakespeare:\n"
+
+
+def shakespeare_sets() -> PlaySplit:
+    """The study's Shakespeare: training and held-out two-line passages from two disjoint sets of
+    19 plays (the genre-sorted corpus alternating between them), spread through each play."""
+    return data.shakespeare_split(
+        N_TRAIN_SHAKESPEARE, N_HELD_OUT_SHAKESPEARE, lines=2, min_chars=50
+    )
 
 
 def _plan(quick: bool) -> dict[str, Any]:
@@ -175,14 +201,25 @@ class StudyResult:
     style: DirectionResult
     quick: bool
     seconds: float
+    plays: PlaySplit | None = None  # where the Shakespeare passages came from
 
     def summary(self) -> str:
         head = (
             f"Steering study on SmolLM2-135M-Instruct ({'quick' if self.quick else 'full'}, "
-            f"{self.seconds:.0f} s); effects are changes from the unsteered model with 95% "
-            f"bootstrap CIs over prompts; KL in nats per token on neutral sentences"
+            f"{self.seconds:.0f} s). Effects are changes from the unsteered model; a best cell is "
+            "chosen on half of each measure's prompts and reported on the other half with 95% "
+            "sign-flip t intervals, beside the controls (same cell, the vector's norm) and the "
+            "prompt; wrong-direction rates with 95% Wilson intervals; accuracies with 95% "
+            "bootstrap CIs. KL in nats per token on neutral sentences."
         )
-        return "\n\n".join([head, self.sentiment.summary(), self.style.summary()])
+        parts = [head]
+        if self.plays is not None:
+            parts.append(
+                f"Shakespeare: {len(self.plays.train)} training passages from "
+                f"{len(self.plays.train_plays)} plays, {len(self.plays.held_out)} held out from "
+                f"{len(self.plays.held_out_plays)} others (none shared)"
+            )
+        return "\n\n".join([*parts, self.sentiment.summary(), self.style.summary()])
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Vectors (safetensors), sweeps (with manifests), summary.txt and run.json."""
@@ -193,7 +230,13 @@ class StudyResult:
             atomic_write_json(d / res.name / "accuracy.json", res.accuracy_table())
             atomic_write_json(d / res.name / "samples.json", res.samples)
         atomic_write_bytes(d / "summary.txt", (self.summary() + "\n").encode())
-        write_run_manifest(d, kind="steering_study", config={"quick": self.quick}, seed=0)
+        config: dict[str, Any] = {"quick": self.quick}
+        if self.plays is not None:
+            config["shakespeare_plays"] = {
+                "train": self.plays.train_plays,
+                "held_out": self.plays.held_out_plays,
+            }
+        write_run_manifest(d, kind="steering_study", config=config, seed=0)
         return d
 
 
@@ -245,6 +288,8 @@ def _direction(
     paired: bool,
     measures: list[Measure],
     goal: str,
+    controls: dict[str, torch.Tensor],
+    prefix: str,
     sample_prompt: str,
 ) -> DirectionResult:
     layers = plan["accuracy_layers"]
@@ -265,17 +310,19 @@ def _direction(
     )
     result = sweep(
         model, vectors, layers=sweep_layers, alphas=plan[name]["alphas"], measures=measures,
-        intended=measures[0].name, goal=goal, max_tokens=32 * 24,  # type: ignore[arg-type]
+        intended=measures[0].name, goal=goal, controls=controls, prefix=prefix,  # type: ignore[arg-type]
+        max_tokens=32 * 24,
     )  # fmt: skip
     out = DirectionResult(name, vectors, accuracy, result, split_accuracy=split_accuracy)
-    out.samples = _samples(model, out, sample_prompt, plan["new_tokens"], plan["signs"])
+    out.samples = _samples(model, out, sample_prompt, prefix, plan["new_tokens"], plan["signs"])
     return out
 
 
 def _samples(
-    model: TLModel, res: DirectionResult, prompt: str, n: int, signs: list[int]
+    model: TLModel, res: DirectionResult, prompt: str, prefix: str, n: int, signs: list[int]
 ) -> dict[str, str]:
-    """Greedy continuations: unsteered, and steered at the best cell within the KL budget (±α)."""
+    """Greedy continuations: unsteered, after the instruction prefix, and steered at the best
+    cell within the KL budget (±α)."""
     try:
         best = res.sweep.best(max_kl=res.max_kl)
     except ValueError:
@@ -283,6 +330,9 @@ def _samples(
     vec = res.vectors[best.layer]
     kw: dict[str, Any] = {"max_new_tokens": n, "do_sample": False}
     out = {"prompt": prompt, "unsteered": model.generate(prompt, verbose=False, **kw)}
+    out[f"prompted {prefix!r}"] = model.generate(prefix + prompt, verbose=False, **kw)[
+        len(prefix) :
+    ]
     for sign in signs:
         alpha = sign * abs(best.alpha)
         out[f"steered alpha={alpha:+g} at layer {best.layer}"] = generate(
@@ -297,11 +347,13 @@ def run_study(model: TLModel, *, quick: bool = True, progress: bool = True) -> S
     stage = Stages("steering study", 2, progress)
     plan = _plan(quick)
     k = plan["n_eval"]
-    held_shakespeare = data.shakespeare_lines(20, first_doc=32, lines=2, min_chars=60)[:k]
+    plays = shakespeare_sets()
+    held_shakespeare = plays.held_out[:k]
     neutral = data.NEUTRAL[:k]
     pos = [p for p, _ in data.SENTIMENT_PAIRS]
     neg = [n for _, n in data.SENTIMENT_PAIRS]
     metric = word_logit_diff(model, data.POSITIVE_WORDS, data.NEGATIVE_WORDS)
+    random = random_direction(model, seed=0)
     stage("sentiment")
     sentiment = _direction(
         model, "sentiment", (pos[:32], neg[:32]), (pos[32:], neg[32:]), plan=plan,
@@ -311,20 +363,24 @@ def run_study(model: TLModel, *, quick: bool = True, progress: bool = True) -> S
             Measure("kl_neutral", neutral, "kl"),
             Measure("loss_shakespeare", held_shakespeare, "loss"),
         ],
-        goal="increase", sample_prompt="I watched the film last night, and honestly it was",
+        goal="increase", prefix=SENTIMENT_PREFIX,
+        controls={
+            "random": random,
+            "embedding": word_embedding_direction(model, data.POSITIVE_WORDS, data.NEGATIVE_WORDS),
+        },
+        sample_prompt="I watched the film last night, and honestly it was",
     )  # fmt: skip
-    train_shakespeare = data.shakespeare_lines(48, max_docs=24, lines=2, min_chars=50)
     stage("style")
     style = _direction(
-        model, "style", (train_shakespeare, data.MODERN_TRAIN),
-        (data.shakespeare_lines(20, first_doc=32, lines=2, min_chars=60), data.MODERN_HELDOUT),
+        model, "style", (plays.train, data.MODERN_TRAIN), (plays.held_out, data.MODERN_HELDOUT),
         plan=plan, methods=["diff_mean", "probe"], paired=False,
         measures=[
             Measure("loss_shakespeare", held_shakespeare, "loss"),
             Measure("loss_modern", data.MODERN_HELDOUT[:k], "loss"),
             Measure("kl_neutral", neutral, "kl"),
         ],
-        goal="decrease", sample_prompt="Tell me about your day.",
+        goal="decrease", prefix=STYLE_PREFIX, controls={"random": random},
+        sample_prompt="Tell me about your day.",
     )  # fmt: skip
     stage.close()
-    return StudyResult(sentiment, style, quick, time.perf_counter() - t0)
+    return StudyResult(sentiment, style, quick, time.perf_counter() - t0, plays)
