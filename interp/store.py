@@ -14,15 +14,21 @@ Layout of a store directory::
 A shard holds whole contexts: shard ``i`` always holds contexts ``[i*S, (i+1)*S)``, so a killed
 write resumes by writing exactly the shards the manifest does not list. Shards are written into a
 temporary directory, checksummed, flushed and renamed; the manifest is replaced atomically after
-each. Reads are memory-mapped; each shard's checksums are verified the first time it is read.
+each. Reads are memory-mapped, each file mapped once and checked against its sha256 the first
+time this object reads it (never per batch); :meth:`ActivationStore.batches` reads only the
+arrays asked for, ahead of the consumer in a background thread.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -43,6 +49,11 @@ from interp.store_format import (
 from interp.validate import check_device, check_dtype, check_int, did_you_mean
 
 __all__ = ["ActivationStore", "CorruptShardError", "StoreBatch", "StoreError", "StoreMismatchError"]
+
+_META = ("token_ids", "seq_ids", "positions")
+_CHUNK = 256  # rows per gather step: the staging buffer stays in the L2 cache
+_MAX_OPEN = 128  # memory-mapped files kept open per store (each holds a file descriptor)
+_THREAD = "mechscope-store-prefetch"
 
 
 class StoreBatch(NamedTuple):
@@ -78,7 +89,9 @@ class ActivationStore:
             self.manifest["shards"], key=lambda s: s["index"]
         )
         self._offsets = np.cumsum([0] + [s["rows"] for s in self.shards])
-        self._verified: set[int] = set()
+        self._verified: set[tuple[int, str]] = set()  # (shard position, file) hashed so far
+        self._maps: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
 
     # ---- writing -------------------------------------------------------------------------------
     @classmethod
@@ -130,50 +143,65 @@ class ActivationStore:
     # ---- integrity -----------------------------------------------------------------------------
     def verify(self, shards: list[int] | None = None) -> None:
         """Check every file of the given shards (default: all) against its sha256."""
-        bad: list[tuple[int, str]] = []
-        for pos in range(len(self.shards)) if shards is None else shards:
-            problem = self._check_shard(pos)
-            if problem:
-                bad.append((self.shards[pos]["index"], problem))
-        if bad:
-            raise CorruptShardError(
-                "corrupted shards in "
-                + str(self.path)
-                + ": "
-                + "; ".join(f"{shard_dirname(i)}: {p}" for i, p in bad)
-                + ". The other shards are intact. Delete the bad shard directories and run "
-                "ActivationStore.write again with the same arguments to rewrite only those.",
-                [i for i, _ in bad],
-            )
+        positions = range(len(self.shards)) if shards is None else shards
+        self._raise_if_bad([(pos, self._check_shard(pos)) for pos in positions], shards is None)
 
-    def _check_shard(self, pos: int) -> str | None:
-        shard = self.shards[pos]
-        folder = self.path / shard_dirname(shard["index"])
-        for name, digest in shard["files"].items():
-            f = folder / name
+    def _check_shard(self, pos: int, names: list[str] | None = None) -> str | None:
+        files = self.shards[pos]["files"]
+        for name in files if names is None else names:
+            if name not in files:
+                return f"{name} is not listed in the manifest"
+            f = self._file(pos, name)
             if not f.exists():
                 return f"{name} is missing"
-            if sha256_file(f) != digest:
+            if sha256_file(f) != files[name]:
                 return f"{name} does not match its sha256"
-        self._verified.add(pos)
+            self._verified.add((pos, name))
         return None
 
-    def _array(self, pos: int, name: str) -> np.ndarray:
-        if pos not in self._verified:
-            self.verify([pos])
-        return np.load(self.path / shard_dirname(self.shards[pos]["index"]) / name, mmap_mode="r")
+    def _raise_if_bad(self, found: list[tuple[int, str | None]], everything: bool) -> None:
+        bad = [(self.shards[pos]["index"], problem) for pos, problem in found if problem]
+        if not bad:
+            return
+        raise CorruptShardError(
+            f"corrupted shards in {self.path}: "
+            + "; ".join(f"{shard_dirname(i)}: {p}" for i, p in bad)
+            + (". The other shards are intact." if everything else " (store.verify() checks all).")
+            + " Delete the bad shard directories and run ActivationStore.write again with the same "
+            "arguments to rewrite only those.",
+            [i for i, _ in bad],
+        )
 
-    def _to_tensor(self, arr: np.ndarray) -> Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-        return t.view(torch.bfloat16) if self.manifest["dtype"] == "bfloat16" else t
+    def _file(self, pos: int, name: str) -> Path:
+        return self.path / shard_dirname(self.shards[pos]["index"]) / name
+
+    def _array(self, pos: int, name: str) -> np.ndarray:
+        """One shard file, memory-mapped. Hashed the first time this object opens it, never per
+        batch; kept open (up to _MAX_OPEN files, each holds a descriptor) because a fresh mapping
+        page-faults on every page it touches."""
+        key = (pos, name)
+        with self._lock:  # the prefetch thread and the caller may both read
+            arr = self._maps.get(key)
+            if arr is not None:
+                self._maps.move_to_end(key)
+                return arr
+            if key not in self._verified:
+                self._raise_if_bad([(pos, self._check_shard(pos, [name]))], everything=False)
+            arr = self._maps[key] = np.load(self._file(pos, name), mmap_mode="r")
+            if len(self._maps) > _MAX_OPEN:
+                self._maps.popitem(last=False)
+            return arr
 
     # ---- reading -------------------------------------------------------------------------------
     def shard_activations(self, shard: int, hook: str | None = None) -> Tensor:
         """All activations of one shard (position ``shard`` in the index), read into memory."""
-        return self._to_tensor(np.array(self._array(shard, hook_filename(self._hook(hook)))))
+        arr = np.array(self._array(shard, hook_filename(self._hook(hook))))
+        t = torch.from_numpy(arr)
+        return t.view(torch.bfloat16) if self.manifest["dtype"] == "bfloat16" else t
 
     def rows(self, index: Tensor | np.ndarray | list[int], hook: str | None = None) -> StoreBatch:
-        """Rows by global index (0 .. len-1), in the order given."""
+        """Rows by global index (0 .. len-1), in the order given, with their token ids, context ids
+        and positions."""
         raw = np.asarray(index.cpu() if isinstance(index, Tensor) else index)
         if raw.size and raw.dtype.kind not in "iu":
             raise TypeError(f"row indices must be integers; got dtype {raw.dtype}")
@@ -183,7 +211,8 @@ class ActivationStore:
                 f"row indices must be in [0, {len(self)}); got {idx.min()}..{idx.max()}"
             )
         shard_pos = np.searchsorted(self._offsets, idx, side="right") - 1
-        return self._gather(shard_pos, idx - self._offsets[shard_pos], self._hook(hook))
+        batch = self._gather(shard_pos, idx - self._offsets[shard_pos], self._hook(hook), True)
+        return cast(StoreBatch, batch)
 
     def context(self, seq_id: int) -> Tensor:
         """The full token context ``[context_size]`` with global index ``seq_id``."""
@@ -196,26 +225,45 @@ class ActivationStore:
                 ).long()
         raise IndexError(f"context {seq_id} is not in this store")
 
-    def _gather(self, shard_pos: np.ndarray, local: np.ndarray, hook: str) -> StoreBatch:
-        n = len(local)
-        d = self.d(hook)
-        np_dtype = (
-            np.uint16 if self.manifest["dtype"] == "bfloat16" else np.dtype(self.manifest["dtype"])
-        )
-        acts = np.empty((n, d), dtype=np_dtype)
-        meta = {k: np.empty(n, dtype=np.int64) for k in ("token_ids", "seq_ids", "positions")}
+    def _gather(
+        self,
+        shard_pos: np.ndarray,
+        local: np.ndarray,
+        hook: str,
+        with_meta: bool,
+        pin: bool = False,
+    ) -> Tensor | StoreBatch:
+        """Rows ``local[i]`` of shards ``shard_pos[i]``, in that order; metadata only if asked."""
+        acts, out = self._empty(len(local), self.d(hook), pin)
+        meta = {k: np.empty(len(local), dtype=np.int64) for k in _META} if with_meta else {}
+        stage = np.empty((min(_CHUNK, len(local)), out.shape[1]), dtype=out.dtype)
         for pos in np.unique(shard_pos):
-            sel = np.nonzero(shard_pos == pos)[0]
-            rows = local[sel]
-            order = np.argsort(rows, kind="stable")  # sorted reads are sequential on disk
-            sorted_rows = rows[order]
-            acts[sel[order]] = self._array(int(pos), hook_filename(hook))[sorted_rows]
-            for k in meta:
-                meta[k][sel[order]] = self._array(int(pos), f"{k}.npy")[sorted_rows]
-        return StoreBatch(
-            self._to_tensor(acts),
-            *(torch.from_numpy(meta[k]) for k in ("token_ids", "seq_ids", "positions")),
-        )
+            sel = np.flatnonzero(shard_pos == pos)
+            order = np.argsort(local[sel], kind="stable")  # sorted reads are sequential on disk
+            sel, rows = sel[order], local[sel][order]
+            src = self._array(int(pos), hook_filename(hook))
+            for a in range(0, len(rows), _CHUNK):
+                n = min(_CHUNK, len(rows) - a)
+                # gather into a small staging buffer, then scatter: both copies stay in cache
+                np.take(src, rows[a : a + n], axis=0, out=stage[:n].view(src.dtype), mode="clip")
+                out[sel[a : a + n]] = stage[:n]
+            for k, arr in meta.items():
+                arr[sel] = self._array(int(pos), f"{k}.npy")[rows]
+        if not with_meta:
+            return acts
+        return StoreBatch(acts, *(torch.from_numpy(meta[k]) for k in _META))
+
+    def _empty(self, n: int, d: int, pin: bool) -> tuple[Tensor, np.ndarray]:
+        """A batch's tensor and a numpy view to gather into (raw uint16 bits for bfloat16)."""
+        if pin:  # torch's pinned-memory cache hands the same blocks back: no page faults
+            acts = torch.empty((n, d), dtype=self.dtype, pin_memory=True)
+            out = acts.view(torch.int16).numpy() if acts.dtype == torch.bfloat16 else acts.numpy()
+            return acts, out
+        # numpy asks the kernel for huge pages: a fresh 9 MB batch costs 5 page faults, not 2,300
+        bf16 = self.dtype == torch.bfloat16
+        out = np.empty((n, d), dtype=np.uint16 if bf16 else np.dtype(self.manifest["dtype"]))
+        acts = torch.from_numpy(out)
+        return (acts.view(torch.bfloat16) if bf16 else acts), out
 
     def batches(
         self,
@@ -231,6 +279,8 @@ class ActivationStore:
         dtype: torch.dtype | None = None,
         with_meta: bool = False,
         skip: int = 0,
+        prefetch: int = 2,
+        pin_memory: bool | None = None,
     ) -> Iterator[Tensor] | Iterator[StoreBatch]:
         """Batches of activation rows ``[batch_size, d]``, seeded and shuffled.
 
@@ -238,37 +288,46 @@ class ActivationStore:
         the shards in a seeded random order, ``shuffle_shards`` at a time, and draws rows from that
         window in a seeded random order. The same seed gives the same batches. ``epochs=None``
         repeats forever. With ``with_meta`` each batch is a :class:`StoreBatch` carrying the token
-        ids, context ids and positions of its rows. ``skip`` passes over the first batches without
-        reading them (a resumed training run continues the same sequence of batches).
+        ids, context ids and positions of its rows (read only then). ``skip`` passes over the first
+        batches without reading them (a resumed training run continues the same sequence).
+
+        ``prefetch`` batches are read ahead in a background thread (0: read in the caller's thread);
+        the thread starts at the first ``next()`` and stops when the iterator is closed, exhausted
+        or dropped. ``pin_memory`` (default: when the rows go to a CUDA device, or stay on the CPU
+        in a process that has initialised CUDA) reads into page-locked memory so the copy to the
+        GPU is asynchronous.
         """
         if check_int(batch_size, "batch_size") < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         check_int(skip, "skip", minimum=0)
-        check_device(device)
+        check_int(prefetch, "prefetch", minimum=0)
+        dev = check_device(device)
         check_dtype(dtype)
         hook = self._hook(hook)
         if not self.shards:
             raise StoreError(f"{self.path} has no shards yet: nothing to read")
-        # Checked above when called, not at the first next(): the batches come from an inner loop.
-        return self._batches(
-            batch_size, hook, seed, shuffle, epochs, shuffle_shards, drop_last, device, dtype,
-            with_meta, skip,
-        )  # fmt: skip
+        pin = _pin(dev, pin_memory)
+        on_cpu = dev is None or dev.type == "cpu"
+        plan = itertools.islice(
+            self._schedule(batch_size, seed, shuffle, epochs, shuffle_shards, drop_last), skip, None
+        )
+        # Everything above is checked when called; the reads start at the first next().
+        reads = (
+            self._read(pos, local, hook, with_meta, pin, dtype if on_cpu else None)
+            for pos, local in plan
+        )
+        return _deliver(reads, prefetch, None if on_cpu else dev, dtype)
 
-    def _batches(
+    def _schedule(
         self,
         batch_size: int,
-        hook: str,
         seed: int,
         shuffle: bool,
         epochs: int | None,
         shuffle_shards: int,
         drop_last: bool,
-        device: torch.device | str | None,
-        dtype: torch.dtype | None,
-        with_meta: bool,
-        skip: int,
-    ) -> Iterator[Any]:
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(shard position, row in shard) of each batch, in order; reads nothing."""
         epoch = 0
         while epochs is None or epoch < epochs:
             rng = np.random.default_rng([seed, epoch])
@@ -277,48 +336,132 @@ class ActivationStore:
             pending_local = np.empty(0, dtype=np.int64)
             for w in range(0, len(order), max(1, shuffle_shards)):
                 window = order[w : w + max(1, shuffle_shards)]
-                pos = np.concatenate(
-                    [np.full(self.shards[p]["rows"], p, dtype=np.int64) for p in window]
-                )
-                local = np.concatenate(
-                    [np.arange(self.shards[p]["rows"], dtype=np.int64) for p in window]
-                )
+                sizes = [self.shards[p]["rows"] for p in window]
+                pos = np.repeat(np.asarray(window, dtype=np.int64), sizes)
+                local = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
                 perm = rng.permutation(len(pos)) if shuffle else np.arange(len(pos))
                 pending_pos = np.concatenate([pending_pos, pos[perm]])
                 pending_local = np.concatenate([pending_local, local[perm]])
                 n_full = len(pending_pos) // batch_size
                 for b in range(n_full):
-                    if skip:
-                        skip -= 1
-                        continue
                     s = slice(b * batch_size, (b + 1) * batch_size)
-                    yield self._emit(
-                        pending_pos[s], pending_local[s], hook, device, dtype, with_meta
-                    )
+                    yield pending_pos[s], pending_local[s]
                 pending_pos = pending_pos[n_full * batch_size :]
                 pending_local = pending_local[n_full * batch_size :]
             if len(pending_pos) and not drop_last:
-                if skip:
-                    skip -= 1
-                    epoch += 1
-                    continue
-                yield self._emit(pending_pos, pending_local, hook, device, dtype, with_meta)
+                yield pending_pos, pending_local
             epoch += 1
 
-    def _emit(
+    def _read(
         self,
         pos: np.ndarray,
         local: np.ndarray,
         hook: str,
-        device: Any,
-        dtype: Any,
         with_meta: bool,
-    ) -> Any:
-        batch = self._gather(pos, local, hook)
-        acts = batch.acts.to(device=device, dtype=dtype)
-        if not with_meta:
-            return acts
-        return batch._replace(acts=acts)
+        pin: bool,
+        cpu_dtype: torch.dtype | None,
+    ) -> Tensor | StoreBatch:
+        batch = self._gather(pos, local, hook, with_meta, pin)
+        if cpu_dtype is None:
+            return batch
+        if isinstance(batch, StoreBatch):
+            return batch._replace(acts=batch.acts.to(cpu_dtype))
+        return batch.to(cpu_dtype)
+
+
+def _pin(device: torch.device | None, pin_memory: bool | None) -> bool:
+    if pin_memory is None:
+        if not torch.cuda.is_available():
+            return False
+        return device.type == "cuda" if device is not None else torch.cuda.is_initialized()
+    if pin_memory and not torch.cuda.is_available():
+        raise ValueError("pin_memory=True needs a CUDA GPU and torch sees none; leave it None")
+    return bool(pin_memory)
+
+
+def _deliver(
+    reads: Generator[Any, None, None],
+    prefetch: int,
+    device: torch.device | None,
+    dtype: torch.dtype | None,
+) -> Iterator[Any]:
+    """The batches, read ahead by a thread if ``prefetch``; moved to ``device`` (a GPU) here, in
+    the consumer's thread, so the copy is queued on the consumer's CUDA stream."""
+    source: Generator[Any, None, None] | _Prefetcher = (
+        _Prefetcher(reads, prefetch) if prefetch else reads
+    )
+    try:
+        for batch in source:
+            if device is None:
+                yield batch
+            elif isinstance(batch, StoreBatch):
+                yield batch._replace(
+                    acts=batch.acts.to(device=device, dtype=dtype, non_blocking=True)
+                )
+            else:
+                yield batch.to(device=device, dtype=dtype, non_blocking=True)
+    finally:  # runs on close(), exhaustion, or when the caller drops the iterator
+        source.close()
+
+
+class _Prefetcher:
+    """Runs ``source`` in a daemon thread, at most ``depth`` items ahead; its exceptions are raised
+    in the consumer. The thread holds no reference to this object, so dropping it stops the thread."""
+
+    def __init__(self, source: Generator[Any, None, None], depth: int):
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self.thread = threading.Thread(
+            target=_produce, args=(source, self._queue, self._stop), name=_THREAD, daemon=True
+        )
+        self.thread.start()
+
+    def __iter__(self) -> _Prefetcher:
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        kind, item = self._queue.get()
+        if kind == "batch":
+            return item
+        self.close()
+        if kind == "error":
+            raise item
+        raise StopIteration
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        self.thread.join()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def _produce(
+    source: Generator[Any, None, None], out: queue.Queue[tuple[str, Any]], stop: threading.Event
+) -> None:
+    try:
+        for item in source:
+            if not _put(out, stop, ("batch", item)):
+                return
+        _put(out, stop, ("end", None))
+    except BaseException as e:  # handed to the consumer and raised there
+        _put(out, stop, ("error", e))
+    finally:
+        source.close()
+
+
+def _put(out: queue.Queue[tuple[str, Any]], stop: threading.Event, msg: tuple[str, Any]) -> bool:
+    while not stop.is_set():  # a bounded wait, so a closed consumer never strands the thread
+        try:
+            out.put(msg, timeout=0.05)
+            return True
+        except queue.Full:
+            pass
+    return False
 
 
 if __name__ == "__main__":  # python -m interp.store write | info | verify ...
