@@ -1,22 +1,16 @@
 """``ActivationStore``: activations of one or more hooks over a token corpus, on disk.
 
-Layout of a store directory::
-
-    manifest.json            format, hooks and widths, dtype, model and data identity, shard index
-    run.json                 the run manifest (config, seed, package versions, git commit, data hashes)
-    shard_00000/
-        <hook name>.npy      [rows, d] activations (bfloat16 is kept as its raw uint16 bits)
-        token_ids.npy        [rows] int32    the token at each row
-        seq_ids.npy          [rows] int64    the global index of the context the row came from
-        positions.npy        [rows] int32    the row's position in that context
-        contexts.npy         [seqs, context_size] int32: the shard's full token contexts
-
-A shard holds whole contexts: shard ``i`` always holds contexts ``[i*S, (i+1)*S)``, so a killed
-write resumes by writing exactly the shards the manifest does not list. Shards are written into a
-temporary directory, checksummed, flushed and renamed; the manifest is replaced atomically after
-each. Reads are memory-mapped, each file mapped once and checked against its sha256 the first
-time this object reads it (never per batch); :meth:`ActivationStore.batches` reads only the
-arrays asked for, ahead of the consumer in a background thread.
+A store directory holds ``manifest.json`` (hooks and widths, dtype, model and data identity, the
+shard index with each file's sha256), ``run.json`` and one ``shard_NNNNN/`` per shard: per hook
+``<hook name>.npy`` ``[rows, d]`` (bfloat16 as raw uint16 bits), and ``token_ids.npy``,
+``seq_ids.npy``, ``positions.npy`` ``[rows]`` and ``contexts.npy`` ``[seqs, context_size]``
+(docs/store.md). A shard holds whole contexts: shard ``i`` always holds contexts
+``[i*S, (i+1)*S)``, so a killed write resumes by writing exactly the shards the manifest does not
+list. Shards are written into a temporary directory, checksummed, flushed and renamed; the manifest
+is replaced atomically after each. Reads are memory-mapped, each file mapped once and checked
+against its sha256 the first time this object reads it (never per batch);
+:meth:`ActivationStore.batches` reads only the arrays asked for, ahead of the consumer in a
+background thread.
 """
 
 from __future__ import annotations
@@ -226,16 +220,11 @@ class ActivationStore:
         raise IndexError(f"context {seq_id} is not in this store")
 
     def _gather(
-        self,
-        shard_pos: np.ndarray,
-        local: np.ndarray,
-        hook: str,
-        with_meta: bool,
-        pin: bool = False,
+        self, shard_pos: np.ndarray, local: np.ndarray, hook: str, meta: bool, pin: bool = False
     ) -> Tensor | StoreBatch:
         """Rows ``local[i]`` of shards ``shard_pos[i]``, in that order; metadata only if asked."""
         acts, out = self._empty(len(local), self.d(hook), pin)
-        meta = {k: np.empty(len(local), dtype=np.int64) for k in _META} if with_meta else {}
+        ids = {k: np.empty(len(local), dtype=np.int64) for k in _META} if meta else {}
         stage = np.empty((min(_CHUNK, len(local)), out.shape[1]), dtype=out.dtype)
         for pos in np.unique(shard_pos):
             sel = np.flatnonzero(shard_pos == pos)
@@ -247,41 +236,27 @@ class ActivationStore:
                 # gather into a small staging buffer, then scatter: both copies stay in cache
                 np.take(src, rows[a : a + n], axis=0, out=stage[:n].view(src.dtype), mode="clip")
                 out[sel[a : a + n]] = stage[:n]
-            for k, arr in meta.items():
+            for k, arr in ids.items():
                 arr[sel] = self._array(int(pos), f"{k}.npy")[rows]
-        if not with_meta:
-            return acts
-        return StoreBatch(acts, *(torch.from_numpy(meta[k]) for k in _META))
+        return StoreBatch(acts, *(torch.from_numpy(ids[k]) for k in _META)) if meta else acts
 
     def _empty(self, n: int, d: int, pin: bool) -> tuple[Tensor, np.ndarray]:
         """A batch's tensor and a numpy view to gather into (raw uint16 bits for bfloat16)."""
+        bf16 = self.dtype == torch.bfloat16
         if pin:  # torch's pinned-memory cache hands the same blocks back: no page faults
             acts = torch.empty((n, d), dtype=self.dtype, pin_memory=True)
-            out = acts.view(torch.int16).numpy() if acts.dtype == torch.bfloat16 else acts.numpy()
-            return acts, out
+            return acts, (acts.view(torch.int16).numpy().view(np.uint16) if bf16 else acts.numpy())
         # numpy asks the kernel for huge pages: a fresh 9 MB batch costs 5 page faults, not 2,300
-        bf16 = self.dtype == torch.bfloat16
         out = np.empty((n, d), dtype=np.uint16 if bf16 else np.dtype(self.manifest["dtype"]))
         acts = torch.from_numpy(out)
         return (acts.view(torch.bfloat16) if bf16 else acts), out
 
     def batches(
-        self,
-        batch_size: int,
-        *,
-        hook: str | None = None,
-        seed: int = 0,
-        shuffle: bool = True,
-        epochs: int | None = 1,
-        shuffle_shards: int = 4,
-        drop_last: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        with_meta: bool = False,
-        skip: int = 0,
-        prefetch: int = 2,
-        pin_memory: bool | None = None,
-    ) -> Iterator[Tensor] | Iterator[StoreBatch]:
+        self, batch_size: int, *, hook: str | None = None, seed: int = 0, shuffle: bool = True,
+        epochs: int | None = 1, shuffle_shards: int = 4, drop_last: bool = False,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+        with_meta: bool = False, skip: int = 0, prefetch: int = 2, pin_memory: bool | None = None,
+    ) -> Iterator[Tensor] | Iterator[StoreBatch]:  # fmt: skip
         """Batches of activation rows ``[batch_size, d]``, seeded and shuffled.
 
         Shuffling is two-level so memory stays bounded whatever the store's size: each epoch takes
@@ -319,14 +294,9 @@ class ActivationStore:
         return _deliver(reads, prefetch, None if on_cpu else dev, dtype)
 
     def _schedule(
-        self,
-        batch_size: int,
-        seed: int,
-        shuffle: bool,
-        epochs: int | None,
-        shuffle_shards: int,
+        self, batch_size: int, seed: int, shuffle: bool, epochs: int | None, shuffle_shards: int,
         drop_last: bool,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """(shard position, row in shard) of each batch, in order; reads nothing."""
         epoch = 0
         while epochs is None or epoch < epochs:
@@ -353,20 +323,12 @@ class ActivationStore:
             epoch += 1
 
     def _read(
-        self,
-        pos: np.ndarray,
-        local: np.ndarray,
-        hook: str,
-        with_meta: bool,
-        pin: bool,
+        self, pos: np.ndarray, local: np.ndarray, hook: str, meta: bool, pin: bool,
         cpu_dtype: torch.dtype | None,
-    ) -> Tensor | StoreBatch:
-        batch = self._gather(pos, local, hook, with_meta, pin)
-        if cpu_dtype is None:
-            return batch
-        if isinstance(batch, StoreBatch):
-            return batch._replace(acts=batch.acts.to(cpu_dtype))
-        return batch.to(cpu_dtype)
+    ) -> Tensor | StoreBatch:  # fmt: skip
+        """One batch on the CPU; a dtype conversion there is done here, in the reading thread."""
+        batch = self._gather(pos, local, hook, meta, pin)
+        return batch if cpu_dtype is None else _move(batch, None, cpu_dtype, False)
 
 
 def _pin(device: torch.device | None, pin_memory: bool | None) -> bool:
@@ -379,65 +341,40 @@ def _pin(device: torch.device | None, pin_memory: bool | None) -> bool:
     return bool(pin_memory)
 
 
+def _move(batch: Any, device: Any, dtype: torch.dtype | None, non_blocking: bool) -> Any:
+    if isinstance(batch, StoreBatch):
+        return batch._replace(acts=_move(batch.acts, device, dtype, non_blocking))
+    return batch.to(device=device, dtype=dtype, non_blocking=non_blocking)
+
+
 def _deliver(
-    reads: Generator[Any, None, None],
-    prefetch: int,
-    device: torch.device | None,
-    dtype: torch.dtype | None,
+    reads: Generator[Any, None, None], prefetch: int, device: Any, dtype: torch.dtype | None
 ) -> Iterator[Any]:
     """The batches, read ahead by a thread if ``prefetch``; moved to ``device`` (a GPU) here, in
     the consumer's thread, so the copy is queued on the consumer's CUDA stream."""
-    source: Generator[Any, None, None] | _Prefetcher = (
-        _Prefetcher(reads, prefetch) if prefetch else reads
-    )
+    source = _ahead(reads, prefetch) if prefetch else reads
     try:
         for batch in source:
-            if device is None:
-                yield batch
-            elif isinstance(batch, StoreBatch):
-                yield batch._replace(
-                    acts=batch.acts.to(device=device, dtype=dtype, non_blocking=True)
-                )
-            else:
-                yield batch.to(device=device, dtype=dtype, non_blocking=True)
-    finally:  # runs on close(), exhaustion, or when the caller drops the iterator
+            yield batch if device is None else _move(batch, device, dtype, True)
+    finally:  # on exhaustion, an error, close(), or when the caller drops the iterator
         source.close()
 
 
-class _Prefetcher:
-    """Runs ``source`` in a daemon thread, at most ``depth`` items ahead; its exceptions are raised
-    in the consumer. The thread holds no reference to this object, so dropping it stops the thread."""
-
-    def __init__(self, source: Generator[Any, None, None], depth: int):
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._done = False
-        self.thread = threading.Thread(
-            target=_produce, args=(source, self._queue, self._stop), name=_THREAD, daemon=True
-        )
-        self.thread.start()
-
-    def __iter__(self) -> _Prefetcher:
-        return self
-
-    def __next__(self) -> Any:
-        if self._done:
-            raise StopIteration
-        kind, item = self._queue.get()
-        if kind == "batch":
-            return item
-        self.close()
-        if kind == "error":
-            raise item
-        raise StopIteration
-
-    def close(self) -> None:
-        self._done = True
-        self._stop.set()
-        self.thread.join()
-
-    def __del__(self) -> None:
-        self._stop.set()
+def _ahead(reads: Generator[Any, None, None], depth: int) -> Generator[Any, None, None]:
+    """``reads`` run in a daemon thread, at most ``depth`` batches ahead; its errors are raised
+    here. The thread holds no reference to this generator, so dropping it stops the thread."""
+    out: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(reads, out, stop), name=_THREAD, daemon=True)
+    thread.start()
+    try:
+        while (msg := out.get())[0] == "batch":
+            yield msg[1]
+        if msg[0] == "error":
+            raise msg[1]
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _produce(
