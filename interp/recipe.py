@@ -212,14 +212,15 @@ def encode(value: Any) -> Any:
                 "names": {k: v for k, v in vars(value).items() if isinstance(v, str)},
             }
         }
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    named = isinstance(value, tuple) and hasattr(value, "_fields")
+    if named or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
         path = import_path(type(value))
         if path is None:
             return unreplayable(f"{type(value).__name__} is not importable by name")
-        fields = {
-            f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+        names = value._fields if named else [f.name for f in dataclasses.fields(value) if f.init]
+        return {
+            "__object__": {"call": path, "kwargs": {k: encode(getattr(value, k)) for k in names}}
         }
-        return {"__object__": {"call": path, "kwargs": fields}}
     if callable(value):
         if getattr(value, "__name__", "") == "<lambda>":
             return unreplayable(
