@@ -48,7 +48,8 @@ def swept(tiny_model):
     res = sweep(
         tiny_model, vecs, layers=[0, 1], alphas=ALPHAS, measures=_measures(), intended="effect",
         controls={"random": random_direction(tiny_model, seed=1), "axis": other},
-        prefix=PREFIX, max_tokens=18, n_resamples=200, progress=False,
+        prefix={"prompt": PREFIX, "other": [44, 45]}, max_tokens=18, n_resamples=200,
+        progress=False,
     )  # fmt: skip
     return vecs, other, res
 
@@ -160,15 +161,17 @@ def test_controls_and_prefixes_are_checked_before_the_model_runs(tiny_model, mon
         sweep(tiny_model, vecs, controls={"z": torch.zeros(16)}, **kw)
     with pytest.raises(ValueError, match=r"control 'r' has no direction for layer 1; it has \[0\]"):
         sweep(tiny_model, vecs, controls={"r": {0: torch.ones(16)}}, **kw)
-    with pytest.raises(ValueError, match="prompting prefix has no tokens"):
+    with pytest.raises(ValueError, match="prompting prefix 'prompt' has no tokens"):
         sweep(tiny_model, vecs, prefix=[], **kw)
+    with pytest.raises(ValueError, match="a prefix cannot be named 'r'"):
+        sweep(tiny_model, vecs, controls={"r": torch.ones(16)}, prefix={"r": [4]}, **kw)
 
 
 # --- the prompting baseline ---------------------------------------------------------------------
 
 
 def test_the_prompting_baseline_equals_a_plain_forward_on_the_prefixed_prompts(tiny_model, swept):
-    _, _, res = swept
+    vecs, _, res = swept
     eff, text = encode(tiny_model, POS + NEG), encode(tiny_model, TEXT)
     pre_eff = encode(tiny_model, [PREFIX + p for p in POS + NEG])
     pre_text = encode(tiny_model, [PREFIX + p for p in TEXT])
@@ -179,15 +182,22 @@ def test_the_prompting_baseline_equals_a_plain_forward_on_the_prefixed_prompts(t
         plain_text = tiny_model(text.tokens, attention_mask=text.attention_mask)
         pre_logits = tiny_model(pre_text.tokens, attention_mask=pre_text.attention_mask)
     want = _last_logit(prefixed, pre_eff) - _last_logit(plain, eff)
-    torch.testing.assert_close(res.prompted["effect"], want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(res.prompted["prompt"]["effect"], want, atol=1e-5, rtol=1e-4)
     # loss and KL over the prompt's own tokens: the prefixed run's columns from len(PREFIX) on
     own = pre_logits[:, n : n + text.tokens.shape[1]]
     for i, p in enumerate(TEXT):
         ids = torch.tensor([p])
         ce = loss(own[i : i + 1, : len(p)], ids) - loss(plain_text[i : i + 1, : len(p)], ids)
-        assert float(res.prompted["loss"][i]) == pytest.approx(float(ce), abs=1e-5)
-    torch.testing.assert_close(res.prompted["kl"], _kl(plain_text, own, text), atol=1e-5, rtol=1e-4)
-    assert res.config["prefix"] == PREFIX
+        assert float(res.prompted["prompt"]["loss"][i]) == pytest.approx(float(ce), abs=1e-5)
+    want_kl = _kl(plain_text, own, text)
+    torch.testing.assert_close(res.prompted["prompt"]["kl"], want_kl, atol=1e-5, rtol=1e-4)
+    assert res.config["prefixes"] == {"prompt": PREFIX, "other": [44, 45]}
+    lone = sweep(
+        tiny_model, vecs, layers=[1], alphas=[1.0], measures=_measures(), intended="effect",
+        prefix=PREFIX, progress=False,
+    )  # fmt: skip
+    assert list(lone.prompted) == ["prompt"]  # one prefix is called "prompt"
+    torch.testing.assert_close(lone.prompted["prompt"]["kl"], res.prompted["prompt"]["kl"])
 
 
 def test_a_prompt_that_starts_with_bos_gives_it_up_to_the_prefix(monkeypatch):
@@ -207,13 +217,13 @@ def test_a_prompt_that_starts_with_bos_gives_it_up_to_the_prefix(monkeypatch):
             plain = m(torch.tensor([p]))
             joined = m(torch.tensor([[1, 30, 31, *p[1:]]]))[:, 2:]  # 31 stands in for BOS
             want = _kl(plain, joined, encode(m, [p]))
-            assert float(res.prompted["kl"][i]) == pytest.approx(float(want[0]), abs=1e-6)
+            assert float(res.prompted["prompt"]["kl"][i]) == pytest.approx(float(want[0]), abs=1e-6)
     monkeypatch.setattr(m.cfg, "default_prepend_bos", False)  # then BOS is a token like others
     kept = sweep(m, vecs, measures=[Measure("kl", prompts, "kl")], prefix=[1, 30, 31], **kw)
     with torch.no_grad():
         joined = m(torch.tensor([[1, 30, 31, *prompts[1]]]))[:, 3:]
         want = _kl(m(torch.tensor([prompts[1]])), joined, encode(m, [prompts[1]]))
-    assert float(kept.prompted["kl"][1]) == pytest.approx(float(want[0]), abs=1e-6)
+    assert float(kept.prompted["prompt"]["kl"][1]) == pytest.approx(float(want[0]), abs=1e-6)
 
 
 # --- the wrong-direction rate -------------------------------------------------------------------
@@ -244,9 +254,9 @@ def test_wrong_direction_rate_equals_a_hand_count(swept):
     )
     prompt = res.wrong_direction("prompt")
     assert prompt.rate.ndim == 0 and int(prompt.wrong) == sum(
-        float(x) < 0 for x in res.prompted["effect"]
+        float(x) < 0 for x in res.prompted["prompt"]["effect"]
     )
-    with pytest.raises(KeyError, match="this sweep has: steering, random, axis"):
+    with pytest.raises(KeyError, match="this sweep has: steering, random, axis, prompt, other"):
         res.wrong_direction("embedding")
     with pytest.raises(ValueError, match="no prompting baseline"):
         replace(res, prompted={}).wrong_direction("prompt")
@@ -276,17 +286,17 @@ def test_best_reports_every_baseline_on_its_reporting_prompts(swept):
     axis = res.controls["axis"]["effect"][shown, li, ai]
     assert b.baselines["axis"]["effect"][0] == pytest.approx(float(axis.mean()), abs=1e-6)
     assert b.baselines["prompt"]["effect"][0] == pytest.approx(
-        float(res.prompted["effect"][shown].mean()), abs=1e-6
+        float(res.prompted["prompt"]["effect"][shown].mean()), abs=1e-6
     )
     kl_shown = split_samples(4, 0.5, seed=0)[1]
     assert b.baselines["random"]["kl"][0] == pytest.approx(
         float(res.controls["random"]["kl"][kl_shown, li, ai].mean()), abs=1e-6
     )
     assert b.versus["axis"][0] == pytest.approx(float((own - axis).mean()), abs=1e-6)
-    assert set(b.wrong) == {"steering", "random", "axis", "prompt"}
+    assert set(b.wrong) == {"steering", "random", "axis", "prompt", "other"}
     assert int(b.wrong["steering"].wrong) == int((own < 0).sum()) and b.wrong["steering"].n == 4
     text = res.summary()
-    for what in ("control 'axis' at the same cell and norm", "prompt [40, 41, 42], no vector",
+    for what in ("control 'axis' at the same cell and norm", "prompt 'prompt' ([40, 41, 42]), no vector",
                  "steering minus baseline", "wrong direction (against 'increase'; Wilson 95%)"):  # fmt: skip
         assert what in text, text
 
@@ -297,21 +307,22 @@ def test_controls_and_the_prompting_baseline_survive_sel_save_and_load(swept, tm
     assert torch.equal(
         small.controls["random"]["kl"], res.controls["random"]["kl"][:, [1]][:, :, [1]]
     )
-    assert torch.equal(small.prompted["loss"], res.prompted["loss"])
+    assert torch.equal(small.prompted["other"]["loss"], res.prompted["other"]["loss"])
     back = SteeringSweep.load(res.save(tmp_path / "sweep"))
     for name, by in res.controls.items():
         for m, v in by.items():
             assert torch.equal(back.controls[name][m], v)
-    assert all(torch.equal(back.prompted[m], v) for m, v in res.prompted.items())
+    for name, by in res.prompted.items():
+        assert all(torch.equal(back.prompted[name][m], v) for m, v in by.items())
     assert back.summary() == res.summary()
     info = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert info["controls"] == ["random", "axis"]
+    assert info["controls"] == ["random", "axis"] and info["prefixes"] == ["prompt", "other"]
     with pytest.raises(
         ValueError, match="control 'x' needs values of the steering vector's shapes"
     ):
         replace(res, controls={"x": {"effect": torch.zeros(8, 2, 3)}})
-    with pytest.raises(ValueError, match="one value per prompt of every measure"):
-        replace(res, prompted={"effect": torch.zeros(8)})
+    with pytest.raises(ValueError, match="'p' needs one value per prompt of every measure"):
+        replace(res, prompted={"p": {"effect": torch.zeros(8)}})
 
 
 # --- on SmolLM2 ---------------------------------------------------------------------------------
@@ -346,7 +357,7 @@ def test_on_smollm2_the_text_prefix_and_the_embedding_control(smollm2):
             )
             alone = encode(smollm2, [p])
             want = metric(smollm2(joined.tokens), joined) - metric(smollm2(alone.tokens), alone)
-            assert float(res.prompted["s"][i]) == pytest.approx(float(want[0]), abs=1e-3)
+            assert float(res.prompted["prompt"]["s"][i]) == pytest.approx(float(want[0]), abs=1e-3)
     assert (res.controls["embedding"]["s"] > 0).all()  # the metric's own words, pushed
 
 

@@ -20,7 +20,9 @@ every steering method it tried):
   (:func:`random_direction`), and for a word-logit metric the embedding direction of the metric's
   own words (:func:`word_embedding_direction`), which raises those logits with no concept at all;
 - ``prefix``: the prompting baseline, each measure's prompts after an instruction (e.g. ``"Answer
-  positively:\n"``) with no vector, measured on the prompt's own tokens;
+  positively:\n"``) with no vector, measured on the prompt's own tokens; several named prefixes
+  may be given, e.g. a neutral one beside the instruction, to tell the instruction from the mere
+  presence of context;
 - :meth:`SteeringSweep.wrong_direction`: the share of prompts whose change goes against the
   intended direction, with a Wilson score interval.
 
@@ -74,7 +76,7 @@ __all__ = [
     "wilson_interval", "word_embedding_direction", "word_logit_diff",
 ]  # fmt: skip
 
-STEERING, PROMPT = "steering", "prompt"  # the names of the vector and of the prompting baseline
+STEERING, PROMPT = "steering", "prompt"  # the vector's name; a lone prefix's name
 
 Metric = Literal["loss", "kl"] | Callable[[Tensor, Encoded], Tensor]
 
@@ -218,7 +220,7 @@ class Best(NamedTuple):
     """The chosen cell: every measure, and every baseline beside it, on the same reporting prompts.
 
     ``baselines``: each control direction at this cell (same layer, α and norm) and ``"prompt"``
-    (the instruction prefix, no vector), measure by measure; ``versus``: the intended effect of
+    (each prefix by its name, no vector), measure by measure; ``versus``: the intended effect of
     the steering vector minus each baseline's, paired prompt by prompt (above 0: steering did
     better, in the goal's units); ``wrong``: for ``"steering"`` and each baseline, the share of
     prompts whose intended measure moved against the goal, with a Wilson interval.
@@ -260,7 +262,8 @@ class SteeringSweep(Result):
     seed: int = 0
     # control -> measure -> [n_prompts, layer, alpha]: other directions at the vector's norm
     controls: dict[str, dict[str, Float[Tensor, "n layer alpha"]]] = field(default_factory=dict)
-    prompted: dict[str, Float[Tensor, " n"]] = field(default_factory=dict)  # prefix, no vector
+    # prefix -> measure -> [n_prompts]: the prompting baselines (no vector)
+    prompted: dict[str, dict[str, Float[Tensor, " n"]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         cells = (len(self.layers), len(self.alphas))
@@ -280,7 +283,7 @@ class SteeringSweep(Result):
                 f"intended={self.intended!r} is not a measure; measures: {', '.join(self.values)}"
             )
         for name, by in self.controls.items():
-            if name in (STEERING, PROMPT):
+            if name == STEERING or name in self.prompted:
                 raise ValueError(f"a control cannot be named {name!r}: that name is taken")
             if set(by) != set(self.values) or any(
                 by[m].shape != v.shape for m, v in self.values.items()
@@ -289,14 +292,14 @@ class SteeringSweep(Result):
                     f"control {name!r} needs values of the steering vector's shapes for every "
                     f"measure; got { ({m: tuple(t.shape) for m, t in by.items()}) }"
                 )
-        if self.prompted and (
-            set(self.prompted) != set(self.values)
-            or any(self.prompted[m].shape != v.shape[:1] for m, v in self.values.items())
-        ):
-            raise ValueError(
-                "the prompting baseline needs one value per prompt of every measure; got "
-                f"{ ({m: tuple(t.shape) for m, t in self.prompted.items()}) }"
-            )
+        for name, by in self.prompted.items():
+            if set(by) != set(self.values) or any(
+                by[m].shape != v.shape[:1] for m, v in self.values.items()
+            ):
+                raise ValueError(
+                    f"prompting baseline {name!r} needs one value per prompt of every measure; "
+                    f"got { ({m: tuple(t.shape) for m, t in by.items()}) }"
+                )
 
     # -- the Result layout -------------------------------------------------------------------
     @property
@@ -393,10 +396,13 @@ class SteeringSweep(Result):
         A prompt whose change is exactly 0 is not counted as wrong."""
         goal = 1.0 if self.goal == "increase" else -1.0
         level = self.level if level is None else level
+        if direction in self.prompted:
+            return _wrong(self.prompted[direction][self.intended], goal, level)
         if direction == PROMPT:
-            if not self.prompted:
-                raise ValueError("this sweep has no prompting baseline: run sweep(..., prefix=...)")
-            return _wrong(self.prompted[self.intended], goal, level)
+            raise ValueError("this sweep has no prompting baseline: run sweep(..., prefix=...)")
+        if direction != STEERING and direction not in self.controls:
+            known = ", ".join([STEERING, *self.controls, *self.prompted])
+            raise KeyError(f"no direction {direction!r}; this sweep has: {known}")
         sign = goal * torch.tensor(self.alphas, dtype=torch.float64).sign()
         return _wrong(self.direction_values(direction, self.intended), sign, level)
 
@@ -445,7 +451,7 @@ class SteeringSweep(Result):
             controls={
                 c: {n: by[n][:, li][:, :, ai] for n in names} for c, by in self.controls.items()
             },
-            prompted={n: self.prompted[n] for n in names} if self.prompted else {},
+            prompted={p: {n: by[n] for n in names} for p, by in self.prompted.items()},
         )
 
     def effects(self, name: str | None = None) -> Tensor:  # type: ignore[override]
@@ -511,8 +517,8 @@ class SteeringSweep(Result):
 
         def shown(name: str, direction: str = STEERING) -> Tensor:
             rows = halves[name][1]
-            if direction == PROMPT:
-                return self.prompted[name][rows]
+            if direction in self.prompted:
+                return self.prompted[direction][name][rows]
             return self.direction_values(direction, name)[rows][:, li, ai]
 
         effect = interval(shown(self.intended))
@@ -534,7 +540,7 @@ class SteeringSweep(Result):
                 f"{seed}), reported with {level} sign-flip t intervals on the other {n - n_sel}"
             )
         sides = {m: interval(shown(m)) for m in self.values if m != self.intended}
-        names = [*self.controls, *([PROMPT] if self.prompted else [])]
+        names = [*self.controls, *self.prompted]
         baselines = {b: {m: interval(shown(m, b)) for m in self.values} for b in names}
         own = shown(self.intended)
         versus = {b: interval(own - shown(self.intended, b)) for b in names}
@@ -553,8 +559,8 @@ class SteeringSweep(Result):
         lines += [f"  {k}: {fmt(v)}" for k, v in b.side_effects.items()]
         for name, by in b.baselines.items():
             what = (
-                f"prompt {self.config.get('prefix')!r}, no vector"
-                if name == PROMPT
+                f"prompt {name!r} ({self.config.get('prefixes', {}).get(name)!r}), no vector"
+                if name in self.prompted
                 else f"control {name!r} at the same cell and norm"
             )
             lines.append(f"  {what}: " + "; ".join(f"{m} {fmt(v)}" for m, v in by.items()))
@@ -582,7 +588,11 @@ class SteeringSweep(Result):
             for c, by in self.controls.items()
             for k, v in by.items()
         }
-        tensors |= {f"prompted.{k}": v.contiguous() for k, v in self.prompted.items()}
+        tensors |= {
+            f"prompted.{p}.{k}": v.contiguous()
+            for p, by in self.prompted.items()
+            for k, v in by.items()
+        }
         atomic_write_bytes(d / "values.safetensors", st_save(tensors))
         meta = {
             k: getattr(self, k)
@@ -590,7 +600,7 @@ class SteeringSweep(Result):
         }
         info = {
             "format": self.format(), **meta, "seed": self.seed, "config": self.config,
-            "controls": list(self.controls),
+            "controls": list(self.controls), "prefixes": list(self.prompted),
         }  # fmt: skip
         atomic_write_json(d / "sweep.json", info)
         write_run_manifest(
@@ -630,7 +640,9 @@ class SteeringSweep(Result):
             controls={
                 c: {n: t[f"control.{c}.{n}"] for n in names} for c in meta.get("controls", [])
             },
-            prompted={n: t[f"prompted.{n}"] for n in names if f"prompted.{n}" in t},
+            prompted={
+                p: {n: t[f"prompted.{p}.{n}"] for n in names} for p in meta.get("prefixes", [])
+            },
         )
 
 
@@ -665,7 +677,7 @@ def sweep(
     goal: Literal["increase", "decrease"] = "increase",
     positions: Positions = "all",
     controls: Mapping[str, Tensor | Mapping[int, Tensor]] | None = None,
-    prefix: str | Sequence[int] | None = None,
+    prefix: str | Sequence[int] | Mapping[str, str | Sequence[int]] | None = None,
     max_tokens: int = 2048,
     n_resamples: int = 1000,
     seed: int = 0,
@@ -676,7 +688,7 @@ def sweep(
     ``controls``: name -> a direction (or one per layer) run through the same cells, rescaled at
     every layer to the vector's norm there (e.g. ``{"random": random_direction(model)}``).
     ``prefix``: the prompting baseline, text or token ids put before every prompt of every
-    measure, with no vector. ``max_tokens``: prompts × positions per forward (every position's
+    measure, with no vector (named ``"prompt"``), or several by name. ``max_tokens``: prompts × positions per forward (every position's
     full-vocabulary logits are kept for the KL, hence a smaller default than patching's).
     ``progress``: a tqdm bar over prompt batches of every measure."""
     check_int(max_tokens, "max_tokens", minimum=1)
@@ -690,7 +702,7 @@ def sweep(
     # run starts at `layer`, so an edit at an earlier layer would silently never fire.
     vec_at = lambda la: (vectors[la] if isinstance(vectors, Mapping) else vectors).at(la)  # noqa: E731
     directions = {STEERING: vec_at, **_controls(model, controls or {}, layers, vec_at)}
-    prefix_ids = None if prefix is None else _prefix_ids(model, prefix)
+    prefixes = _prefixes(model, prefix, directions)
     encs = {
         m.name: encode(model, m.prompts, what=f"prompts of measure {m.name!r}") for m in measures
     }
@@ -708,22 +720,23 @@ def sweep(
         disable=not progress,
     )  # fmt: skip
     values: dict[str, dict[str, Tensor]] = {d: {} for d in directions}
-    baseline, prompted = {}, {}
+    baseline: dict[str, Tensor] = {}
+    prompted: dict[str, dict[str, Tensor]] = {p: {} for p in prefixes}
     for m in measures:
         parts = []
         for chunk in chunks[m.name]:
             bar.set_postfix_str(m.name)
             parts.append(
                 _sweep_chunk(
-                    model, m.metric, chunk, layers, alphas, directions, positions, prefix_ids
+                    model, m.metric, chunk, layers, alphas, directions, positions, prefixes
                 )
             )
             bar.update(1)
         for d in directions:
             values[d][m.name] = torch.cat([p[0][d] for p in parts])
         baseline[m.name] = torch.cat([p[1] for p in parts])
-        if prefix_ids is not None:
-            prompted[m.name] = torch.cat([p[2] for p in parts])  # type: ignore[misc]
+        for name in prefixes:
+            prompted[name][m.name] = torch.cat([p[2][name] for p in parts])
     bar.close()
     first = vec_at(layers[0])
     norms = lambda at: {str(la): float(at(la).vector.norm()) for la in layers}  # noqa: E731
@@ -734,7 +747,10 @@ def sweep(
         "vector_metadata": first.metadata,
         "vector_norms": norms(vec_at),
         "control_norms": {d: norms(at) for d, at in directions.items() if d != STEERING},
-        "prefix": prefix if isinstance(prefix, str) or prefix is None else list(prefix),
+        "prefixes": {
+            name: given if isinstance(given, str) else list(given)
+            for name, given in _named(prefix).items()
+        },
         "data": {
             m.name: {
                 "sha256": hash_prompts(encs[m.name].tokens.tolist()),
@@ -783,11 +799,28 @@ def _controls(
     return out
 
 
-def _prefix_ids(model: TLModel, prefix: str | Sequence[int]) -> list[int]:
-    ids = _ids(model, prefix, None)
-    if not ids:
-        raise ValueError("the prompting prefix has no tokens")
-    return ids
+def _named(
+    prefix: str | Sequence[int] | Mapping[str, str | Sequence[int]] | None,
+) -> Mapping[str, str | Sequence[int]]:
+    if prefix is None:
+        return {}
+    return prefix if isinstance(prefix, Mapping) else {PROMPT: prefix}
+
+
+def _prefixes(
+    model: TLModel,
+    prefix: str | Sequence[int] | Mapping[str, str | Sequence[int]] | None,
+    directions: Mapping[str, Any],
+) -> dict[str, list[int]]:
+    """Each prompting baseline's token ids, by name."""
+    out = {}
+    for name, given in _named(prefix).items():
+        if name in directions:
+            raise ValueError(f"a prefix cannot be named {name!r}: that name is taken")
+        out[name] = _ids(model, given, None)
+        if not out[name]:
+            raise ValueError(f"the prompting prefix {name!r} has no tokens")
+    return out
 
 
 @torch.no_grad()
@@ -799,10 +832,10 @@ def _sweep_chunk(
     alphas: list[float],
     directions: dict[str, Callable[[int], SteeringVector]],
     positions: Positions,
-    prefix: list[int] | None,
-) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
+    prefixes: dict[str, list[int]],
+) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
     """One prompt batch: [batch, layer, alpha] values per direction, the [batch] unsteered
-    metric, and the [batch] prompting baseline (None without a prefix)."""
+    metric, and the [batch] prompting baseline of each prefix."""
     kw = chunk.forward_kwargs()
     resid = [f"blocks.{la}.hook_resid_pre" for la in layers]
     saved: dict[str, Tensor] = {}
@@ -823,7 +856,7 @@ def _sweep_chunk(
                     logits = model(saved[resid[li]], start_at_layer=layer, **kw)
                 v = _evaluate(metric, logits, base, chunk)
                 out[d][:, li, ai] = (v if metric == "kl" else v - b).cpu()
-    prompted = None if prefix is None else _prompted(model, metric, chunk, prefix, base, b)
+    prompted = {p: _prompted(model, metric, chunk, ids, base, b) for p, ids in prefixes.items()}
     return out, b.cpu(), prompted
 
 
