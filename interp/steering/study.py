@@ -14,11 +14,12 @@ layers × α sweep of adding the difference-of-means vector at every position:
 
 Every sweep carries its baselines (issue 14): a random direction and, for sentiment, the
 embedding direction of the metric's own words, each at the steering vector's norm in every cell;
-the prompting baseline (an instruction before each prompt, no vector); and the share of prompts
-moved the wrong way, with a Wilson interval.
+the prompting baselines (an instruction before each prompt, and a neutral one, no vector); and
+the share of prompts moved the wrong way, with a Wilson interval.
 
-``run_study(model, quick=True)`` takes well under a minute on 2 CPU cores; ``quick=False`` sweeps
-9 layers × 6 strengths per direction (several minutes).
+``run_study(model, quick=True)`` sweeps 3 layers × 2 strengths per direction on 12-16 prompts per
+measure (about two minutes on 2 shared CPU cores); ``quick=False`` 9 layers × 6 strengths on
+every prompt (docs/steering.md gives the measured times).
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ POSITION = real(slice(1, None))  # mean over real tokens, the first (attention s
 MAX_KL = 0.1  # nats per token on neutral text: the side-effect budget for "best"
 N_TRAIN_SHAKESPEARE = 48  # passages for extraction (2-3 from each of 19 plays)
 N_HELD_OUT_SHAKESPEARE = 38  # held out (2 from each of 19 other plays)
-# The prompting baselines, fixed before the study was run (not chosen by their results).
+# The prompting baselines, fixed before the study was run (not chosen by their results). The
+# neutral one tells the instruction from the mere presence of context: without a prefix a prompt's
+# first token is SmolLM2's attention sink, after any prefix it is an ordinary token.
 SENTIMENT_PREFIX = "Answer positively:\n"
 STYLE_PREFIX = "Write in the style of Shakespeare:\n"
+NEUTRAL_PREFIX = "Continue the text:\n"
 
 
 def shakespeare_sets() -> PlaySplit:
@@ -291,6 +295,7 @@ def _direction(
     controls: dict[str, torch.Tensor],
     prefix: str,
     sample_prompt: str,
+    neutral_prefix: str = NEUTRAL_PREFIX,
 ) -> DirectionResult:
     layers = plan["accuracy_layers"]
     everything = [*train[0], *train[1], *held[0], *held[1]]
@@ -310,8 +315,8 @@ def _direction(
     )
     result = sweep(
         model, vectors, layers=sweep_layers, alphas=plan[name]["alphas"], measures=measures,
-        intended=measures[0].name, goal=goal, controls=controls, prefix=prefix,  # type: ignore[arg-type]
-        max_tokens=32 * 24,
+        intended=measures[0].name, goal=goal, controls=controls,  # type: ignore[arg-type]
+        prefix={"instruction": prefix, "neutral instruction": neutral_prefix}, max_tokens=32 * 24,
     )  # fmt: skip
     out = DirectionResult(name, vectors, accuracy, result, split_accuracy=split_accuracy)
     out.samples = _samples(model, out, sample_prompt, prefix, plan["new_tokens"], plan["signs"])
@@ -349,6 +354,8 @@ def run_study(model: TLModel, *, quick: bool = True, progress: bool = True) -> S
     k = plan["n_eval"]
     plays = shakespeare_sets()
     held_shakespeare = plays.held_out[:k]
+    # a side effect needs fewer prompts than the intended effect: one passage a held-out play
+    side_shakespeare = plays.held_out[: k or len(plays.held_out_plays)]
     neutral = data.NEUTRAL[:k]
     pos = [p for p, _ in data.SENTIMENT_PAIRS]
     neg = [n for _, n in data.SENTIMENT_PAIRS]
@@ -361,7 +368,7 @@ def run_study(model: TLModel, *, quick: bool = True, progress: bool = True) -> S
         measures=[
             Measure("sentiment_logit_diff", data.SENTIMENT_PROMPTS[: None if k is None else k + 4], metric),
             Measure("kl_neutral", neutral, "kl"),
-            Measure("loss_shakespeare", held_shakespeare, "loss"),
+            Measure("loss_shakespeare", side_shakespeare, "loss"),
         ],
         goal="increase", prefix=SENTIMENT_PREFIX,
         controls={
