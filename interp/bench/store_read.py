@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=5, help="rounds of one epoch per reader")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--step-ms", type=float, default=3.0,
+        help="a busy consumer's time per batch (sleeping, as a GPU trainer's host thread waits)",
+    )  # fmt: skip
 
 
 # ---- the reader before issue 18, verbatim but for `self` -> `store` ----------------------------
@@ -149,11 +153,29 @@ def build_store(path: Path, vectors: int, d: int, dtype: str) -> Any:
     )  # fmt: skip
 
 
-def _epoch(batches: Iterator[Any]) -> tuple[float, int]:
-    t, n = time.perf_counter(), 0
+def _epoch(batches: Iterator[Any]) -> tuple[float, int, float]:
+    """Wall seconds, vectors, and CPU seconds of this process (all its threads)."""
+    t, cpu, n = time.perf_counter(), time.process_time(), 0
     for b in batches:
         n += len(b if isinstance(b, torch.Tensor) else b.acts)
-    return time.perf_counter() - t, n
+    return time.perf_counter() - t, n, time.process_time() - cpu
+
+
+def _busy(store: Any, args: argparse.Namespace, prefetch: int) -> dict[str, float]:
+    """A consumer that spends ``--step-ms`` on each batch: how long its ``next()`` waits."""
+    it = store.batches(args.batch, seed=args.seed, prefetch=prefetch)
+    waits, t0 = [], time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        if next(it, None) is None:
+            break
+        waits.append(time.perf_counter() - t)
+        time.sleep(args.step_ms / 1e3)
+    seconds = time.perf_counter() - t0
+    return {  # the first next() always waits: the thread starts there
+        "wait_ms_per_batch": 1e3 * statistics.mean(waits[1:] or waits),
+        "vectors_per_s": len(store) / seconds,
+    }
 
 
 def _readers(old: Any, new: Any, args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
@@ -179,20 +201,29 @@ def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     )
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {k: [] for k in readers}
+    cpu: dict[str, list[float]] = {k: [] for k in readers}
     vectors = 0
     for _ in range(args.repeats):
         for k, make in readers.items():
-            seconds, vectors = _epoch(make())
+            seconds, vectors, cpu_seconds = _epoch(make())
             times[k].append(seconds)
+            cpu[k].append(cpu_seconds)
+    busy = {p: [_busy(new, args, p) for _ in range(args.repeats)] for p in (0, 2)}
     load_after = os.getloadavg()
     rate = {k: vectors / statistics.median(v) for k, v in times.items()}
+    consumer = {
+        f"prefetch={p}": {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for p, runs in busy.items()
+    }
     return {
         "store": str(path), "rows": len(new), "shards": len(new.shards), "d": new.d(),
         "dtype": new.manifest["dtype"], "batch": args.batch, "vectors_per_epoch": vectors,
         "repeats": args.repeats, "identical_batches": same,
-        "first_epoch_vectors_per_s": {k: n / s for k, (s, n) in first.items()},
-        "vectors_per_s": rate, "ratio_new_over_old": rate["new, prefetch=0"] / rate["old"],
+        "first_epoch_vectors_per_s": {k: n / s for k, (s, n, _) in first.items()},
+        "vectors_per_s": rate,
+        "vectors_per_cpu_s": {k: vectors / statistics.median(v) for k, v in cpu.items()}, "ratio_new_over_old": rate["new, prefetch=0"] / rate["old"],
         "ratio_per_round": [o / n for o, n in zip(times["old"], times["new, prefetch=0"], strict=True)],
+        "busy_consumer": {"step_ms": args.step_ms, **consumer},
         "loadavg_before": load_before, "loadavg_after": load_after,
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
     }  # fmt: skip
@@ -206,7 +237,8 @@ def _report(r: dict[str, Any]) -> None:
     )
     print(f"load average before {_load(r['loadavg_before'])}, after {_load(r['loadavg_after'])}")
     for k, v in r["vectors_per_s"].items():
-        print(f"{k:<20} {v / 1e6:6.2f} M vectors/s")
+        per_cpu = r["vectors_per_cpu_s"][k] / 1e6
+        print(f"{k:<20} {v / 1e6:6.2f} M vectors/s   ({per_cpu:.2f} M per CPU-second)")
     rounds = r["ratio_per_round"]
     print(
         f"new / old            {r['ratio_new_over_old']:6.2f} x  (per round {min(rounds):.2f}..{max(rounds):.2f})"
@@ -217,6 +249,12 @@ def _report(r: dict[str, Any]) -> None:
         f"new {first['new, prefetch=0'] / 1e6:.2f} M vectors/s"
     )
     print(f"old and new batches bit-identical: {r['identical_batches']}")
+    busy = r["busy_consumer"]
+    for k in ("prefetch=0", "prefetch=2"):
+        print(
+            f"consumer busy {busy['step_ms']:g} ms a batch, {k}: waits {busy[k]['wait_ms_per_batch']:.2f} "
+            f"ms a batch in next(), {busy[k]['vectors_per_s'] / 1e6:.2f} M vectors/s"
+        )
 
 
 def _load(avg: tuple[float, float, float]) -> str:
