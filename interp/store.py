@@ -267,8 +267,8 @@ class ActivationStore:
 
         ``prefetch`` batches are read ahead in a background thread (0: read in the caller's thread);
         the thread starts at the first ``next()`` and stops when the iterator is closed, exhausted
-        or dropped. ``pin_memory`` (default: when the rows go to a CUDA device, or stay on the CPU
-        in a process that has initialised CUDA) reads into page-locked memory so the copy to the
+        or dropped. ``pin_memory`` (default: when ``device`` is a GPU, or is None in a process that
+        has initialised CUDA, as a GPU trainer's) reads into page-locked memory so the copy to the
         GPU is asynchronous.
         """
         if check_int(batch_size, "batch_size") < 1:

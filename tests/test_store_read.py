@@ -194,3 +194,15 @@ def test_bad_reader_arguments_are_named(store):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="pin_memory=True needs a CUDA GPU"):
             store.batches(4, pin_memory=True)
+
+
+def test_pinned_memory_by_default_only_where_a_gpu_is_in_use(monkeypatch):
+    pin = store_module._pin
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not pin(None, None) and not pin(gpu, None) and not pin(cpu, False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert pin(gpu, None) and not pin(None, None) and not pin(cpu, None)  # CUDA not started
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert pin(None, None) and not pin(None, False) and pin(cpu, True)  # a GPU trainer's process
