@@ -15,6 +15,7 @@ background thread.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -48,6 +49,7 @@ _META = ("token_ids", "seq_ids", "positions")
 _CHUNK = 256  # rows per gather step: the staging buffer stays in the L2 cache
 _MAX_OPEN = 128  # memory-mapped files kept open per store (each holds a file descriptor)
 _THREAD = "mechscope-store-prefetch"
+_VERIFY = "mechscope-store-verify"
 
 
 class StoreBatch(NamedTuple):
@@ -86,6 +88,8 @@ class ActivationStore:
         self._verified: set[tuple[int, str]] = set()  # (shard position, file) hashed so far
         self._maps: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._opening: dict[tuple[int, str], threading.Lock] = {}  # one per file being opened
+        self._warming: set[tuple[int, str]] = set()  # files whose hashing has been started ahead
 
     # ---- writing -------------------------------------------------------------------------------
     @classmethod
@@ -174,17 +178,40 @@ class ActivationStore:
         batch; kept open (up to _MAX_OPEN files, each holds a descriptor) because a fresh mapping
         page-faults on every page it touches."""
         key = (pos, name)
-        with self._lock:  # the prefetch thread and the caller may both read
-            arr = self._maps.get(key)
-            if arr is not None:
-                self._maps.move_to_end(key)
+        with self._lock:  # the reading threads and the caller may all ask at once
+            if (arr := self._mapped(key)) is not None:
                 return arr
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:  # one thread hashes and maps a file; the others wait for that file only
+            with self._lock:
+                if (arr := self._mapped(key)) is not None:
+                    return arr
             if key not in self._verified:
                 self._raise_if_bad([(pos, self._check_shard(pos, [name]))], everything=False)
-            arr = self._maps[key] = np.load(self._file(pos, name), mmap_mode="r")
-            if len(self._maps) > _MAX_OPEN:
-                self._maps.popitem(last=False)
-            return arr
+            arr = np.load(self._file(pos, name), mmap_mode="r")
+            with self._lock:
+                self._maps[key] = arr
+                if len(self._maps) > _MAX_OPEN:
+                    self._maps.popitem(last=False)
+        return arr
+
+    def _mapped(self, key: tuple[int, str]) -> np.ndarray | None:
+        arr = self._maps.get(key)
+        if arr is not None:
+            self._maps.move_to_end(key)
+        return arr
+
+    def _warm(self, positions: np.ndarray, names: list[str]) -> None:
+        """Hash and map these shards' files in background threads (hashlib releases the GIL), so
+        a first pass over a store is not held up at each new shard by its sha256."""
+        for key in ((int(p), n) for p in positions for n in names):
+            if key not in self._warming:
+                self._warming.add(key)
+                threading.Thread(target=self._try_open, args=key, name=_VERIFY, daemon=True).start()
+
+    def _try_open(self, pos: int, name: str) -> None:
+        with contextlib.suppress(StoreError):  # the reader meets the error itself, at its batch
+            self._array(pos, name)
 
     # ---- reading -------------------------------------------------------------------------------
     def shard_activations(self, shard: int, hook: str | None = None) -> Tensor:
@@ -286,17 +313,19 @@ class ActivationStore:
             self._schedule(batch_size, seed, shuffle, epochs, shuffle_shards, drop_last), skip, None
         )
         # Everything above is checked when called; the reads start at the first next().
+        files = [hook_filename(hook)] + ([f"{k}.npy" for k in _META] if with_meta else [])
         reads = (
             self._read(pos, local, hook, with_meta, pin, dtype if on_cpu else None)
-            for pos, local in plan
+            for pos, local in self._warming_up(plan, files if prefetch else [])
         )
         return _deliver(reads, prefetch, None if on_cpu else dev, dtype)
 
     def _schedule(
         self, batch_size: int, seed: int, shuffle: bool, epochs: int | None, shuffle_shards: int,
         drop_last: bool,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-        """(shard position, row in shard) of each batch, in order; reads nothing."""
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+        """(shard position, row in shard) of each batch, in order, and the shards of this window
+        and the next; reads nothing."""
         epoch = 0
         while epochs is None or epoch < epochs:
             rng = np.random.default_rng([seed, epoch])
@@ -305,6 +334,7 @@ class ActivationStore:
             pending_local = np.empty(0, dtype=np.int64)
             for w in range(0, len(order), max(1, shuffle_shards)):
                 window = order[w : w + max(1, shuffle_shards)]
+                upcoming = order[w : w + 2 * max(1, shuffle_shards)]
                 sizes = [self.shards[p]["rows"] for p in window]
                 pos = np.repeat(np.asarray(window, dtype=np.int64), sizes)
                 local = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
@@ -314,12 +344,20 @@ class ActivationStore:
                 n_full = len(pending_pos) // batch_size
                 for b in range(n_full):
                     s = slice(b * batch_size, (b + 1) * batch_size)
-                    yield pending_pos[s], pending_local[s]
+                    yield pending_pos[s], pending_local[s], upcoming
                 pending_pos = pending_pos[n_full * batch_size :]
                 pending_local = pending_local[n_full * batch_size :]
             if len(pending_pos) and not drop_last:
-                yield pending_pos, pending_local
+                yield pending_pos, pending_local, upcoming
             epoch += 1
+
+    def _warming_up(self, plan: Iterator[Any], files: list[str]) -> Iterator[Any]:
+        """The batches' (shard, row) arrays; each read first starts the hashing of its window's
+        and the next window's files (the skipped batches of a resumed run start none)."""
+        for pos, local, upcoming in plan:
+            if files:
+                self._warm(upcoming, files)
+            yield pos, local
 
     def _read(
         self, pos: np.ndarray, local: np.ndarray, hook: str, meta: bool, pin: bool,

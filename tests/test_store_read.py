@@ -6,6 +6,7 @@ import gc
 import hashlib
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -31,8 +32,13 @@ GOLDEN = [
 ]  # fmt: skip
 
 
-def prefetch_threads():
-    return [t for t in threading.enumerate() if t.name == store_module._THREAD]
+def prefetch_threads(names=(store_module._THREAD,)):
+    return [t for t in threading.enumerate() if t.name in names]
+
+
+def join_verify_threads():
+    for t in prefetch_threads((store_module._VERIFY,)):
+        t.join()
 
 
 def wait_for_no_thread(timeout=5.0):
@@ -127,11 +133,28 @@ def test_a_corrupted_shard_is_caught_when_first_opened(store, monkeypatch):
         for b in fresh.batches(3, shuffle=False, prefetch=2):  # shards in order: 0, 1, then 2
             read.append(b)
     assert err.value.shards == [2] and len(read) == 12  # shards 0 and 1 were read whole
-    assert len(hashes) == 3  # one hash per file opened, none per batch
     assert wait_for_no_thread()
+    join_verify_threads()
+    # one hash per file, none per batch; the bad file twice: ahead of the reads, then by the reader
+    assert Counter(p.parent.name for p in hashes) == {
+        "shard_00000": 1, "shard_00001": 1, "shard_00002": 2, "shard_00003": 1
+    }  # fmt: skip
     with pytest.raises(CorruptShardError, match="shard_00002"):
         fresh.rows([40])  # still refused: a failed file is never marked verified
     assert torch.equal(fresh.rows([0]).acts, read[0][:1])
+
+
+def test_files_are_hashed_a_window_ahead_but_not_for_skipped_batches(store, monkeypatch):
+    want = store.rows(np.arange(18, 21)).acts
+    hashes = []
+    real_hash = store_module.sha256_file
+    monkeypatch.setattr(store_module, "sha256_file", lambda p: hashes.append(p) or real_hash(p))
+    fresh = ActivationStore(store.path)
+    it = fresh.batches(3, shuffle=False, shuffle_shards=1, skip=6)  # 6 batches = all of shard 0
+    assert torch.equal(next(it), want)
+    join_verify_threads()
+    assert sorted(p.parent.name for p in hashes) == ["shard_00001", "shard_00002"]
+    it.close()
 
 
 def test_prefetched_batches_equal_plain_ones_and_the_thread_ends(store):
