@@ -366,6 +366,21 @@ def recipe(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     }
 
 
+def _slots(result: Any) -> list[dict[str, Any]]:
+    """Where a result keeps its recipe: its ``meta`` field, else its ``config`` (a result whose
+    ``meta`` is derived), else each value's ``metadata`` (a dict of steering vectors)."""
+    derived = isinstance(getattr(type(result), "meta", None), property)
+    if not derived and isinstance(meta := getattr(result, "meta", None), dict):
+        return [meta]
+    if isinstance(config := getattr(result, "config", None), dict):
+        return [config]
+    if isinstance(result, dict):
+        return [
+            v.metadata for v in result.values() if isinstance(getattr(v, "metadata", None), dict)
+        ]
+    return []
+
+
 def _loader(cls: type) -> str | None:
     """How a saved result of this class is read back: its ``load`` classmethod."""
     path = import_path(cls)
@@ -379,10 +394,12 @@ def recorded(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = fn(*args, **kwargs)
-        meta = getattr(result, "meta", None)
-        if isinstance(meta, dict):
-            meta["replay"] = recipe(wrapper, args, kwargs)
-            meta["replay"]["load"] = _loader(type(result))
+        slots = _slots(result)
+        if slots:
+            rec = recipe(wrapper, args, kwargs)
+            rec["load"] = _loader(type(result))
+            for slot in slots:
+                slot["replay"] = rec
         return result
 
     return wrapper  # type: ignore[return-value]

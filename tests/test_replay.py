@@ -215,3 +215,24 @@ def test_recipes_round_trip_values():
     for v in values:
         back = decode(json.loads(json.dumps(encode(v))))
         assert repr(back) == repr(v)
+
+
+def test_steering_vectors_and_sweeps_replay(model, tmp_path):
+    from interp.steering import extract, save_vectors
+    from interp.steering.sweeps import Measure, sweep, word_logit_diff
+
+    tok_model = model
+    pos, neg = ["t1 t2 t3", "t4 t5 t2"], ["t6 t7 t8", "t8 t9 t7"]
+    vectors = extract(tok_model, pos, neg, layers=[0, 1])
+    save_vectors(tmp_path / "v.safetensors", {1: vectors[1]})  # a file may keep some layers
+    report = replay(tmp_path / "v.safetensors")
+    assert report.ok and {r.name for r in report.rows} >= {"1.vector", "1.threshold"}
+    metric = word_logit_diff(tok_model, ["t1"], ["t6"])
+    result = sweep(
+        tok_model, vectors, layers=[0, 1], alphas=[1.0, 2.0], intended="words",
+        measures=[Measure("words", ["t2 t3 t4", "t5 t6 t7", "t8 t9 t1"], metric)], progress=False,
+    )  # fmt: skip
+    result.save(tmp_path / "sweep")
+    report = replay(tmp_path / "sweep")
+    assert report.ok, report.table()
+    assert any(r.name.startswith("values") for r in report.rows)

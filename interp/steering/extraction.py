@@ -25,6 +25,7 @@ from interp.cache import cache_activations
 from interp.core.forward import rows_for
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
+from interp.recipe import recorded
 from interp.steering._batch import (
     Encoded,
     PaddingSide,
@@ -224,6 +225,7 @@ def fingerprint(model: TLModel) -> str:
     return model_fingerprint(model)
 
 
+@recorded
 def extract(
     model: TLModel,
     positive: Prompts,

@@ -62,7 +62,7 @@ def save_vectors(
             "hook_name": v.hook_name,
             "method": v.method,
             "threshold": v.threshold,
-            "metadata": v.metadata,
+            "metadata": {k: x for k, x in v.metadata.items() if k != "replay"},
         }
         for k, v in zip(keys, items, strict=True)
     ]
@@ -71,7 +71,17 @@ def save_vectors(
         for e in entries
         if e["metadata"].get("data_sha256")
     }
-    manifest = run_manifest(kind="steering_vectors", config=config or {}, data=data)
+    recipes = [v.metadata.get("replay") for v in items]  # from one extract() call: replayable
+    first: dict[str, Any] = recipes[0] if isinstance(recipes[0], dict) else {}
+    same = bool(first) and all(r == first for r in recipes)
+    manifest = run_manifest(
+        kind="steering_vectors",
+        config=config or {},
+        data=data,
+        extra={
+            "replay": recipes[0] | {"load": "interp.steering.io:load_vectors"} if same else None
+        },
+    )
     meta = {
         "format": FORMAT,
         "vectors": json.dumps(entries, default=str),

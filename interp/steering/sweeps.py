@@ -54,9 +54,10 @@ from interp.core.metric import evaluate
 from interp.core.positions import Positions, Real, Span, check_positions_spec, positions_to_json
 from interp.core.result import Result, Values
 from interp.hooks import TLModel, hooks
-from interp.manifest import write_run_manifest
+from interp.manifest import sourced, write_run_manifest
 from interp.metrics import loss as loss_metric
 from interp.multiple_testing import FamilyTest, family_test, split_samples
+from interp.recipe import recorded
 from interp.stats import CI, bootstrap_ci
 from interp.steering._batch import (
     Encoded,
@@ -100,6 +101,7 @@ def _word_ids(model: TLModel, words: Sequence[str]) -> Tensor:
     return torch.stack([t[0] for t in toks])
 
 
+@sourced
 def word_logit_diff(
     model: TLModel, positive: Sequence[str], negative: Sequence[str]
 ) -> Callable[[Tensor, Encoded], Tensor]:
@@ -606,9 +608,10 @@ class SteeringSweep(Result):
         write_run_manifest(
             d,
             kind="steering_sweep",
-            config={**meta, **self.config},
+            config={**meta, **{k: v for k, v in self.config.items() if k != "replay"}},
             seed=self.seed,
             data=self.config.get("data", {}),
+            extra={"replay": self.config.get("replay")},
         )
         return d
 
@@ -666,6 +669,7 @@ def _check(
         raise ValueError(f"intended={intended!r} is not a measure; measures: {', '.join(names)}")
 
 
+@recorded
 def sweep(
     model: TLModel,
     vectors: SteeringVector | Mapping[int, SteeringVector],
