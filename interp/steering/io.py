@@ -78,9 +78,7 @@ def save_vectors(
         kind="steering_vectors",
         config=config or {},
         data=data,
-        extra={
-            "replay": recipes[0] | {"load": "interp.steering.io:load_vectors"} if same else None
-        },
+        extra={"replay": first | {"load": "interp.steering.io:load_vectors"} if same else None},
     )
     meta = {
         "format": FORMAT,
