@@ -82,6 +82,16 @@ def _old_gather(
     )
 
 
+def _old_emit(
+    store: Any, verified: set[int], pos: np.ndarray, local: np.ndarray, hook: str, with_meta: bool
+) -> Any:
+    batch = _old_gather(store, verified, pos, local, hook)
+    acts = batch.acts.to(device=None, dtype=None)
+    if not with_meta:
+        return acts
+    return batch._replace(acts=acts)
+
+
 def old_batches(
     store: Any,
     batch_size: int,
@@ -96,7 +106,7 @@ def old_batches(
     skip: int = 0,
     verified: set[int] | None = None,
 ) -> Iterator[Any]:
-    """The old ``ActivationStore.batches`` on the CPU (its ``_batches`` and ``_emit``)."""
+    """The old ``ActivationStore.batches`` on the CPU (its ``_batches``; device and dtype None)."""
     hook, verified = store._hook(hook), set() if verified is None else verified
     epoch = 0
     while epochs is None or epoch < epochs:
@@ -121,8 +131,7 @@ def old_batches(
                     skip -= 1
                     continue
                 s = slice(b * batch_size, (b + 1) * batch_size)
-                batch = _old_gather(store, verified, pending_pos[s], pending_local[s], hook)
-                yield batch if with_meta else batch.acts
+                yield _old_emit(store, verified, pending_pos[s], pending_local[s], hook, with_meta)
             pending_pos = pending_pos[n_full * batch_size :]
             pending_local = pending_local[n_full * batch_size :]
         if len(pending_pos) and not drop_last:
@@ -130,8 +139,7 @@ def old_batches(
                 skip -= 1
                 epoch += 1
                 continue
-            batch = _old_gather(store, verified, pending_pos, pending_local, hook)
-            yield batch if with_meta else batch.acts
+            yield _old_emit(store, verified, pending_pos, pending_local, hook, with_meta)
         epoch += 1
 
 
