@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Metric", "evaluate", "metric_name", "takes_batch"]
+__all__ = ["Metric", "evaluate", "metric_name", "read_positions", "takes_batch"]
 
 Metric = Callable[..., Tensor]
 
@@ -73,3 +73,59 @@ def metric_name(metric: Metric) -> str:
     func = getattr(metric, "func", None)  # functools.partial
     name = getattr(func, "__name__", name) if name == "partial" else name
     return "metric (lambda)" if name == "<lambda>" else name
+
+
+def read_positions(
+    metric: Metric, logits: Tensor, batch: Any, n: int, others: tuple[Tensor, ...] = ()
+) -> list[int]:
+    """The positions of ``logits`` ``[n, pos, d_vocab]`` that ``metric`` reads (every position
+    when that cannot be shown), so a method can compute logits only there and hand the metric
+    ``logits`` with just those positions replaced.
+
+    A position is unread when setting it to NaN leaves the metric's values exactly as they were
+    (NaN spreads through any arithmetic or reduction that touches it). The answer is then checked
+    as a whole against each of ``others`` (other runs' logits of the same shape): with every
+    unread position taken from it, the values must not move. A metric that fails on such input
+    reads everything. The tensors are changed in place while probing and restored, one position
+    at a time (no copy of the logits: they can be large).
+
+    >>> import torch
+    >>> read_positions(lambda lg: lg[:, -1, 0] - lg[:, 2, 1], torch.randn(2, 5, 3), None, 2)
+    [2, 4]
+    """
+    call = (lambda lg: metric(lg, batch)) if takes_batch(metric) else metric
+    everything = list(range(logits.shape[1]))
+
+    def same() -> bool:
+        try:
+            out = torch.as_tensor(call(logits))
+        except Exception:  # noqa: BLE001 - a metric that cannot take the probe reads it
+            return False
+        return out.shape == ref.shape and bool(torch.equal(out, ref))
+
+    with torch.no_grad():
+        ref = torch.as_tensor(call(logits))
+        if ref.isnan().any():
+            return everything
+        read = []
+        for j in everything:
+            kept = logits[:, j].clone()
+            logits[:, j] = float("nan")
+            if not same():
+                read.append(j)
+            logits[:, j] = kept
+        unread = [j for j in everything if j not in read]
+        for other in others if unread else ():
+            _swap(logits, other, unread)
+            ok = same()
+            _swap(logits, other, unread)
+            if not ok:
+                return everything
+    return read or everything
+
+
+def _swap(a: Tensor, b: Tensor, positions: list[int]) -> None:
+    for j in positions:
+        kept = a[:, j].clone()
+        a[:, j] = b[:, j]
+        b[:, j] = kept

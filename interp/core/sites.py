@@ -169,6 +169,14 @@ class Cell:
         src = full if self.src_pos is None else self.src_pos
         return (head, pos, src)
 
+    def source_index(self, layout: str, p0: int) -> tuple[slice | int, ...]:
+        """Index into a whole-sequence source activation (batch axis excluded) giving what goes
+        where :meth:`index` points in an activation whose position axis starts at ``p0``."""
+        at = list(self.index(layout, 0))
+        if self.pos is None:  # a patch over every position: the source from p0 on
+            at[1 if layout == "bhqk" else 0] = slice(p0, None)
+        return tuple(at)
+
 
 def axis_sizes(model: Any, site: Site, n_pos: int) -> dict[str, int]:
     """How many layers, positions, heads (key/value heads for k/v) and source positions."""

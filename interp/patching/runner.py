@@ -52,11 +52,15 @@ class PatchRunner:
     def forwards(self) -> int:
         return self.forward.forwards
 
-    def groups(self, cells: Sequence[Cell]) -> list[tuple[int, int, list[int]]]:
-        """(layer, first position, cell indices) batches, each within the token budget."""
+    def groups(
+        self, cells: Sequence[Cell], starts: Sequence[int] | None = None
+    ) -> list[tuple[int, int, list[int]]]:
+        """(layer, first position, cell indices) batches, each within the token budget.
+        ``starts``: where each cell can first change the run (default: ``Cell.first_pos``)."""
         keyed: dict[tuple[int, int], list[int]] = {}
         for i, c in enumerate(cells):
-            p0 = c.first_pos if self.skip_positions else 0
+            first = c.first_pos if starts is None else starts[i]
+            p0 = first if self.skip_positions else 0
             keyed.setdefault((c.layer, p0), []).append(i)
         out = []
         for (layer, p0), idx in sorted(keyed.items()):
@@ -74,7 +78,7 @@ class PatchRunner:
             act = act.clone()
             for c, cell in enumerate(cells):
                 dst = (slice(c * n, (c + 1) * n), *cell.index(layout, p0))
-                act[dst] = source[(slice(None), *cell.index(layout, 0))].to(act.dtype)
+                act[dst] = source[(slice(None), *cell.source_index(layout, p0))].to(act.dtype)
             return act
 
         out = self.forward.run_from(layer, p0, k, [(self.site.hook_name(layer), patch)])

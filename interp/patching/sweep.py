@@ -16,6 +16,7 @@ from torch import Tensor
 
 from interp.cache import cache_activations
 from interp.core.adapter import adapt
+from interp.core.metric import read_positions
 from interp.core.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
 from interp.hooks import TLModel
 from interp.models import model_fingerprint
@@ -42,7 +43,11 @@ from interp.validate import (
     check_positions,
 )
 
-__all__ = ["patch_sweep", "source_activations"]
+__all__ = ["first_change", "patch_sweep", "source_activations"]
+
+# Logits held at once while unembedding a sweep's final residuals: 2**23 floats (32 MB in
+# float32), so a sweep's memory does not grow with its number of cells.
+UNEMBED_FLOATS = 1 << 23
 
 
 # The keyword argument that restricts each axis.
@@ -171,7 +176,11 @@ def patch_sweep(
             sweep at the last position.
         logits_at: positions the metric reads. When given, the metric gets logits at just
             these positions (``[batch, len(logits_at), d_vocab]``) and the sweep skips the
-            unembedding elsewhere; ``None`` gives it every position.
+            unembedding elsewhere; ``None`` gives it every position, but computes them only
+            where the metric reads (found by :func:`interp.core.metric.read_positions` on the
+            unpatched runs; the others hold the base run's logits). A metric whose choice of
+            positions depends on the logits' values may read elsewhere in a patched run than
+            in the unpatched ones: give such a metric ``logits_at``.
         max_tokens: rows × positions per batched forward (memory bound).
         fast: force (True) or forbid (False) the block-level fast path; default when supported.
     """
@@ -201,14 +210,25 @@ def patch_sweep(
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
     assert base_t is not None
     with torch.no_grad():
-        clean_logits = model(clean_t)
-        clean_vals = checked_metric(metric, _sel(clean_logits, logits_at, logit_pos), n, clean_t)
-        del clean_logits
-        corrupt_vals = None
+        clean_logits = _sel(model(clean_t), logits_at, logit_pos)
+        clean_vals = checked_metric(metric, clean_logits, n, clean_t)
+        corrupt_logits, corrupt_vals = None, None
         if corrupt_t is not None:
             corrupt_logits = _sel(model(corrupt_t), logits_at, logit_pos)
             corrupt_vals = checked_metric(metric, corrupt_logits, n, corrupt_t)
-            del corrupt_logits
+    base_vals = corrupt_vals if direction == "denoise" else clean_vals
+    assert base_vals is not None
+    base_logits = corrupt_logits if direction == "denoise" else clean_logits
+    assert base_logits is not None
+    # With every position's logits handed to the metric, compute them only where it reads: it
+    # gets the base run's logits with those positions replaced (checked: core.metric).
+    lazy = logits_at is None
+    others = tuple(
+        x for x in (clean_logits, corrupt_logits) if x is not None and x is not base_logits
+    )
+    read = read_positions(metric, base_logits, base_t, n, others) if lazy else logit_pos
+    del clean_logits, corrupt_logits, others
+    buffer = base_logits if lazy else None
 
     cells, shape = enumerate_cells(over, ranges)
     needed = sorted({c.layer for c in cells})
@@ -220,58 +240,60 @@ def patch_sweep(
         source=base_t if ablation == "zero" else source_t,
         reference=ref_t,
     )
-    # A cell whose patched value equals the base run's value everywhere (say, a position before
-    # the first token where clean and corrupted prompts differ) leaves the run unchanged: its
-    # value is the base run's, exactly, with no forward.
     runner = PatchRunner(
-        model, base_t, spec, logit_pos, fast=use_fast, max_tokens=max_tokens, keep=names
+        model, base_t, spec, read, fast=use_fast, max_tokens=max_tokens, keep=names
     )
-    base_vals = corrupt_vals if direction == "denoise" else clean_vals
-    assert base_vals is not None
-    base_acts = runner.base_acts
-    unchanged = [
-        _same(src[spec.hook_name(c.layer)], base_acts[spec.hook_name(c.layer)], c, spec.layout)
+    # Where each cell can first change the run (None: nowhere, its value is the base run's,
+    # exactly, with no forward): its position, or for a patch over every position the first
+    # position where the patched value differs from the base run's.
+    starts = [
+        first_change(
+            src[spec.hook_name(c.layer)], runner.base_acts[spec.hook_name(c.layer)], c, spec.layout
+        )
         for c in cells
     ]
     runner.release_base_acts()  # only needed for the check above
     per_prompt = clean_vals.shape[0] == n
     values = torch.empty(n if per_prompt else 1, len(cells))
-    pending: list[tuple[list[int], Tensor]] = []
-    # Unembed many groups' final residuals at once, within a bound on the logits' size.
-    rows_per_unembed = max(n, (1 << 26) // (len(logit_pos) * adapter.spec.d_vocab))
 
     def score(idx: list[int], logits: Tensor) -> None:
         for j, i in enumerate(idx):
-            values[:, i] = checked_metric(metric, logits[j], n, base_t).cpu()
+            if buffer is None:
+                values[:, i] = checked_metric(metric, logits[j], n, base_t).cpu()
+            else:
+                buffer[:, read] = logits[j].to(buffer.dtype)
+                values[:, i] = checked_metric(metric, buffer, n, base_t).cpu()
+
+    # Final residuals wait here and are unembedded a bounded chunk of cells at a time; each
+    # chunk's logits are scored and dropped, so memory does not grow with the number of cells.
+    pending: list[tuple[list[int], Tensor]] = []
+    cells_per_unembed = max(1, UNEMBED_FLOATS // (n * len(read) * adapter.spec.d_vocab))
 
     def flush() -> None:
-        if not pending:
-            return
-        finals = torch.cat([out.flatten(0, 1) for _, out in pending])
-        logits = torch.cat(
-            [
-                runner.logits(finals[i : i + rows_per_unembed])
-                for i in range(0, len(finals), rows_per_unembed)
-            ]
-        ).reshape(-1, n, len(logit_pos), adapter.spec.d_vocab)
-        score([i for idx, _ in pending for i in idx], logits)
+        idx = [i for ids, _ in pending for i in ids]
+        finals = torch.cat([out for _, out in pending])  # [cells, n, n_read, d_model]
         pending.clear()
+        for c in range(0, len(idx), cells_per_unembed):
+            chunk = finals[c : c + cells_per_unembed]
+            logits = runner.logits(chunk.flatten(0, 1)).reshape(*chunk.shape[:3], -1)
+            score(idx[c : c + cells_per_unembed], logits)
 
-    for i, same in enumerate(unchanged):
-        if same:
+    for i, start in enumerate(starts):
+        if start is None:
             values[:, i] = base_vals.cpu()
-    todo = [c for c, same in zip(cells, unchanged, strict=True) if not same]
-    todo_idx = [i for i, same in enumerate(unchanged) if not same]
-    for layer, p0, group in runner.groups(todo):
-        idx = [todo_idx[j] for j in group]
+    todo = [i for i, start in enumerate(starts) if start is not None]
+    firsts = [start for start in starts if start is not None]
+    for layer, p0, group in runner.groups([cells[i] for i in todo], firsts):
+        idx = [todo[j] for j in group]
         out = runner.run(layer, p0, [cells[i] for i in idx], src[spec.hook_name(layer)])
         if not runner.forward.is_residual:
             score(idx, out)
             continue
         pending.append((idx, out))
-        if sum(len(i) for i, _ in pending) * n >= rows_per_unembed:
+        if sum(len(i) for i, _ in pending) >= cells_per_unembed:
             flush()
-    flush()
+    if pending:
+        flush()
 
     labels = axis_labels(model, clean_t, over, ranges)
     result = PatchResult(
@@ -290,18 +312,29 @@ def patch_sweep(
             "indices": {a: ranges[a] for a in over},
             "logits_at": None if logits_at is None else logit_pos,
             "forwards": runner.forwards,
+            "block_positions": runner.forward.block_positions,
             "fast": runner.fast,
-            "cells_skipped_unchanged": sum(unchanged),
+            "cells_skipped_unchanged": sum(start is None for start in starts),
+            "metric_reads": None if not lazy else read,
         },
     )
     return result.squeeze(*fixed) if fixed else result
 
 
-def _same(source: Tensor, base: Tensor, cell: Cell, layout: str) -> bool:
-    """Whether patching ``cell`` would write exactly the values already there."""
-    at = (slice(None), *cell.index(layout, 0))
-    src, cur = source[at], base[at]
-    return bool(torch.equal(src.expand_as(cur), cur))
+def first_change(source: Tensor, base: Tensor, cell: Cell, layout: str) -> int | None:
+    """The first position at which patching ``cell`` writes a value other than the one already
+    there (None: it changes nothing). Under causal attention nothing before it can change."""
+    # Single indices as length-1 slices, so the position axis keeps its place.
+    keep = tuple(slice(i, i + 1) if isinstance(i, int) else i for i in cell.index(layout, 0))
+    at = (slice(None), *keep)
+    cur = base[at]
+    differ = source[at].expand_as(cur) != cur
+    if not bool(differ.any()):
+        return None
+    if cell.pos is not None:
+        return cell.pos
+    per_pos = differ.movedim(2 if layout == "bhqk" else 1, 0).flatten(1).any(1)
+    return int(per_pos.nonzero()[0])
 
 
 def _sel(logits: Tensor, logits_at: Any, logit_pos: list[int]) -> Tensor:
