@@ -1,7 +1,8 @@
 """Residual-stream patching sweep: mechscope vs ``transformer_lens.patching``, same run.
 
 ``python -m interp.bench patching [--backend hooked|bridge] [--prompts 8] [--model smollm2-135m]
-[--json out.json]``
+[--json out.json]``; ``--model random`` is the random GPT-2-small-shaped case of
+:mod:`interp.bench.patching_random` (its own options, ``--backend both`` too).
 
 Both sides run a denoising ``resid_pre`` sweep over every layer × position of IOI prompts with
 the same metric (mean IO − S logit difference at the last position); the results must agree.
@@ -20,17 +21,20 @@ import torch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2-135m")
+    from interp.bench import patching_random
+
+    p.add_argument("--model", default="smollm2-135m", help="a model name, or random (issue 18)")
     p.add_argument(
         "--backend",
-        choices=("hooked", "bridge"),
+        choices=("hooked", "bridge", "both"),
         default=None,
-        help="model class (default: as load_model)",
+        help="model class (default: as load_model; both: --model random only)",
     )
-    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--prompts", type=int, default=None, help="default 8 (IOI), 16 (random)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--skip-tl", action="store_true", help="skip the TransformerLens side")
     p.add_argument("--json", default=None, help="also write the numbers here")
+    patching_random.add_arguments(p)
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
@@ -40,6 +44,13 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model == "random":
+        from interp.bench import patching_random
+
+        return patching_random.run(args)
+    if args.backend == "both":
+        raise SystemExit("--backend both: only with --model random")
+    args.prompts = args.prompts or 8
     import transformer_lens.patching as tlp
 
     from interp.ioi import ioi_prompts
