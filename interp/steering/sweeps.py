@@ -223,8 +223,9 @@ class Best(NamedTuple):
 
     ``baselines``: each control direction at this cell (same layer, α and norm) and ``"prompt"``
     (each prefix by its name, no vector), measure by measure; ``versus``: the intended effect of
-    the steering vector minus each baseline's, paired prompt by prompt (above 0: steering did
-    better, in the goal's units); ``wrong``: for ``"steering"`` and each baseline, the share of
+    the steering vector minus each baseline's, paired prompt by prompt, in the measure's units
+    (steering did better where it lies in the goal's direction: above 0 for "increase");
+    ``wrong``: for ``"steering"`` and each baseline, the share of
     prompts whose intended measure moved against the goal, with a Wilson interval.
     """
 
