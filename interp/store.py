@@ -203,7 +203,7 @@ class ActivationStore:
 
     def _warm(self, positions: np.ndarray, names: list[str]) -> None:
         """Hash and map these shards' files in background threads (hashlib releases the GIL), so
-        a first pass over a store is not held up at each new shard by its sha256."""
+        that where cores are free a first pass need not stop at each new shard for its sha256."""
         for key in ((int(p), n) for p in positions for n in names):
             if key not in self._warming:
                 self._warming.add(key)
@@ -404,7 +404,8 @@ def _ahead(reads: Generator[Any, None, None], depth: int) -> Generator[Any, None
             raise msg[1]
     finally:
         stop.set()
-        thread.join()
+        if thread is not threading.current_thread():  # (a garbage collection run there)
+            thread.join()
 
 
 def _produce(
