@@ -164,6 +164,14 @@ class PartialForward:
         self.mode = None
         self.fast = False
 
+    def narrow(self, positions: Sequence[int]) -> None:
+        """From now on, read logits only at ``positions`` (some of the positions asked for)."""
+        idx = [self.logit_pos.index(p) for p in positions]
+        self.logit_pos = list(positions)
+        self.base.logits = self.base.logits[:, idx]
+        if self.base.final is not None:
+            self.base.final = self.base.final[:, idx]
+
     def run_from(
         self, layer: int, p0: int, k: int, fwd: Sequence[tuple[Any, HookFn]] = ()
     ) -> Tensor:

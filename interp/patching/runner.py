@@ -41,6 +41,11 @@ class PatchRunner:
         self.skip_positions = self.forward.mode is not None
 
     @property
+    def base_logits(self) -> Tensor:
+        """The base run's logits at the positions asked for, ``[batch, n_logit_pos, d_vocab]``."""
+        return self.forward.base.logits
+
+    @property
     def base_acts(self) -> dict[str, Tensor]:
         """The swept site's activations in the base run (``keep``)."""
         return self.forward.kept

@@ -18,7 +18,7 @@ from interp.cache import cache_activations
 from interp.core.adapter import adapt
 from interp.core.metric import read_positions
 from interp.core.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
-from interp.hooks import TLModel
+from interp.hooks import TLModel, hooks
 from interp.models import model_fingerprint
 from interp.patching.inputs import (
     Metric,
@@ -43,7 +43,7 @@ from interp.validate import (
     check_positions,
 )
 
-__all__ = ["first_change", "patch_sweep", "source_activations"]
+__all__ = ["first_change", "patch_sweep"]
 
 # Logits held at once while unembedding a sweep's final residuals: 2**23 floats (32 MB in
 # float32), so a sweep's memory does not grow with its number of cells.
@@ -118,20 +118,23 @@ def _logit_positions(logits_at: int | Sequence[int] | None, n_pos: int) -> list[
     return check_positions(logits_at, n_pos, "logits_at")
 
 
-def source_activations(
+def _keeper(name: str, into: dict[str, Tensor]) -> Any:
+    def keep(act: Tensor, hook: Any) -> None:
+        into[name] = act
+
+    return keep
+
+
+def _ablation_source(
     model: TLModel,
     names: list[str],
-    *,
     ablation: str,
-    source: Tensor | None,
+    base_acts: dict[str, Tensor],
     reference: Tensor | None,
 ) -> dict[str, Tensor]:
-    """The activations patched in: a source run's, a reference set's mean, or zeros."""
-    if ablation in ("corrupt", "zero"):  # zero: the source only gives shapes
-        assert source is not None
-        cache = cache_activations(model, source, names)
-        acts = {n: cache[n] for n in names}
-        return {n: torch.zeros_like(a) for n, a in acts.items()} if ablation == "zero" else acts
+    """What a mean or zero ablation patches in: the reference set's mean, or zeros."""
+    if ablation == "zero":
+        return {n: torch.zeros_like(base_acts[n]) for n in names}
     assert reference is not None
     cache = cache_activations(model, reference, names)
     return {n: cache[n].mean(0, keepdim=True) for n in names}
@@ -209,40 +212,40 @@ def patch_sweep(
 
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
     assert base_t is not None
-    with torch.no_grad():
-        clean_logits = _sel(model(clean_t), logits_at, logit_pos)
-        clean_vals = checked_metric(metric, clean_logits, n, clean_t)
-        corrupt_logits, corrupt_vals = None, None
-        if corrupt_t is not None:
-            corrupt_logits = _sel(model(corrupt_t), logits_at, logit_pos)
-            corrupt_vals = checked_metric(metric, corrupt_logits, n, corrupt_t)
-    base_vals = corrupt_vals if direction == "denoise" else clean_vals
-    assert base_vals is not None
-    base_logits = corrupt_logits if direction == "denoise" else clean_logits
-    assert base_logits is not None
+    cells, shape = enumerate_cells(over, ranges)
+    names = [spec.hook_name(layer) for layer in sorted({c.layer for c in cells})]
+    # The base run, block by block: its logits where the metric may read, its keys and values,
+    # and the swept site's activations. The other run (the source of a corrupt patch, else just
+    # the other end of the scale) gives its logits and, in the same forward, the site's values.
+    runner = PatchRunner(
+        model, base_t, spec, logit_pos, fast=use_fast, max_tokens=max_tokens, keep=names
+    )
+    base_logits = runner.base_logits
+    base_vals = checked_metric(metric, base_logits, n, base_t)
+    other_logits, other_vals, src = None, None, None
+    if source_t is not None:
+        kept: dict[str, Tensor] = {}
+        keep = [(name, _keeper(name, kept)) for name in names] if ablation == "corrupt" else []
+        with torch.no_grad(), hooks(model, fwd=keep):
+            other_logits = _sel(model(source_t), logits_at, logit_pos)
+        other_vals = checked_metric(metric, other_logits, n, source_t)
+        src = kept if ablation == "corrupt" else None
+    if src is None:
+        src = _ablation_source(model, names, ablation, runner.base_acts, ref_t)
+    clean_vals = base_vals if direction == "noise" else other_vals
+    assert clean_vals is not None  # denoising reads the clean run as its source
+    corrupt_vals = (
+        None if corrupt_t is None else (base_vals if direction == "denoise" else other_vals)
+    )
     # With every position's logits handed to the metric, compute them only where it reads: it
     # gets the base run's logits with those positions replaced (checked: core.metric).
     lazy = logits_at is None
-    others = tuple(
-        x for x in (clean_logits, corrupt_logits) if x is not None and x is not base_logits
-    )
+    others = () if other_logits is None else (other_logits,)
     read = read_positions(metric, base_logits, base_t, n, others) if lazy else logit_pos
-    del clean_logits, corrupt_logits, others
+    del other_logits, others
+    runner.forward.narrow(read)
     buffer = base_logits if lazy else None
 
-    cells, shape = enumerate_cells(over, ranges)
-    needed = sorted({c.layer for c in cells})
-    names = [spec.hook_name(layer) for layer in needed]
-    src = source_activations(
-        model,
-        names,
-        ablation=ablation,
-        source=base_t if ablation == "zero" else source_t,
-        reference=ref_t,
-    )
-    runner = PatchRunner(
-        model, base_t, spec, read, fast=use_fast, max_tokens=max_tokens, keep=names
-    )
     # Where each cell can first change the run (None: nowhere, its value is the base run's,
     # exactly, with no forward): its position, or for a patch over every position the first
     # position where the patched value differs from the base run's.
