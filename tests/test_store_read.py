@@ -229,3 +229,17 @@ def test_pinned_memory_by_default_only_where_a_gpu_is_in_use(monkeypatch):
     assert pin(gpu, None) and not pin(None, None) and not pin(cpu, None)  # CUDA not started
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert pin(None, None) and not pin(None, False) and pin(cpu, True)  # a GPU trainer's process
+
+
+def test_the_bench_runs_and_records_what_it_must(capsys):
+    import json
+
+    from interp.bench.__main__ import main
+
+    argv = ["store-read", "--vectors", "1024", "--d", "8", "--batch", "128", "--repeats", "1"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["identical_batches"] and out["d"] == 8 and out["batch"] == 128
+    assert out["vectors_per_epoch"] == 1024 and len(out["loadavg_before"]) == 3
+    assert set(out["vectors_per_s"]) >= {"old", "new, prefetch=0", "new (prefetch=2)"}
+    assert out["ratio_new_over_old"] > 0 and "loadavg_after" in out
