@@ -168,8 +168,10 @@ class ModelAdapter:
 
         From a layer *and* a position, later positions reading the earlier ones' keys and values
         from a cache: ``"blocks"`` (a HookedTransformer's blocks, causal, one device) or
-        ``"decoder"`` (a bridge over a rotary decoder: its HF decoder layers are called in turn,
-        hooks firing). None: whole forwards only.
+        ``"decoder"`` (a bridge over a decoder whose attention reads a key-value cache, rotary or
+        with absolute positions: its HF decoder layers are called in turn, hooks firing; the
+        partial forward checks itself once and falls back where they do not compute what the
+        whole forward does). None: whole forwards only.
         """
         model = self.model
         if not self.spec.causal or getattr(model.cfg, "n_devices", 1) != 1:
@@ -177,9 +179,23 @@ class ModelAdapter:
         if self.backend == "hooked":
             ok = self.spec.positional in ("standard", "rotary", "shortformer")
             return "blocks" if ok else None
-        base = getattr(getattr(model, "original_model", None), "base_model", None)
-        rotary = getattr(base, "rotary_emb", None) is not None
-        return "decoder" if rotary and "blocks.0.attn.hook_rot_k" in model.hook_dict else None
+        return "decoder" if self.cached_key_hook is not None else None
+
+    @property
+    def rotary(self) -> bool:
+        """Whether a bridge's model computes rotary position embeddings in its base model."""
+        base = getattr(getattr(self.model, "original_model", None), "base_model", None)
+        return getattr(base, "rotary_emb", None) is not None
+
+    @property
+    def cached_key_hook(self) -> str | None:
+        """A bridge's hook (under ``blocks.{l}.``) whose value is the key its attention caches:
+        the rotated key of a rotary model, the plain key of one with absolute positions (added
+        to the residual stream before the blocks, so a restart from a block needs nothing else)."""
+        if self.backend == "hooked":
+            return None
+        name = "attn.hook_rot_k" if self.rotary else "attn.hook_k"
+        return name if f"blocks.0.{name}" in self.model.hook_dict else None
 
     @property
     def fast_capable(self) -> bool:

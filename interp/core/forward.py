@@ -123,7 +123,8 @@ class PartialForward:
         n_layers = self.adapter.spec.n_layers
         got: dict[str, Tensor] = {}
         resid = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
-        keys = [f"blocks.{i}.attn.hook_rot_k" for i in range(n_layers)]
+        key_hook = self.adapter.cached_key_hook
+        keys = [f"blocks.{i}.{key_hook}" for i in range(n_layers)]
         values = [f"blocks.{i}.attn.hook_v" for i in range(n_layers)]
         names = [*resid, *keys, *values, self.adapter.final_hook]
         with hooks(self.model, fwd=[(name, _named(name, got)) for name in names]):
@@ -228,7 +229,7 @@ class PartialForward:
     def _decoder_blocks(self, layer: int, p0: int, k: int) -> Tensor:
         """The residual after the last block at positions >= p0, restarted at ``layer``."""
         # A bridge's blocks wrap the HF decoder layers: called in turn on positions >= p0, with
-        # their rotary embeddings, a causal mask over every position and the base run's keys and
+        # their rotary embeddings (if any), a causal mask over every position and the base run's keys and
         # values before p0 in a fresh cache, they compute what the full forward does there,
         # hooks included. The cache goes in as ``layer_past``, which the bridge's attention
         # reads (transformers renames ``past_key_values`` to ``cache``, which it does not).
@@ -244,17 +245,14 @@ class PartialForward:
             )
         resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
         pos = torch.arange(p0, self.n_pos, device=resid.device)[None]
-        position_embeddings = model.original_model.base_model.rotary_emb(resid, position_ids=pos)
+        rotary = {}
+        if self.adapter.rotary:  # absolute positions are in the residual stream already
+            emb = model.original_model.base_model.rotary_emb(resid, position_ids=pos)
+            rotary = {"position_embeddings": emb}
         mask = torch.full((self.n_pos - p0, self.n_pos), float("-inf"), device=resid.device)
         mask = mask.triu(p0 + 1).to(resid.dtype)[None, None]
         for block in model.blocks[layer:]:
-            out = block(
-                resid,
-                attention_mask=mask,
-                position_embeddings=position_embeddings,
-                position_ids=pos,
-                layer_past=cache,
-            )
+            out = block(resid, attention_mask=mask, position_ids=pos, layer_past=cache, **rotary)
             resid = out[0] if isinstance(out, tuple) else out
         return resid
 
