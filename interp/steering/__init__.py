@@ -34,9 +34,11 @@ __all__ = [
     "load_vectors",
     "probe_accuracy",
     "project",
+    "random_direction",
     "save_vectors",
     "steer",
     "sweep",
+    "word_embedding_direction",
     "word_logit_diff",
 ]
 
@@ -56,6 +58,8 @@ _HOME = {
     "extract": "extraction",
     "generate": "apply",
     "load_vectors": "io",
+    "random_direction": "sweeps",
+    "word_embedding_direction": "sweeps",
     "probe_accuracy": "read",
     "project": "read",
     "save_vectors": "io",
