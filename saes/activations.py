@@ -100,9 +100,11 @@ def aux_k_term(
     dead: Bool[Tensor, " d_sae"],
     k_aux: int,
 ) -> Float[Tensor, ""]:
-    """min(n_dead / k_aux, 1) · ‖ê − e‖² / ‖e − mean(e)‖² (Gao et al. 2024, §A.2; α-free), with
-    e = target − recon (detached, in the dictionary's normalised space) and ê the k_aux largest
-    dead pre-activations (rectified) decoded without bias."""
+    """min(n_dead / k_aux, 1) · ‖ê − e‖² / ‖e − mean(e)‖², with e = target − recon (detached, in
+    the dictionary's normalised space) and ê the k_aux largest dead pre-activations (rectified)
+    decoded without bias. The auxiliary loss is Gao et al.'s (2024, §A.2; α-free here); the
+    min(n_dead / k_aux, 1) down-weighting is EleutherAI sparsify's and SAELens's, not theirs
+    (docs/methods.md)."""
     n_dead = int(dead.sum())
     if n_dead == 0 or k_aux <= 0:
         return out.pre.new_zeros(())  # type: ignore[no-any-return]

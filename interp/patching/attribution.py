@@ -14,9 +14,11 @@ graph by (source − base) output of the sender · gradient at the receiver's in
 ``method="ig"`` (EAP-IG, Hanna et al., 2024) gradients are averaged over ``steps`` points on the
 straight line from the base to the source input embeddings before the product. ``grid``: the
 points. ``"midpoint"`` (the default), (k + ½)/m for k = 0..m−1, the midpoint rule, whose error
-falls as 1/m² for a smooth path; ``"right"``, k/m for k = 1..m, Hanna et al.'s grid (a right
-Riemann sum, error 1/m, which includes the source end itself). docs/methods.md gives the measured
-difference.
+falls as 1/m² for a smooth path; ``"right"``, k/m for k = 1..m (a right Riemann sum, error 1/m,
+which includes the source end itself). Denoising (base = corrupted, source = clean) that is Hanna
+et al.'s grid, which ends at the clean input; noising mirrors it, ending at the corrupted input,
+and the estimates are patched metric values, not their score's sign convention.
+docs/methods.md gives the measured difference.
 
 Both return :class:`PatchResult` objects holding *estimated patched metric values*, in the same
 units as the exact methods, so they can be compared cell for cell (``correlation``).
