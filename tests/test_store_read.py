@@ -32,8 +32,21 @@ GOLDEN = [
 ]  # fmt: skip
 
 
+_OLDER: set[threading.Thread] = set()  # threads other tests left behind: not this test's
+
+
+@pytest.fixture(autouse=True)
+def _threads_before():
+    gc.collect()
+    for t in threading.enumerate():  # hashing-ahead threads are finite: let them finish
+        if t.name == store_module._VERIFY:
+            t.join()
+    _OLDER.clear()
+    _OLDER.update(threading.enumerate())
+
+
 def prefetch_threads(names=(store_module._THREAD,)):
-    return [t for t in threading.enumerate() if t.name in names]
+    return [t for t in threading.enumerate() if t.name in names and t not in _OLDER]
 
 
 def join_verify_threads():
