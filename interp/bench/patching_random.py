@@ -399,9 +399,14 @@ def table(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Scoped, not torch.set_grad_enabled(False): the command also runs inside a test process.
+    with torch.no_grad():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
     s = sizes_of(args)
     backends = ["hooked", "bridge"] if args.backend == "both" else [args.backend or "hooked"]
     started = time.perf_counter()
