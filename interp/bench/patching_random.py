@@ -268,25 +268,35 @@ def _machine() -> dict[str, Any]:
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-    def git(*cmd: str) -> str:  # a snapshot outside git: MECHSCOPE_BENCH_COMMIT names it
+    def git(*cmd: str) -> str | None:
         try:
             return subprocess.run(
                 ["git", "-C", root, *cmd], capture_output=True, text=True, check=True
             ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
-            return os.environ.get("MECHSCOPE_BENCH_COMMIT", "?")
+            return None
 
+    def cpu_model() -> str:
+        try:
+            with open("/proc/cpuinfo") as f:
+                m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+            return m.group(1).strip() if m else platform.machine()
+        except OSError:
+            return platform.processor() or platform.machine()
+
+    dirty = git("status", "--porcelain", "--", "interp/core", "interp/patching")
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformer_lens": version("transformer_lens"),
         "transformers": transformers.__version__,
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "patching_code_dirty": git("status", "--porcelain", "--", "interp/core", "interp/patching")
-        != "",
+        # a snapshot outside git (git archive): MECHSCOPE_BENCH_COMMIT names it
+        "git_commit": git("rev-parse", "--short", "HEAD")
+        or os.environ.get("MECHSCOPE_BENCH_COMMIT", "?"),
+        "patching_code_dirty": None if dirty is None else dirty != "",
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
