@@ -69,15 +69,22 @@ class NotReplayableError(ValueError):
     """An artifact (or one of its arguments) that cannot be made again from its record."""
 
 
+def _lookup(path: str) -> Any:
+    """The object at ``module:qualname`` (ImportError or AttributeError if there is none)."""
+    module, _, qual = path.partition(":")
+    found: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        found = getattr(found, part)
+    return found
+
+
 def import_path(obj: Any) -> str | None:
     """``module:qualname`` when ``obj`` can be imported back by that name, else None."""
     module, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if not module or not qual or "<" in qual or module == "__main__":
         return None
     try:
-        found: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            found = getattr(found, part)
+        found = _lookup(f"{module}:{qual}")
     except (ImportError, AttributeError):
         return None
     # ``==``: a classmethod's bound method is a new object at every access, equal to the last.
@@ -86,14 +93,10 @@ def import_path(obj: Any) -> str | None:
 
 
 def _resolve(path: str) -> Any:
-    module, _, qual = path.partition(":")
     try:
-        found: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            found = getattr(found, part)
+        return _lookup(path)
     except (ImportError, AttributeError) as err:
         raise NotReplayableError(f"{path} cannot be imported here ({err})") from err
-    return found
 
 
 def _source_hash(fn: Any) -> str | None:

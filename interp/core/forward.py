@@ -24,10 +24,12 @@ from torch import Tensor
 from interp.core.adapter import adapt
 from interp.hooks import HookFn, hooks
 
-__all__ = ["BaseRun", "PartialForward", "logits_at"]
+__all__ = ["BaseRun", "PartialForward", "keep_into", "logits_at"]
 
 
-def _named(name: str, into: dict[str, Tensor]) -> HookFn:
+def keep_into(name: str, into: dict[str, Tensor]) -> HookFn:
+    """A hook that stores its activation in ``into[name]`` (the name asked for)."""
+
     # Keyed by the name asked for: a bridge's hook point carries its canonical name.
     def keep(act: Tensor, hook: Any) -> None:
         into[name] = act
@@ -91,7 +93,7 @@ class PartialForward:
         self.block_positions = 0
 
     def _keeper(self, name: str) -> HookFn:
-        return _named(name, self.kept)
+        return keep_into(name, self.kept)
 
     def _base_run(self, tokens: Tensor) -> BaseRun:
         model = self.model
@@ -127,7 +129,7 @@ class PartialForward:
         keys = [f"blocks.{i}.{key_hook}" for i in range(n_layers)]
         values = [f"blocks.{i}.attn.hook_v" for i in range(n_layers)]
         names = [*resid, *keys, *values, self.adapter.final_hook]
-        with hooks(self.model, fwd=[(name, _named(name, got)) for name in names]):
+        with hooks(self.model, fwd=[(name, keep_into(name, got)) for name in names]):
             self.model(tokens, return_type=None)
         final_all = got[self.adapter.final_hook]
         final = final_all[:, self.logit_pos]
@@ -272,7 +274,7 @@ def logits_at(model: Any, tokens: Tensor, positions: Sequence[int] | None) -> Te
         resid = model(tokens, stop_at_layer=adapter.spec.n_layers)
     elif adapter.restart == "decoder":  # the final residual, read by a hook (gradients flow)
         got: dict[str, Tensor] = {}
-        with hooks(model, fwd=[(adapter.final_hook, _named(adapter.final_hook, got))]):
+        with hooks(model, fwd=[(adapter.final_hook, keep_into(adapter.final_hook, got))]):
             model(tokens, return_type=None)
         resid = got[adapter.final_hook]
     else:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from interp.cache import cache_activations
 from interp.core.adapter import adapt
+from interp.core.forward import keep_into
 from interp.core.metric import read_positions
 from interp.core.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
 from interp.hooks import TLModel, hooks
@@ -118,13 +119,6 @@ def _logit_positions(logits_at: int | Sequence[int] | None, n_pos: int) -> list[
     return check_positions(logits_at, n_pos, "logits_at")
 
 
-def _keeper(name: str, into: dict[str, Tensor]) -> Any:
-    def keep(act: Tensor, hook: Any) -> None:
-        into[name] = act
-
-    return keep
-
-
 def _ablation_source(
     model: TLModel,
     names: list[str],
@@ -225,7 +219,7 @@ def patch_sweep(
     other_logits, other_vals, src = None, None, None
     if source_t is not None:
         kept: dict[str, Tensor] = {}
-        keep = [(name, _keeper(name, kept)) for name in names] if ablation == "corrupt" else []
+        keep = [(name, keep_into(name, kept)) for name in names] if ablation == "corrupt" else []
         with torch.no_grad(), hooks(model, fwd=keep):
             other_logits = _sel(model(source_t), logits_at, logit_pos)
         other_vals = checked_metric(metric, other_logits, n, source_t)
