@@ -20,6 +20,7 @@ import itertools
 import os
 import queue
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -247,23 +248,37 @@ class ActivationStore:
         raise IndexError(f"context {seq_id} is not in this store")
 
     def _gather(
-        self, shard_pos: np.ndarray, local: np.ndarray, hook: str, meta: bool, pin: bool = False
-    ) -> Tensor | StoreBatch:
-        """Rows ``local[i]`` of shards ``shard_pos[i]``, in that order; metadata only if asked."""
+        self, shard_pos: np.ndarray, local: np.ndarray, hook: str, meta: bool, pin: bool = False,
+        parallel: bool = True,
+    ) -> Tensor | StoreBatch:  # fmt: skip
+        """Rows ``local[i]`` of shards ``shard_pos[i]``, in that order; metadata only if asked.
+
+        ``parallel`` gathers with torch's index ops, which use every core (1.8x numpy's one-core
+        ``take`` on 2 cores); a background reader passes False and leaves the other cores to the
+        consumer (torch's pools in two threads spun against each other: 1.12 -> 0.79 M rows/s)."""
         acts, out = self._empty(len(local), self.d(hook), pin)
         ids = {k: np.empty(len(local), dtype=np.int64) for k in _META} if meta else {}
-        stage = np.empty((min(_CHUNK, len(local)), out.shape[1]), dtype=out.dtype)
+        dst = _raw(out)
+        stage = torch.empty((min(_CHUNK, len(local)), out.shape[1]), dtype=dst.dtype)
+        stage_np = stage.numpy()
         for pos in np.unique(shard_pos):
-            sel = np.flatnonzero(shard_pos == pos)
-            rows = local[sel]  # unsorted: from the page cache sorting only costs (5% measured)
-            src = self._array(int(pos), hook_filename(hook))
+            sel = torch.from_numpy(np.flatnonzero(shard_pos == pos))
+            rows = torch.from_numpy(local[sel.numpy()])  # unsorted: sorting cost 5% here
+            src = _raw(self._array(int(pos), hook_filename(hook)))
             for a in range(0, len(rows), _CHUNK):
                 n = min(_CHUNK, len(rows) - a)
-                # gather into a small staging buffer, then scatter: both copies stay in cache
-                np.take(src, rows[a : a + n], axis=0, out=stage[:n].view(src.dtype), mode="clip")
-                out[sel[a : a + n]] = stage[:n]
+                # gather into a small staging buffer, then scatter: both copies stay in cache;
+                # torch's index ops use every core, numpy's take one (1.8x measured on 2 cores)
+                if parallel:
+                    torch.index_select(src, 0, rows[a : a + n], out=stage[:n])
+                    dst.index_copy_(0, sel[a : a + n], stage[:n])
+                else:
+                    # "clip": with the default "raise" numpy buffers `out` (rows are in range)
+                    idx = rows[a : a + n].numpy()
+                    np.take(src.numpy(), idx, axis=0, out=stage_np[:n], mode="clip")
+                    out.view(stage_np.dtype)[sel[a : a + n].numpy()] = stage_np[:n]
             for k, arr in ids.items():
-                arr[sel] = self._array(int(pos), f"{k}.npy")[rows]
+                arr[sel.numpy()] = self._array(int(pos), f"{k}.npy")[rows.numpy()]
         return StoreBatch(acts, *(torch.from_numpy(ids[k]) for k in _META)) if meta else acts
 
     def _empty(self, n: int, d: int, pin: bool) -> tuple[Tensor, np.ndarray]:
@@ -316,7 +331,11 @@ class ActivationStore:
         # Everything above is checked when called; the reads start at the first next().
         files = [hook_filename(hook)] + ([f"{k}.npy" for k in _META] if with_meta else [])
         reads = (  # a dtype conversion on the CPU is done here, in the reading thread
-            _move(self._gather(pos, local, hook, with_meta, pin), None, dtype if on_cpu else None)
+            _move(
+                self._gather(pos, local, hook, with_meta, pin, parallel=not prefetch),
+                None,
+                dtype if on_cpu else None,
+            )
             for pos, local in self._warming_up(plan, files if prefetch else [])
         )
         return _deliver(reads, prefetch, None if on_cpu else dev, dtype)
@@ -434,3 +453,13 @@ if __name__ == "__main__":  # python -m interp.store write | info | verify ...
     from interp.store_cli import main
 
     raise SystemExit(main())
+
+
+def _raw(arr: np.ndarray) -> Tensor:
+    """A tensor over ``arr``'s memory, without a copy (bfloat16's uint16 bits as int16, which
+    torch's index ops support). Read-only maps are only ever read here."""
+    if arr.dtype == np.uint16:
+        arr = arr.view(np.int16)
+    with warnings.catch_warnings():  # torch warns that a read-only array is not writable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)
