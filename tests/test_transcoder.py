@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -258,3 +259,77 @@ def test_a_resumed_transcoder_run_ends_bit_identical(tmp_path) -> None:
     resumed.fit()
     for name, value in whole.state_dict().items():
         assert torch.equal(resumed.sae.state_dict()[name], value), name
+
+
+# ---- MLP transcoders: sites, fit checks, sets ----------------------------------------------------
+def mlp_transcoder(model, layer: int, *, fingerprint=None, **cfg) -> Transcoder:  # type: ignore[no-untyped-def]
+    from interp.models import model_fingerprint
+    from saes.transcoder import mlp_metadata
+
+    d = model.cfg.d_model
+    meta = mlp_metadata(
+        layer, model="tiny", fingerprint=fingerprint or model_fingerprint(model),
+        model_class=type(model).__name__,
+    )  # fmt: skip
+    fields = {"d_in": d, "d_sae": 24, "k": 4, "d_out": d, "metadata": meta, **cfg}
+    return Transcoder(SAEConfig(**fields), seed=layer)
+
+
+def test_the_hook_pair_must_be_one_mlps_input_and_output() -> None:
+    from saes.transcoder import TranscoderSiteError, mlp_hooks, mlp_layer
+
+    assert mlp_layer(*mlp_hooks(7)) == 7
+    bad = [
+        ("blocks.3.ln2.hook_normalized", "blocks.4.hook_mlp_out", "blocks.3.hook_mlp_out"),
+        ("blocks.3.hook_resid_mid", "blocks.3.hook_mlp_out", "blocks.3.ln2.hook_normalized"),
+        ("blocks.3.ln2.hook_normalized", "blocks.3.hook_resid_post", "blocks.3.hook_mlp_out"),
+        ("blocks.3.hook_resid_pre", "blocks.3.hook_resid_post", "blocks.L.ln2.hook_normalized"),
+    ]
+    for hook_in, hook_out, expected in bad:
+        with pytest.raises(TranscoderSiteError, match=rf"Expected .*{re.escape(expected)}"):
+            mlp_layer(hook_in, hook_out)
+
+
+def test_a_set_saves_and_loads_checked_against_the_model(tmp_path, tiny_model) -> None:
+    from saes.transcoder import load_transcoders, save_to_set
+
+    tcs = {layer: mlp_transcoder(tiny_model, layer) for layer in (0, 1)}
+    for layer, tc in tcs.items():
+        save_to_set(tc, tmp_path / "set", layer)
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["layer_00", "layer_01"]
+    back = load_transcoders(tiny_model, tmp_path / "set")
+    assert sorted(back) == [0, 1]
+    x = torch.randn(5, tiny_model.cfg.d_model)
+    for layer, tc in tcs.items():
+        assert back[layer].cfg == tc.cfg
+        torch.testing.assert_close(back[layer](x).recon, tc(x).recon, rtol=0, atol=0)
+    assert list(load_transcoders(tiny_model, tmp_path / "set", layers=[1])) == [1]
+    with pytest.raises(SAELoadError, match=r"no transcoders for layers \[5\]; it has \[0, 1\]"):
+        load_transcoders(tiny_model, tmp_path / "set", layers=[5])
+    with pytest.raises(SAELoadError, match="no layer_LL/ folders"):
+        load_transcoders(tiny_model, tmp_path / "nothing")
+    with pytest.raises(ValueError, match="layer 1"):  # layer 0's transcoder filed under layer 1
+        save_to_set(tcs[0], tmp_path / "set", 1)
+
+
+def test_a_set_from_another_model_is_refused(tmp_path, tiny_model) -> None:
+    from saes.transcoder import TranscoderModelError, load_transcoders, save_to_set
+
+    save_to_set(mlp_transcoder(tiny_model, 0, fingerprint="0" * 64), tmp_path / "fp", 0)
+    with pytest.raises(TranscoderModelError, match="fingerprint 000000000000"):
+        load_transcoders(tiny_model, tmp_path / "fp")
+    assert list(load_transcoders(tiny_model, tmp_path / "fp", check_fingerprint=False)) == [0]
+    d = tiny_model.cfg.d_model
+    for field, match in (("d_in", "has d_in=7"), ("d_out", "has d_out=7")):
+        save_to_set(mlp_transcoder(tiny_model, 1, **{field: 7}), tmp_path / field, 1)
+        with pytest.raises(TranscoderModelError, match=rf"{match}.*width d_model={d}"):
+            load_transcoders(tiny_model, tmp_path / field)
+    save_to_set(mlp_transcoder(tiny_model, 1), tmp_path / "deep", 1)
+    (tmp_path / "deep" / "layer_01").rename(tmp_path / "deep" / "layer_09")
+    with pytest.raises(SAELoadError, match="not MLP 9"):
+        load_transcoders(tiny_model, tmp_path / "deep")
+    save_to_set(mlp_transcoder(tiny_model, 5), tmp_path / "far", 5)
+    with pytest.raises(
+        TranscoderModelError, match="layer 5 is not in the model: it has layers 0-1"
+    ):
+        load_transcoders(tiny_model, tmp_path / "far")
