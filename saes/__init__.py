@@ -6,7 +6,9 @@ also run where only a GPU stack is installed.
 
 from saes.activations import ACTIVATIONS, Activation, register_activation
 from saes.config import DataConfig, SAEConfig, TrainConfig
+from saes.gated import Gated
 from saes.losses import LossOutput, sae_loss, step_loss
+from saes.matryoshka import MatryoshkaBatchTopK
 from saes.sae import HOOK_NAMES, NODE_HOOKS, SAE, SAELoadError, SAEOutput
 from saes.trainer import NonFiniteLossError, Trainer
 from saes.transcoder import Transcoder
@@ -18,7 +20,9 @@ __all__ = [
     "SAE",
     "Activation",
     "DataConfig",
+    "Gated",
     "LossOutput",
+    "MatryoshkaBatchTopK",
     "NonFiniteLossError",
     "SAEConfig",
     "SAELoadError",

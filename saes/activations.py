@@ -3,12 +3,13 @@ latent activations of the same shape; any state (a JumpReLU threshold, a BatchTo
 threshold) is a declared parameter or buffer of the module.
 
 Each activation is also its dictionary's *architecture*: it owns the training terms it adds to the
-reconstruction loss (``sparsity_loss``, ``aux_loss``), whether decoder rows are kept at unit norm,
-and which ``kernels`` sparse step (if any) trains it. ``saes.losses`` composes these; nothing
-branches on the activation's name.
+reconstruction loss (``sparsity_loss``, ``aux_loss``, ``extra_loss``), whether decoder rows are
+kept at unit norm, and which ``kernels`` sparse step (if any) trains it. ``saes.losses`` composes
+these; nothing branches on the activation's name.
 
     topk, batchtopk : aux-k on dead latents          relu     : L1 weighted by decoder norms
     jumprelu        : L0 (straight-through in θ)     (subclass :class:`Activation` for new ones)
+    matryoshka_batchtopk, gated: ``saes.matryoshka``, ``saes.gated``
 """
 
 from __future__ import annotations
@@ -70,7 +71,19 @@ class Activation(nn.Module):
     """The ``activation`` of ``kernels.autograd.sparse_sae_loss`` that trains this SAE sparsely
     (None: only the dense path)."""
 
+    def activate(self, sae: Any, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
+        """The latents from the pre-activations; an architecture that also reads the
+        dictionary's parameters (gated) overrides this rather than ``forward``."""
+        return self(pre)  # type: ignore[no-any-return]
+
     def sparsity_loss(self, sae: Any, out: Any, coefficient: float) -> Float[Tensor, ""] | None:
+        return None
+
+    def extra_loss(
+        self, sae: Any, target: Float[Tensor, "batch d_out"], out: Any
+    ) -> Float[Tensor, ""] | None:
+        """Further reconstruction terms, always weighted 1 (Matryoshka's inner prefixes, a gated
+        SAE's gate-path reconstruction); ``None`` for most architectures."""
         return None
 
     def aux_loss(

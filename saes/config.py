@@ -12,8 +12,18 @@ from typing import Any, Literal
 
 __all__ = ["ACTIVATION_NAMES", "DataConfig", "SAEConfig", "TrainConfig", "config_from_dict"]
 
-ActivationName = Literal["topk", "batchtopk", "jumprelu", "relu"]
-ACTIVATION_NAMES: tuple[str, ...] = ("topk", "batchtopk", "jumprelu", "relu")
+ActivationName = Literal["topk", "batchtopk", "jumprelu", "relu", "matryoshka_batchtopk", "gated"]
+ACTIVATION_NAMES: tuple[str, ...] = (
+    "topk",
+    "batchtopk",
+    "jumprelu",
+    "relu",
+    "matryoshka_batchtopk",
+    "gated",
+)
+
+
+_K_RULES = ("topk", "batchtopk", "matryoshka_batchtopk")  # activations that keep k per row
 
 
 class ConfigError(ValueError):
@@ -30,9 +40,11 @@ class SAEConfig:
     """Number of latents."""
     activation: ActivationName = "topk"
     """``topk`` (k per row), ``batchtopk`` (k·batch over the batch; a threshold at inference),
-    ``jumprelu`` (learned per-latent threshold), ``relu`` (with an L1 penalty in training)."""
+    ``jumprelu`` (learned per-latent threshold), ``relu`` (with an L1 penalty in training),
+    ``matryoshka_batchtopk`` (BatchTopK whose nested latent prefixes each reconstruct the input),
+    ``gated`` (a gate path picks the active latents, a magnitude path sets their values)."""
     k: int = 32
-    """Active latents per row for ``topk`` and ``batchtopk``."""
+    """Active latents per row for ``topk``, ``batchtopk`` and ``matryoshka_batchtopk``."""
     jumprelu_init_threshold: float = 0.001
     """Initial threshold of every JumpReLU latent."""
     jumprelu_bandwidth: float = 0.001
@@ -51,8 +63,14 @@ class SAEConfig:
     skip_connection: bool = False
     """Transcoders only: add a linear skip term ``x W_skipᵀ`` (``W_skip`` [d_out, d_in], zero at
     initialisation) to the output, as in circuit-tracer's and SAELens's skip transcoders."""
+    matryoshka_widths: tuple[int, ...] | None = None
+    """``matryoshka_batchtopk`` only: the nested prefix widths m₁ < m₂ < … < d_sae (the last is
+    d_sae); latents [0, mᵢ) with b_dec must reconstruct the input on their own (SAELens's
+    ``matryoshka_widths``)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.matryoshka_widths, list):  # from JSON
+            object.__setattr__(self, "matryoshka_widths", tuple(self.matryoshka_widths))
         if self.activation not in ACTIVATION_NAMES:
             close = difflib.get_close_matches(str(self.activation), ACTIVATION_NAMES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -61,7 +79,7 @@ class SAEConfig:
             )
         if self.d_in < 1 or self.d_sae < 1:
             raise ConfigError(f"d_in and d_sae must be positive, got {self.d_in} and {self.d_sae}")
-        if self.activation in ("topk", "batchtopk") and not 1 <= self.k < self.d_sae:
+        if self.activation in _K_RULES and not 1 <= self.k < self.d_sae:
             raise ConfigError(f"k must satisfy 1 <= k < d_sae={self.d_sae}, got k={self.k}")
         if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
             raise ConfigError("jumprelu_bandwidth and jumprelu_init_threshold must be positive")
@@ -80,6 +98,48 @@ class SAEConfig:
                 "normalize_activations='expected_norm' is for SAEs; a transcoder's input and "
                 "output live at different sites, so it reads and writes raw activations "
                 "(normalize_activations='none')"
+            )
+        if self.activation == "gated" and self.d_out is not None:
+            raise ConfigError(
+                "activation='gated' is for SAEs: SAELens has no gated transcoder to match, so "
+                "mechscope builds none (drop d_out, or use relu or jumprelu)"
+            )
+        self._check_matryoshka()
+
+    def _check_matryoshka(self) -> None:
+        widths = self.matryoshka_widths
+        if self.activation != "matryoshka_batchtopk":
+            if widths is not None:
+                raise ConfigError(
+                    f"matryoshka_widths is for activation='matryoshka_batchtopk'; this config "
+                    f"has activation={self.activation!r}: drop the field or change the activation"
+                )
+            return
+        if self.d_out is not None:
+            raise ConfigError(
+                "matryoshka_batchtopk is for SAEs: SAELens has no Matryoshka transcoder to "
+                "match, so mechscope builds none (drop d_out, or use batchtopk)"
+            )
+        if not widths:
+            raise ConfigError(
+                "matryoshka_batchtopk needs matryoshka_widths, the nested prefix widths ending at "
+                f"d_sae, e.g. ({self.d_sae // 4}, {self.d_sae})"
+            )
+        if any(not isinstance(w, int) or isinstance(w, bool) for w in widths):
+            raise ConfigError(f"matryoshka_widths must be integers, got {widths}")
+        if any(b <= a for a, b in zip(widths, widths[1:], strict=False)) or widths[0] < 1:
+            raise ConfigError(
+                f"matryoshka_widths must be positive and strictly increasing, got {widths}"
+            )
+        if widths[-1] != self.d_sae:
+            raise ConfigError(
+                f"the last matryoshka width is the whole dictionary: it must equal "
+                f"d_sae={self.d_sae}, got {widths} (append {self.d_sae})"
+            )
+        if self.k >= widths[0]:
+            raise ConfigError(
+                f"k={self.k} must be below the smallest matryoshka width {widths[0]}: a prefix "
+                "no wider than k could be wholly active on an average row"
             )
 
     @property
@@ -193,8 +253,9 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
             f"unknown {cls.__name__} fields: {', '.join(hints)}; valid fields: {names}"
         )
     kwargs = dict(data)
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
+    for name in ("betas", "matryoshka_widths"):
+        if isinstance(kwargs.get(name), list):
+            kwargs[name] = tuple(kwargs[name])
     return cls(**kwargs)
 
 

@@ -4,9 +4,14 @@
 - ``batchtopk`` → ``jumprelu`` with every threshold = the BatchTopK inference threshold (how SAELens
   saves its own BatchTopK SAEs); metadata ``training_architecture="batchtopk"`` + ``k`` bring it back
 - ``jumprelu`` ↔ ``jumprelu`` (``threshold = exp(log_threshold)``); ``relu`` ↔ ``standard``
-- transcoders (export only): ``relu`` → ``transcoder``, ``jumprelu``/``batchtopk`` →
-  ``jumprelu_transcoder`` (``skip_`` variants with a skip connection); ``topk`` is refused
-  (SAELens 6 has no TopK transcoder). Importing SAELens transcoders is not supported yet.
+- ``matryoshka_batchtopk`` ↔ ``matryoshka_batchtopk`` (SAELens's training class
+  ``MatryoshkaBatchTopKTrainingSAE``, the only one that carries the prefix widths; exported through
+  sae_lens, so not under TransformerLens 4); SAELens's inference save of one (``jumprelu`` with
+  ``training_architecture="matryoshka_batchtopk"`` and the widths in the metadata) imports back too
+- ``gated`` ↔ ``gated`` (``b_gate`` is our ``b_enc``; ``r_mag``, ``b_mag`` as they are)
+- transcoders: ``relu`` ↔ ``transcoder``, ``jumprelu``/``batchtopk`` ↔ ``jumprelu_transcoder``
+  (``skip_`` variants with a skip connection; a JumpReLU with one threshold and ``k`` in the
+  metadata comes back as BatchTopK); ``topk`` is refused (SAELens 6 has no TopK transcoder)
 
 Exports always use the folded SAE (input scale in the weights), ``apply_b_dec_to_input=True`` and
 ``normalize_activations="none"``, so ``encode``/``decode`` agree with ours on raw activations.
@@ -49,7 +54,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # SAELens architecture names we can represent exactly ("batchtopk" is its training-only class).
-SUPPORTED_SAELENS_ARCHITECTURES: tuple[str, ...] = ("topk", "batchtopk", "jumprelu", "standard")
+TRANSCODER_ARCHITECTURES: tuple[str, ...] = (
+    "transcoder",
+    "skip_transcoder",
+    "jumprelu_transcoder",
+    "jumprelu_skip_transcoder",
+)
+SUPPORTED_SAELENS_ARCHITECTURES: tuple[str, ...] = (
+    "topk",
+    "batchtopk",
+    "jumprelu",
+    "standard",
+    "matryoshka_batchtopk",
+    "gated",
+    *TRANSCODER_ARCHITECTURES,
+)
+_TRAINING_ONLY = ("batchtopk", "matryoshka_batchtopk")  # SAELens keeps these as training classes
 _SAELENS_CFG = "cfg.json"
 _SAELENS_WEIGHTS = "sae_weights.safetensors"
 _SAELENS_NAME = {"relu": "standard"}  # the other activations keep their names
@@ -75,6 +95,11 @@ def _export_metadata(sae: SAE, extra: dict[str, Any] | None) -> dict[str, Any]:
     md["training_architecture"] = _SAELENS_NAME.get(sae.cfg.activation, sae.cfg.activation)
     if sae.cfg.activation in ("topk", "batchtopk"):
         md["training_architecture_details"] = {"k": sae.cfg.k}
+    if sae.cfg.matryoshka_widths is not None:
+        md["training_architecture_details"] = {
+            "k": sae.cfg.k,
+            "matryoshka_widths": list(sae.cfg.matryoshka_widths),
+        }
     md["exported_from"] = "mechscope"
     md["mechscope_activation"] = sae.cfg.activation
     md.update(extra or {})
@@ -95,7 +120,11 @@ def _saelens_files(
         n: getattr(src, n).detach().to("cpu", dtype).clone().contiguous()
         for n in ("W_enc", "b_enc", "W_dec", "b_dec")
     }
-    arch = {"topk": "topk", "relu": "standard"}.get(act, "jumprelu")
+    arch = {"topk": "topk", "relu": "standard", "gated": "gated"}.get(act, "jumprelu")
+    if arch == "gated":
+        gate: Any = src.act
+        state["b_gate"] = state.pop("b_enc")
+        state |= {n: getattr(gate, n).detach().to("cpu", dtype).clone() for n in ("r_mag", "b_mag")}
     if arch == "jumprelu":
         act_mod: Any = src.act
         state["threshold"] = (
@@ -112,6 +141,8 @@ def _saelens_files(
 def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.SAE[Any]:
     """The SAELens inference SAE computing the same ``encode``/``decode`` as ``sae`` (in eval mode)."""
     from sae_lens import (
+        GatedSAE,
+        GatedSAEConfig,
         JumpReLUSAE,
         JumpReLUSAEConfig,
         StandardSAE,
@@ -123,6 +154,8 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
 
     if sae.cfg.is_transcoder:
         return _transcoder_to_saelens(sae, metadata)
+    if sae.cfg.activation == "matryoshka_batchtopk":
+        return _matryoshka_to_saelens(sae, metadata)
     src = sae.folded() if float(sae.input_scale) != 1.0 else sae
     act = src.cfg.activation
     common: dict[str, Any] = {
@@ -158,12 +191,56 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
             threshold = act_mod.threshold.detach().to("cpu", state["b_enc"].dtype).clone()
         state["threshold"] = threshold.contiguous()
         cfg, cls = JumpReLUSAEConfig(**common), JumpReLUSAE
+    elif act == "gated":  # b_gate is our b_enc; r_mag and b_mag live in the activation
+        gate: Any = src.act
+        state["b_gate"] = state.pop("b_enc")
+        state |= {n: getattr(gate, n).detach().to("cpu").clone() for n in ("r_mag", "b_mag")}
+        cfg, cls = GatedSAEConfig(**common), GatedSAE
     else:  # relu (SAEConfig validates activation names)
         cfg, cls = StandardSAEConfig(**common), StandardSAE
     out = cls(cfg)
     out.cfg.device = "cpu"
     out.load_state_dict(state, assign=True)
     return out.to(device="cpu", dtype=_DTYPES[src.cfg.dtype]).eval()  # type: ignore[no-any-return]
+
+
+def _matryoshka_to_saelens(sae: SAE, metadata: dict[str, Any] | None) -> sae_lens.SAE[Any]:
+    """SAELens's ``MatryoshkaBatchTopKTrainingSAE`` with our weights, widths, k and threshold
+    (no decoder-norm rescaling: ours keeps unit-norm rows and ranks raw pre-activations)."""
+    import sae_lens as slm
+    from sae_lens.saes.sae import SAEMetadata
+
+    src = sae.folded() if float(sae.input_scale) != 1.0 else sae
+    act_mod: Any = src.act
+    t = float(act_mod.threshold)
+    if t < 0:
+        raise InteropError(
+            "this Matryoshka SAE has no inference threshold yet (it was never trained); SAELens "
+            "runs it at inference as JumpReLU with that threshold"
+        )
+    assert src.cfg.matryoshka_widths is not None
+    cfg = slm.MatryoshkaBatchTopKTrainingSAEConfig(
+        d_in=src.cfg.d_in,
+        d_sae=src.cfg.d_sae,
+        k=src.cfg.k,
+        matryoshka_widths=list(src.cfg.matryoshka_widths),
+        rescale_acts_by_decoder_norm=False,
+        topk_threshold_lr=act_mod.momentum,
+        dtype=src.cfg.dtype,
+        device="meta",
+        apply_b_dec_to_input=True,
+        normalize_activations="none",
+        metadata=SAEMetadata(**_export_metadata(sae, metadata)),
+    )
+    out = slm.MatryoshkaBatchTopKTrainingSAE(cfg)
+    out.cfg.device = "cpu"
+    state = {
+        n: getattr(src, n).detach().to("cpu").clone().contiguous()
+        for n in ("W_enc", "b_enc", "W_dec", "b_dec")
+    }
+    state["topk_threshold"] = torch.tensor(t, dtype=torch.double)
+    out.load_state_dict(state, assign=True)
+    return out.to(device="cpu", dtype=_DTYPES[src.cfg.dtype])  # type: ignore[no-any-return]
 
 
 def _batchtopk_threshold(act_mod: Any, d_sae: int, dtype: torch.dtype) -> Tensor:
@@ -249,7 +326,13 @@ def export_to_saelens(
         raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True)")
     # Conversion errors surface before any write. SAEs are written by format (no sae_lens
     # needed, so TransformerLens 4 environments export too); transcoders through SAELens.
-    converted = to_saelens(sae, metadata=metadata) if sae.cfg.is_transcoder else None
+    via_saelens = sae.cfg.is_transcoder or sae.cfg.activation == "matryoshka_batchtopk"
+    if via_saelens and importlib.util.find_spec("sae_lens") is None:
+        raise InteropError(
+            f"exporting a {sae.cfg.activation} {sae.kind} goes through sae_lens (its class "
+            "defines the format), which is not installed here (it needs transformer-lens<4)"
+        )
+    converted = to_saelens(sae, metadata=metadata) if via_saelens else None
     files = None if converted is not None else _saelens_files(sae, metadata)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -297,7 +380,8 @@ def import_from_saelens(
     *,
     device: str | torch.device | None = None,
 ) -> SAE:
-    """A mechscope ``SAE`` (eval mode) with the same ``encode``/``decode`` as a SAELens SAE.
+    """A mechscope ``SAE`` or ``Transcoder`` (eval mode) with the same ``encode``/``decode`` as a
+    SAELens SAE or transcoder (and, for a skip transcoder, the same skip term).
 
     ``source`` is a SAELens ``SAE`` object or a folder saved by SAELens (``cfg.json`` +
     ``sae_weights.safetensors``). Architectures without a mechscope equivalent are refused.
@@ -334,8 +418,8 @@ def _load_saelens_folder(path: Path) -> sae_lens.SAE[Any]:
 
     arch = handle_config_defaulting(dict(raw)).get("architecture", "standard")
     _check_architecture(arch)
-    # BatchTopK exists in SAELens only as a training class (its inference form is JumpReLU).
-    loader: Any = TrainingSAE if arch == "batchtopk" else SLSAE
+    # BatchTopK and Matryoshka exist in SAELens only as training classes (inference: JumpReLU).
+    loader: Any = TrainingSAE if arch in _TRAINING_ONLY else SLSAE
     try:
         return loader.load_from_disk(path, device="cpu")  # type: ignore[no-any-return]
     except Exception as err:  # SAELens raises KeyError/TypeError/safetensors errors alike
@@ -347,27 +431,41 @@ def _check_architecture(arch: str) -> None:
         raise UnsupportedArchitectureError(
             f"SAELens architecture {arch!r} has no mechscope equivalent; supported: "
             f"{', '.join(SUPPORTED_SAELENS_ARCHITECTURES)} (mechscope activations topk, batchtopk, "
-            "jumprelu, relu)"
+            "jumprelu, relu, matryoshka_batchtopk, gated; transcoders)"
         )
 
 
-def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
-    """Convert an in-memory SAELens SAE (inference or training class); see :func:`import_from_saelens`."""
+def _saelens_classes() -> dict[type, str]:
+    """SAELens class -> the architecture we import it as (exact classes: a subclass may change
+    encode)."""
     import sae_lens as slm
 
-    known = {
+    return {
         slm.TopKSAE: "topk",
         slm.TopKTrainingSAE: "topk",
         slm.BatchTopKTrainingSAE: "batchtopk",
+        slm.MatryoshkaBatchTopKTrainingSAE: "matryoshka_batchtopk",
         slm.JumpReLUSAE: "jumprelu",
         slm.JumpReLUTrainingSAE: "jumprelu",
         slm.StandardSAE: "standard",
         slm.StandardTrainingSAE: "standard",
+        slm.GatedSAE: "gated",
+        slm.GatedTrainingSAE: "gated",
+        slm.Transcoder: "transcoder",
+        slm.SkipTranscoder: "skip_transcoder",
+        slm.JumpReLUTranscoder: "jumprelu_transcoder",
+        slm.JumpReLUSkipTranscoder: "jumprelu_skip_transcoder",
     }
+
+
+def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
+    """Convert an in-memory SAELens SAE or transcoder (inference or training class); see
+    :func:`import_from_saelens`."""
+    known = _saelens_classes()
     arch_fn = getattr(getattr(sl, "cfg", None), "architecture", None)
     arch = arch_fn() if callable(arch_fn) else type(sl).__name__
     _check_architecture(arch)
-    if type(sl) not in known:  # a subclass may change encode (e.g. transcoders, matryoshka)
+    if type(sl) not in known:
         raise UnsupportedArchitectureError(
             f"{type(sl).__name__} is not supported; supported classes: "
             f"{', '.join(sorted(c.__name__ for c in known))}"
@@ -378,41 +476,52 @@ def from_saelens(sl: sae_lens.SAE[Any]) -> SAE:
     fields = {
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
+        "d_out": getattr(cfg, "d_out", None),
         "k": getattr(cfg, "k", None),
+        "matryoshka_widths": getattr(cfg, "matryoshka_widths", None),
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": cfg.normalize_activations,
         "reshape_activations": getattr(cfg, "reshape_activations", "none"),
         "rescale_acts_by_decoder_norm": getattr(cfg, "rescale_acts_by_decoder_norm", False),
         "metadata": dict(md.items()) if hasattr(md, "items") else dict(md),
     }
-    tensors = {
-        n: getattr(sl, n).detach().to("cpu").clone() for n in ("W_enc", "b_enc", "W_dec", "b_dec")
-    }
+    names = [*_tensor_names(arch), *(["W_skip"] if "skip" in arch else [])]
+    tensors = {n: getattr(sl, n).detach().to("cpu").clone() for n in names}
     return _build(arch, fields, tensors, _threshold(sl, arch))
+
+
+def _tensor_names(arch: str) -> tuple[str, ...]:
+    if arch == "gated":
+        return ("W_enc", "b_gate", "b_mag", "r_mag", "W_dec", "b_dec")
+    return ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
 def read_saelens_folder(path: str | os.PathLike[str]) -> SAE:
     """A SAELens SAE folder read by format, without ``sae_lens`` (what :func:`import_from_saelens`
-    does where SAELens is not installed): inference architectures standard, topk and jumprelu."""
+    does where SAELens is not installed): inference architectures standard, topk, jumprelu and
+    gated (transcoders and training saves need sae_lens)."""
     try:
-        cfg, tensors = saelens_format.read_folder(Path(path))
+        cfg, tensors = saelens_format.read_folder(Path(path), _tensor_names(_cfg_arch(path)))
     except ValueError as err:
         raise InteropError(str(err)) from err
     if cfg.get("format") == FORMAT:
         raise InteropError(f"{path} is a mechscope SAE, not a SAELens one: use saes.sae.SAE.load")
     arch = cfg["architecture"]
     _check_architecture(arch)
-    if arch == "batchtopk":  # SAELens saves BatchTopK for inference as jumprelu
+    if arch in _TRAINING_ONLY or arch in TRANSCODER_ARCHITECTURES:
         raise InteropError(
-            f"{path}: a 'batchtopk' folder is a SAELens training save; load it with sae_lens"
+            f"{path}: a {arch!r} folder is read through sae_lens (a training save or a "
+            "transcoder), which is not installed here"
         )
-    threshold = tensors["threshold"].clone() if arch == "jumprelu" else None
+    threshold = tensors["threshold"].clone() if "threshold" in tensors else None
     if arch == "jumprelu" and threshold is None:
         raise InteropError(f"{path}: a jumprelu SAE needs a 'threshold' tensor")
     fields = {
         "d_in": cfg["d_in"],
         "d_sae": cfg["d_sae"],
+        "d_out": None,
         "k": cfg.get("k"),
+        "matryoshka_widths": None,
         "apply_b_dec_to_input": cfg.get("apply_b_dec_to_input", True),
         "normalize_activations": cfg.get("normalize_activations", "none"),
         "reshape_activations": cfg.get("reshape_activations", "none"),
@@ -422,10 +531,20 @@ def read_saelens_folder(path: str | os.PathLike[str]) -> SAE:
     return _build(arch, fields, tensors, threshold)
 
 
+def _cfg_arch(path: str | os.PathLike[str]) -> str:
+    """The ``architecture`` a SAELens folder's ``cfg.json`` names ('' when it cannot be read)."""
+    try:
+        raw = read_json(Path(path) / _SAELENS_CFG)
+    except (OSError, ValueError):
+        return ""
+    return str(raw.get("architecture", "")) if isinstance(raw, dict) else ""
+
+
 def _build(
     arch: str, f: dict[str, Any], tensors: dict[str, Tensor], threshold: Tensor | None
 ) -> SAE:
-    """Our SAE computing a SAELens SAE's encode/decode, from its config fields and tensors."""
+    """Our dictionary computing a SAELens SAE's (or transcoder's) encode/decode, from its config
+    fields and tensors."""
     norm = f["normalize_activations"]
     if norm in ("constant_norm_rescale", "layer_norm"):
         raise InteropError(
@@ -443,47 +562,93 @@ def _build(
             "SAELens SAE reshapes %s inputs; the imported SAE reads the flattened vectors",
             f["reshape_activations"],
         )
+    if arch in TRANSCODER_ARCHITECTURES:
+        return _build_transcoder(arch, f, tensors, threshold)
 
     with torch.no_grad():
-        w_enc, b_enc, w_dec, b_dec = (tensors[n] for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
+        w_enc, w_dec, b_dec = (tensors[n] for n in ("W_enc", "W_dec", "b_dec"))
+        b_enc = tensors["b_gate" if arch == "gated" else "b_enc"]
+        extra = {n: tensors[n].clone() for n in ("r_mag", "b_mag") if arch == "gated"}
         if f["rescale_acts_by_decoder_norm"]:
             # SAELens ranks pre·‖W_dec_i‖ and decodes codes/‖W_dec_i‖: fold the norms in.
             norms = w_dec.norm(dim=-1)
             w_enc, b_enc, w_dec = w_enc * norms, b_enc * norms, w_dec / norms[:, None]
         if not f["apply_b_dec_to_input"]:
-            # We always subtract b_dec before encoding; compensate in b_enc.
-            b_enc = b_enc + b_dec @ w_enc
+            # We always subtract b_dec before encoding; compensate in b_enc (gated: both paths).
+            shift = b_dec @ w_enc
+            b_enc = b_enc + shift
+            if arch == "gated":
+                extra["b_mag"] = extra["b_mag"] + extra["r_mag"].exp() * shift
 
-    activation, k = _our_activation(f, arch, threshold)
-    dtype_name = _dtype_name(w_enc.dtype)
-    ours_cfg = SAEConfig(
-        d_in=f["d_in"],
-        d_sae=f["d_sae"],
-        activation=activation,  # type: ignore[arg-type]
-        k=k if k is not None else 32,
-        dtype=dtype_name,
-        metadata=_import_metadata(f, arch, norm),
-    )
+    activation, k, widths = _our_activation(f, arch, threshold)
+    try:
+        ours_cfg = SAEConfig(
+            d_in=f["d_in"],
+            d_sae=f["d_sae"],
+            activation=activation,  # type: ignore[arg-type]
+            k=k if k is not None else 32,
+            dtype=_dtype_name(w_enc.dtype),
+            metadata=_import_metadata(f, arch, norm),
+            matryoshka_widths=widths,
+        )
+    except ValueError as err:
+        raise InteropError(f"this SAELens {arch} SAE has no mechscope equivalent: {err}") from err
     out = SAE(ours_cfg)
-    out_act: Any = out.act
     with torch.no_grad():
         for name, value in {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": b_dec}.items():
             getattr(out, name).copy_(value)
-        if activation == "jumprelu":
-            assert threshold is not None
-            # Ours needs θ > 0; SAELens's relu(z)·[z > θ] with θ ≤ 0 is relu(z) ≈ z·[z > tiny].
-            tiny = torch.finfo(threshold.dtype).tiny
-            out_act.log_threshold.copy_(threshold.clamp_min(tiny).log())
-        elif activation == "batchtopk":
-            assert threshold is not None
-            out_act.threshold.fill_(float(threshold.flatten()[0]))
+        for name, value in extra.items():
+            getattr(out.act, name).copy_(value)
+    _set_threshold(out, threshold)
     return out.eval()
 
 
+def _build_transcoder(
+    arch: str, f: dict[str, Any], tensors: dict[str, Tensor], threshold: Tensor | None
+) -> SAE:
+    """Our ``Transcoder``: SAELens's computes ``relu(x W_enc + b_enc)`` (times ``[pre > θ]`` for
+    JumpReLU) ``W_dec + b_dec`` (+ ``x W_skipᵀ``), as ours does."""
+    from saes.transcoder import Transcoder
+
+    skip = "skip" in arch
+    activation, k, _ = (
+        _our_activation(f, "jumprelu", threshold) if arch.startswith("jumprelu") else ("relu", None, None)
+    )  # fmt: skip
+    cfg = SAEConfig(
+        d_in=f["d_in"],
+        d_sae=f["d_sae"],
+        d_out=f["d_out"],
+        skip_connection=skip,
+        activation=activation,  # type: ignore[arg-type]
+        k=k if k is not None else 32,
+        dtype=_dtype_name(tensors["W_enc"].dtype),
+        metadata=_import_metadata(f, arch, f["normalize_activations"]),
+    )
+    out = Transcoder(cfg)
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", *(["W_skip"] if skip else [])):
+            getattr(out, name).copy_(tensors[name])
+    _set_threshold(out, threshold)
+    return out.eval()
+
+
+@torch.no_grad()
+def _set_threshold(out: SAE, threshold: Tensor | None) -> None:
+    act: Any = out.act
+    if out.cfg.activation == "jumprelu":
+        assert threshold is not None
+        # Ours needs θ > 0; SAELens's relu(z)·[z > θ] with θ ≤ 0 is relu(z) ≈ z·[z > tiny].
+        tiny = torch.finfo(threshold.dtype).tiny
+        act.log_threshold.copy_(threshold.clamp_min(tiny).log())
+    elif out.cfg.activation in ("batchtopk", "matryoshka_batchtopk"):
+        assert threshold is not None
+        act.threshold.fill_(float(threshold.flatten()[0]))
+
+
 def _threshold(sl: Any, arch: str) -> Tensor | None:
-    if arch == "batchtopk":
+    if arch in _TRAINING_ONLY:
         return torch.tensor(float(sl.topk_threshold))
-    if arch != "jumprelu":
+    if not arch.startswith("jumprelu"):
         return None
     t = sl.threshold.detach().to("cpu", sl.W_enc.dtype).clone()
     if type(sl).__name__ == "JumpReLUTrainingSAE" and bool((t < 0).any()):
@@ -497,20 +662,27 @@ def _threshold(sl: Any, arch: str) -> Tensor | None:
 
 def _our_activation(
     f: dict[str, Any], arch: str, threshold: Tensor | None
-) -> tuple[str, int | None]:
+) -> tuple[str, int | None, tuple[int, ...] | None]:
+    """(activation, k, matryoshka widths) for a SAELens architecture."""
     if arch == "standard":
-        return "relu", None
-    if arch in ("topk", "batchtopk"):
+        return "relu", None, None
+    if arch == "gated":
+        return "gated", None, None
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
         if f["k"] is None or not float(f["k"]).is_integer():
             raise InteropError(f"mechscope needs an integer k; this SAELens SAE has k={f['k']}")
-        return arch, int(f["k"])
-    # A JumpReLU that SAELens (or we) saved from a BatchTopK SAE: one shared threshold and an
-    # integer k in the metadata give back the BatchTopK SAE, whose eval mode is the same function.
+        widths = f["matryoshka_widths"] if arch == "matryoshka_batchtopk" else None
+        return arch, int(f["k"]), None if widths is None else tuple(widths)
+    # A JumpReLU that SAELens (or we) saved from a BatchTopK or Matryoshka SAE: one shared
+    # threshold and an integer k in the metadata give back that SAE (its eval mode is the same
+    # function); Matryoshka's widths come from the metadata too.
     md = f["metadata"]
     details = md.get("training_architecture_details") or {}
-    k = details.get("k") if isinstance(details, dict) else None
+    details = details if isinstance(details, dict) else {}
+    k = details.get("k")
+    trained_as = md.get("training_architecture")
     if (
-        md.get("training_architecture") == "batchtopk"
+        trained_as in _TRAINING_ONLY
         and isinstance(k, (int, float))
         and float(k).is_integer()
         and 1 <= int(k) < f["d_sae"]
@@ -519,8 +691,20 @@ def _our_activation(
         and bool((threshold == threshold.flatten()[0]).all())
         and float(threshold.flatten()[0]) >= 0
     ):
-        return "batchtopk", int(k)
-    return "jumprelu", None
+        widths = details.get("matryoshka_widths")
+        if trained_as == "matryoshka_batchtopk" and _valid_widths(widths, int(k), f["d_sae"]):
+            return "matryoshka_batchtopk", int(k), tuple(widths)  # type: ignore[arg-type]
+        return "batchtopk", int(k), None
+    return "jumprelu", None, None
+
+
+def _valid_widths(widths: Any, k: int, d_sae: int) -> bool:
+    try:
+        SAEConfig(d_in=1, d_sae=d_sae, activation="matryoshka_batchtopk", k=k,
+                  matryoshka_widths=tuple(widths))  # fmt: skip
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -5,9 +5,11 @@ relu     : sparsity = λ · mean over rows of Σᵢ aᵢ ‖W_dec[i]‖  (L1 wei
 jumprelu : sparsity = λ · mean over rows of Σᵢ H(zᵢ − θᵢ)      (L0, straight-through in θ)
 aux-k    = α · min(n_dead / k_aux, 1) · ‖e − ê‖² / ‖e − mean(e)‖²   (topk, batchtopk)
            e = y − ŷ (detached), ê = the k_aux largest dead pre-activations decoded without bias
+extra    : further reconstruction terms, weight 1 (matryoshka_batchtopk: inner prefixes;
+           gated: the gate path's reconstruction)
 
 The architecture-specific terms belong to the activation modules (``saes.activations``:
-``sparsity_loss``, ``aux_loss``, ``sparse_kernel``); this module composes them with the
+``sparsity_loss``, ``aux_loss``, ``extra_loss``, ``sparse_kernel``); this module composes them with the
 reconstruction error and does not branch on the activation. :func:`step_loss` is the trainer's.
 """
 
@@ -38,6 +40,8 @@ class LossOutput(NamedTuple):
     mse: Float[Tensor, ""]
     sparsity: Float[Tensor, ""]
     aux: Float[Tensor, ""]
+    extra: Float[Tensor, ""] | None = None
+    """The architecture's further reconstruction terms (None: absent, as from older callers)."""
 
 
 class StepStats(NamedTuple):
@@ -90,7 +94,7 @@ def sparse_loss(
     fired[out.indices[active]] = True
     stats = StepStats((out.recon.detach() / scale), fired, active.sum(-1).float().mean())
     zero = loss.mse.new_zeros(())
-    return LossOutput(loss.total, loss.mse, zero, loss.aux), stats
+    return LossOutput(loss.total, loss.mse, zero, loss.aux, zero), stats
 
 
 sparse_topk_loss = sparse_loss  # the name before other activations could have a sparse kernel
@@ -130,12 +134,14 @@ def sae_loss(
     zero = mse.new_zeros(())
     arch = architecture(sae.act)
     sparsity = arch.sparsity_loss(sae, out, sparsity_coefficient)
+    extra = arch.extra_loss(sae, target, out)
     aux = None
     if dead is not None:
         aux = arch.aux_loss(sae, target, out, dead, k_aux, aux_coefficient)
     sparsity = zero if sparsity is None else sparsity
     aux = zero if aux is None else aux
-    return LossOutput(mse + sparsity + aux, mse, sparsity, aux), out
+    extra = zero if extra is None else extra
+    return LossOutput(mse + sparsity + aux + extra, mse, sparsity, aux, extra), out
 
 
 def step_loss(

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from interp._io import atomic_write_json, fsync_dir, read_json
 from interp.manifest import set_source
-from saes.activations import architecture, make_activation
+from saes.activations import Activation, architecture, make_activation
 from saes.checksums import CHECKSUMS, SAELoadError, verify_checkpoint, write_checksums
 from saes.config import SAEConfig, config_from_dict
 
@@ -62,8 +62,9 @@ NODE_HOOKS: dict[str, str] = {
     "output": "hook_sae_output",
 }
 """A dictionary's nodes for a site registry: node kind -> the hook point that carries it."""
-# cfg.json keys that an SAE (no transcoder fields set) leaves out, so its saved format is unchanged.
+# cfg.json keys left out at their defaults, so the saved format of the earlier kinds is unchanged.
 _TRANSCODER_DEFAULTS: dict[str, Any] = {"d_out": None, "skip_connection": False}
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"matryoshka_widths": None}
 
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae.safetensors"
@@ -154,7 +155,12 @@ class SAE(nn.Module):
         return (x - self.b_dec) @ self.W_enc + self.b_enc
 
     def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
-        return self.act(self.pre_acts(x))
+        return self._activate(self.pre_acts(x))
+
+    def _activate(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
+        # An architecture may read the dictionary's parameters too (gated: b_enc is its gate bias).
+        act = self.act
+        return act.activate(self, pre) if isinstance(act, Activation) else act(pre)
 
     def decode(self, acts: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
         return (acts @ self.W_dec + self.b_dec) / self.input_scale.to(self.W_dec.dtype)
@@ -171,9 +177,9 @@ class SAE(nn.Module):
         x = hook("hook_sae_input", x)
         pre = hook("hook_sae_acts_pre", self.pre_acts(x))
         if pre.dim() == 2:
-            acts = self.act(pre)
+            acts = self._activate(pre)
         else:  # [batch, pos, d_sae]: the activations (and BatchTopK's batch) work on rows
-            acts = self.act(pre.reshape(-1, pre.shape[-1])).reshape(pre.shape)
+            acts = self._activate(pre.reshape(-1, pre.shape[-1])).reshape(pre.shape)
         acts = hook("hook_sae_acts_post", acts)
         recon = hook("hook_sae_recons", self._reconstruct(acts, x))
         return SAEOutput(recon, acts, pre)
@@ -473,6 +479,9 @@ def _cfg_json(cfg: SAEConfig) -> dict[str, Any]:
     raw = dataclasses.asdict(cfg)
     for key, default in _TRANSCODER_DEFAULTS.items():
         if raw.get(key, default) == default and not cfg.is_transcoder:
+            raw.pop(key, None)
+    for key, default in _OPTIONAL_DEFAULTS.items():
+        if raw.get(key, default) == default:
             raw.pop(key, None)
     return raw
 

@@ -2,7 +2,8 @@
 
 A SAELens SAE folder is ``cfg.json`` (the config, with a ``metadata`` object) and
 ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``,
-``b_dec``, and ``threshold`` for JumpReLU). SAELens cannot be installed beside TransformerLens 4,
+``b_dec``, and ``threshold`` for JumpReLU; a gated SAE has ``b_gate``, ``b_mag`` and ``r_mag``
+instead of ``b_enc``). SAELens cannot be installed beside TransformerLens 4,
 so mechscope writes and reads the files itself; ``tests/test_saelens_format.py`` checks, where
 SAELens is installed, that the files equal what SAELens's own ``save_model`` writes and that
 SAELens loads them.
@@ -50,7 +51,7 @@ def sae_config(
     *, d_in: int, d_sae: int, dtype: str, architecture: str, metadata: dict[str, Any],
     k: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """``cfg.json`` for an inference SAE of ``architecture`` (standard, topk, jumprelu), keys in
+    """``cfg.json`` for an inference SAE of ``architecture`` (standard, topk, jumprelu, gated), keys in
     SAELens's order; inputs are never normalised (mechscope folds its input scale first)."""
     v = _sae_lens_version()
     cfg: dict[str, Any] = {
@@ -82,8 +83,11 @@ def write_folder(directory: Path, cfg: dict[str, Any], tensors: dict[str, Tensor
     fsync_dir(directory)
 
 
-def read_folder(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """The config and tensors of a SAELens SAE folder; a clear ``ValueError`` when it is not one."""
+def read_folder(
+    directory: Path, required: tuple[str, ...] = ("W_enc", "b_enc", "W_dec", "b_dec")
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The config and tensors of a SAELens SAE folder; a clear ``ValueError`` when it is not one
+    (or lacks a ``required`` tensor: a gated SAE has ``b_gate``, ``b_mag``, ``r_mag``, no ``b_enc``)."""
     cfg_path, w_path = directory / CFG_FILE, directory / WEIGHTS_FILE
     if not cfg_path.exists() or not w_path.exists():
         raise ValueError(
@@ -98,6 +102,6 @@ def read_folder(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             "complete configs (SAELens's own loader fills defaults for older files)"
         )
     tensors = load_file(w_path, device="cpu")
-    if missing := [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in tensors]:
+    if missing := [k for k in required if k not in tensors]:
         raise ValueError(f"{w_path} lacks the tensors {missing}")
     return cfg, tensors

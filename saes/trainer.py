@@ -321,6 +321,7 @@ class Trainer:
             "mse": loss.mse.item(),
             "sparsity_loss": loss.sparsity.item(),
             "aux_loss": loss.aux.item(),
+            "extra_loss": 0.0 if loss.extra is None else loss.extra.item(),
             "l0": stats.l0.item(),
             "explained_variance": 1 - (resid / total).item(),
             "dead_fraction": self.dead_mask().float().mean().item(),
