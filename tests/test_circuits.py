@@ -3,6 +3,7 @@ model with a known answer, pruning, save/load, export, interventions and bad inp
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from interp.circuits import AttributionGraph, GraphModelMismatch, LocalReplacement, attribute
 from interp.circuits.influence import node_influence, prune, threshold_of
-from interp.circuits.replacement import EMBED_HOOK, INPUT_HOOK, OUTPUT_HOOK
+from interp.circuits.replacement import EMBED_HOOK, OUTPUT_HOOK
 from interp.hooks import hooks
 from saes.config import SAEConfig
 from saes.transcoder import Transcoder
@@ -52,7 +53,7 @@ def _zero_source_run(model, rep: LocalReplacement):
         return fn
 
     fwd = [(EMBED_HOOK, lambda act, hook: torch.zeros_like(act)), *rep.freeze_hooks()]
-    fwd += [(INPUT_HOOK.format(layer=i), keep(i)) for i in rep.transcoders]
+    fwd += [(rep.input_hooks[i], keep(i)) for i in rep.transcoders]
     fwd += [(OUTPUT_HOOK.format(layer=i), zero_mlp(i)) for i in range(n_layers)]
     with torch.no_grad(), hooks(model, fwd=fwd):
         logits = model(rep.tokens)[0, -1]
@@ -95,17 +96,166 @@ def test_all_error_nodes_equal_hand_direct_logit_attribution(tiny_model):
     names = [n for n in model.hook_dict if n.endswith(("hook_pattern", "hook_scale"))]
     n_layers = model.cfg.n_layers
     outs = [f"blocks.{i}.hook_mlp_out" for i in range(n_layers)]
-    with torch.no_grad(), hooks(model, fwd=[(n, lambda a, hook: rec.__setitem__(hook.name, a.clone())) for n in [*names, *outs, "blocks.0.hook_resid_pre"]]):
+    with (
+        torch.no_grad(),
+        hooks(
+            model,
+            fwd=[
+                (n, lambda a, hook: rec.__setitem__(hook.name, a.clone()))
+                for n in [*names, *outs, "blocks.0.hook_resid_pre"]
+            ],
+        ),
+    ):
         model(TOKENS)
     for j, t in enumerate(g.logit_tokens.tolist()):
-        leaves = {n: rec[n].clone().requires_grad_(True) for n in [*outs, "blocks.0.hook_resid_pre"]}
+        leaves = {
+            n: rec[n].clone().requires_grad_(True) for n in [*outs, "blocks.0.hook_resid_pre"]
+        }
         fwd = [(n, lambda a, hook: rec[hook.name]) for n in names]
-        fwd += [(n, lambda a, hook: leaves[hook.name]) for n in leaves]
+        fwd += [(n, lambda a, hook, lv=leaves: lv[hook.name]) for n in leaves]
         with hooks(model, fwd=fwd):
             logits = model(TOKENS)[0, -1]
         (logits[t] - logits.mean()).backward()
         err = [(leaves[o].grad * rec[o]).sum(-1)[0] for o in outs]  # [pos] per layer
         tok = (leaves["blocks.0.hook_resid_pre"].grad * rec["blocks.0.hook_resid_pre"]).sum(-1)[0]
         row = g.adjacency[g.logit_start + j]
-        torch.testing.assert_close(row[g.error_start : g.token_start], torch.cat(err), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            row[g.error_start : g.token_start], torch.cat(err), atol=1e-5, rtol=1e-4
+        )
         torch.testing.assert_close(row[g.token_start : g.logit_start], tok, atol=1e-5, rtol=1e-4)
+
+
+def test_handbuilt_model_known_edges():
+    """One layer, attention writing nothing (W_O = 0), no norms: the token's embedding reaches a
+    transcoder feature, which writes to the unembedding. Edges in closed form."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=1, d_model=4, n_ctx=8, d_head=2, n_heads=1, d_mlp=8, d_vocab=5,
+        act_fn="relu", normalization_type=None, seed=0, device="cpu",
+    )  # fmt: skip
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.W_E.copy_(torch.eye(5, 4))  # token t -> e_t (token 4 -> 0)
+        model.W_pos.zero_()
+        model.W_U[:, :4].copy_(torch.eye(4))
+        model.blocks[0].mlp.W_in[2, 0] = 2.0  # the MLP computes what the transcoder does:
+        model.blocks[0].mlp.W_out[0, 3] = 1.5  # so the error nodes are zero
+    tc = Transcoder(SAEConfig(d_in=4, d_sae=3, activation="relu", d_out=4), seed=0)
+    with torch.no_grad():
+        tc.W_enc.zero_()
+        tc.W_enc[2, 0] = 2.0  # feature 0 reads e_2 with weight 2
+        tc.W_dec.zero_()
+        tc.W_dec[0, 3] = 1.5  # and writes 1.5·e_3
+        tc.b_enc.zero_()
+        tc.b_dec.zero_()
+    g = attribute(
+        model, torch.tensor([2, 2]), {0: tc}, targets=[3], max_feature_nodes=None, batch_size=4
+    )
+    assert g.feature_table.tolist() == [[0, 0, 0], [0, 1, 0]]
+    feat_in = g.adjacency[:2, g.token_start : g.logit_start]
+    torch.testing.assert_close(feat_in, torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+    # logit 3 − mean logit: feature (a = 2) · W_dec (1.5 e_3) · (e_3 − mean of W_U's columns)
+    mean_col3 = 1.0 / 5
+    want = 2.0 * 1.5 * (1.0 - mean_col3)
+    torch.testing.assert_close(g.adjacency[g.logit_start, :2], torch.tensor([0.0, want]))
+    assert float(g.adjacency[g.logit_start, g.error_start : g.token_start].abs().sum()) < 1e-6
+
+
+def test_influence_and_prune_reference():
+    """A 5-node chain with a known answer: influence by the series, pruning keeps the path."""
+    A = torch.tensor([[0.0, 0, 0], [2, 0, 0], [1, 3, 0]])
+    # Â rows: [0,0,0], [1,0,0], [.25,.75,0]; influence of node 0 = .25 + .75·1, node 1 = .75
+    torch.testing.assert_close(
+        node_influence(A, torch.tensor([0.0, 0, 1])), torch.tensor([1.0, 0.75, 0.0])
+    )
+    assert threshold_of(torch.tensor([0.5, 0.0, 0.3, 0.2]), 0.8).item() == pytest.approx(0.3)
+    # features 0, 1 (a strong and a negligible one), no errors, token 2, logit 3
+    adj = torch.zeros(4, 4)
+    adj[0, 2] = 5.0  # token -> f0
+    adj[1, 2] = 0.01  # token -> f1
+    adj[3, 0] = 4.0  # f0 -> logit
+    adj[3, 1] = 0.001  # f1 -> logit
+    res = prune(adj, torch.tensor([0.0, 0, 0, 1]), n_features=2, n_tokens=1, n_logits=1)
+    assert res.node_mask.tolist() == [True, False, True, True]
+    assert res.edge_mask[3, 0] and res.edge_mask[0, 2] and not res.edge_mask[3, 1]
+
+
+def test_save_load_export_and_model_check(tiny_model, tmp_path):
+    from interp.circuits.export import export_json
+
+    tcs = {1: _tc(seed=3)}
+    g = attribute(tiny_model, TOKENS, tcs, max_feature_nodes=None)
+    out = g.save(tmp_path / "g")
+    assert sorted(p.name for p in out.iterdir()) == ["graph.json", "graph.safetensors"]
+    back = AttributionGraph.load(out, model=tiny_model)
+    torch.testing.assert_close(back.adjacency, g.adjacency, atol=0, rtol=0)
+    assert back.scores() == g.scores() and back.backward_passes == g.backward_passes
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(GraphModelMismatch, match="fingerprint"):
+        AttributionGraph.load(out, model=other)
+    with pytest.raises(FileExistsError):
+        g.save(out)
+    js = json.loads(export_json(g, tmp_path / "v.json").read_text())
+    assert set(js) == {"metadata", "qParams", "nodes", "links"}
+    ids = {n["node_id"] for n in js["nodes"]}
+    assert all(link["source"] in ids and link["target"] in ids for link in js["links"])
+    kinds = {n["feature_type"] for n in js["nodes"]}
+    assert {"embedding", "logit"} <= kinds
+    assert sum(n["is_target_logit"] for n in js["nodes"]) == 1
+
+
+def test_max_feature_nodes_caps_rows(tiny_model):
+    tcs = {0: _tc(seed=1), 1: _tc(seed=2)}
+    full = attribute(tiny_model, TOKENS, tcs, max_feature_nodes=None, batch_size=4)
+    capped = attribute(
+        tiny_model, TOKENS, tcs, max_feature_nodes=6, batch_size=2, update_interval=1
+    )
+    assert (
+        capped.n_features == 6
+        and len(capped.adjacency) == 6 + capped.n_errors + 7 + capped.n_logits
+    )
+    assert capped.backward_passes == -(-capped.n_logits // 2) + 3
+    # the logit rows over the kept columns are the same numbers
+    cols = torch.cat([capped.selected_features, torch.arange(full.n_features, full.logit_start)])
+    torch.testing.assert_close(
+        capped.adjacency[capped.logit_start :, : len(cols)],
+        full.adjacency[full.logit_start :, cols],
+    )
+
+
+def test_interventions_match_prediction(tiny_model):
+    from interp.circuits.validate import check_interventions, feature_interventions, feature_nodes
+
+    tcs = {0: _tc(seed=1), 1: _tc(seed=2)}
+    g = attribute(tiny_model, TOKENS, tcs, max_feature_nodes=None)
+    chk = check_interventions(tiny_model, g, tcs, n=10, fraction=0.01)
+    # small edits in the replacement model: the linear prediction is exact up to TopK switching
+    torch.testing.assert_close(chk.replacement, chk.predicted, atol=1e-4, rtol=1e-2)
+    assert chk.correlation_replacement > 0.99
+    nodes = feature_nodes(g, g.prune().node_mask)
+    assert nodes and all(n.kind == "feature" and n.name.startswith("F") for n in nodes)
+    rep = LocalReplacement.from_prompt(tiny_model, TOKENS, tcs)
+    layer, pos, f = g.feature_table[0].tolist()
+    from interp.circuits import FeatureEdit
+
+    (iv,) = feature_interventions(rep, [FeatureEdit(layer, pos, f, 0.0)])
+    assert iv.hook == f"blocks.{layer}.hook_mlp_out"
+
+
+def test_bad_inputs(tiny_model):
+    with pytest.raises(ValueError, match="d_model = 16"):
+        attribute(tiny_model, TOKENS, {0: _tc(d=8)})
+    with pytest.raises(ValueError, match="not a layer"):
+        attribute(tiny_model, TOKENS, {5: _tc()})
+    with pytest.raises(ValueError, match="context is 32 tokens"):
+        attribute(tiny_model, torch.zeros(40, dtype=torch.long), {})
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        attribute(tiny_model, TOKENS, {}, targets=[999])
+    sae = Transcoder.__mro__[1](SAEConfig(d_in=16, d_sae=8, k=2))
+    with pytest.raises(TypeError, match="reconstructs its input"):
+        attribute(tiny_model, TOKENS, {0: sae})

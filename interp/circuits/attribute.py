@@ -23,12 +23,19 @@ from torch import Tensor
 
 from interp.circuits.graph import AttributionGraph
 from interp.circuits.influence import partial_influence
-from interp.circuits.replacement import EMBED_HOOK, LocalReplacement, check_prompt, check_transcoders
+from interp.circuits.replacement import (
+    EMBED_HOOK,
+    LocalReplacement,
+    check_prompt,
+    check_transcoders,
+)
 
 __all__ = ["attribute", "salient_logits", "target_tokens"]
 
 
-def salient_logits(logits: Tensor, max_n_logits: int = 10, desired_logit_prob: float = 0.95) -> tuple[Tensor, Tensor]:
+def salient_logits(
+    logits: Tensor, max_n_logits: int = 10, desired_logit_prob: float = 0.95
+) -> tuple[Tensor, Tensor]:
     """The top tokens until their cumulative probability reaches ``desired_logit_prob`` (at most
     ``max_n_logits``), and their probabilities.
 
@@ -103,7 +110,8 @@ class _Sources:
             dec[pos, slot] = self.values[rows, None] * w[f]
             self.padded[layer] = (dec, pos, slot, rows)
         self.encoders = {
-            layer: (tc.W_enc.detach().float() * tc.input_scale.float()) for layer, tc in rep.transcoders.items()
+            layer: (tc.W_enc.detach().float() * tc.input_scale.float())
+            for layer, tc in rep.transcoders.items()
         }
 
     def rows(self, g_embed: Tensor, g_mlp: Mapping[int, Tensor]) -> Tensor:
@@ -118,7 +126,9 @@ class _Sources:
         e0 = self.n_features
         for layer in range(rep.spec.n_layers):
             err = rep.errors[layer].float()
-            out[:, e0 + layer * n_pos : e0 + (layer + 1) * n_pos] = torch.einsum("bpd,pd->bp", g_mlp[layer], err)
+            out[:, e0 + layer * n_pos : e0 + (layer + 1) * n_pos] = torch.einsum(
+                "bpd,pd->bp", g_mlp[layer], err
+            )
         t0 = e0 + rep.spec.n_layers * n_pos
         out[:, t0 : t0 + n_pos] = torch.einsum("bpd,pd->bp", g_embed, rep.embed.float())
         return out
@@ -161,7 +171,7 @@ def attribute(
     n_sel = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
 
     # One forward with the prompt replicated; every backward pass reuses its graph.
-    d, n_layers = rep.spec.d_model, rep.spec.n_layers
+    n_layers = rep.spec.n_layers
     dtype = rep.embed.dtype
     embed_leaf = rep.embed.expand(batch_size, -1, -1).clone().requires_grad_(True)
     leaves = {}
@@ -200,9 +210,9 @@ def attribute(
                 g[sel, pos] = src.encoders[layer][:, f].T.to(x.dtype)
                 outs.append(x)
                 grads.append(g)
-        got = torch.autograd.grad(outs, sources, grads, retain_graph=True, allow_unused=True)
+        raw = torch.autograd.grad(outs, sources, grads, retain_graph=True, allow_unused=True)
         passes += 1
-        got = [torch.zeros_like(s) if g is None else g for g, s in zip(got, sources, strict=True)]
+        got = [torch.zeros_like(s) if g is None else g for g, s in zip(raw, sources, strict=True)]
         return src.rows(got[0].float(), {i: got[i + 1].float() for i in range(n_layers)})[:n]
 
     edges = torch.zeros(n_sel + n_logits, src.n_nodes)
@@ -219,14 +229,15 @@ def attribute(
         else:
             infl = partial_influence(edges[:st], logit_p, row_node[:st], src.n_nodes)
             rank = infl[:n_feat].argsort(descending=True)
-            pending = rank[~visited[rank]][: min(update_interval * batch_size, n_sel - (st - n_logits))]
+            pending = rank[~visited[rank]][
+                : min(update_interval * batch_size, n_sel - (st - n_logits))
+            ]
         for i in range(0, len(pending), batch_size):
             items = pending[i : i + batch_size]
             edges[st : st + len(items)] = backward("feature", items)
             row_node[st : st + len(items)] = items
             visited[items] = True
             st += len(items)
-    del final, logits, demeaned, leaves, inputs
 
     selected = visited.nonzero()[:, 0]
     keep_cols = torch.cat([selected, torch.arange(n_feat, src.n_nodes)])

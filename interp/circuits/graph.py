@@ -70,8 +70,12 @@ class AttributionGraph:
         self.fingerprint = self.fingerprint or model_fingerprint(model)
         tok = getattr(model, "tokenizer", None)
         if tok is not None:
-            self.token_strings = self.token_strings or [tok.decode([t]) for t in self.tokens.tolist()]
-            self.logit_strings = self.logit_strings or [tok.decode([t]) for t in self.logit_tokens.tolist()]
+            self.token_strings = self.token_strings or [
+                tok.decode([t]) for t in self.tokens.tolist()
+            ]
+            self.logit_strings = self.logit_strings or [
+                tok.decode([t]) for t in self.logit_tokens.tolist()
+            ]
             self.prompt = self.prompt or tok.decode(self.tokens.tolist())
 
     # -- layout -----------------------------------------------------------------------------
@@ -136,7 +140,9 @@ class AttributionGraph:
 
     def scores(self) -> tuple[float, float]:
         """(replacement score, completeness score), circuit-tracer's definitions."""
-        return graph_scores(self.adjacency, self.logit_weights, self.n_features, self.n_errors, self.n_pos)
+        return graph_scores(
+            self.adjacency, self.logit_weights, self.n_features, self.n_errors, self.n_pos
+        )
 
     # -- save / load ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -148,7 +154,9 @@ class AttributionGraph:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
-            save_file({k: getattr(self, k).contiguous() for k in _TENSORS}, str(tmp / "graph.safetensors"))
+            save_file(
+                {k: getattr(self, k).contiguous() for k in _TENSORS}, str(tmp / "graph.safetensors")
+            )
             meta = {
                 "format": FORMAT,
                 "n_layers": self.n_layers,
@@ -159,7 +167,9 @@ class AttributionGraph:
                 "token_strings": self.token_strings,
                 "logit_strings": self.logit_strings,
                 "prompt": self.prompt,
-                "manifest": run_manifest(kind="attribution_graph", config={"fingerprint": self.fingerprint}),
+                "manifest": run_manifest(
+                    kind="attribution_graph", config={"fingerprint": self.fingerprint}
+                ),
             }
             atomic_write_json(tmp / "graph.json", meta)
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -182,13 +192,22 @@ class AttributionGraph:
             raise FileNotFoundError(f"{path} is not an attribution graph folder (no graph.json)")
         meta = read_json(meta_file)
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_file} is not a mechscope attribution graph (format {meta.get('format')!r})")
+            raise ValueError(
+                f"{meta_file} is not a mechscope attribution graph (format {meta.get('format')!r})"
+            )
         if model is not None:
             check_model(meta["fingerprint"], model, str(path))
         tensors = load_file(str(path / "graph.safetensors"))
-        keys = ("n_layers", "transcoder_layers", "backward_passes", "seconds", "fingerprint")
+        keys: tuple[str, ...] = (
+            "n_layers",
+            "transcoder_layers",
+            "backward_passes",
+            "seconds",
+            "fingerprint",
+        )
         keys += ("token_strings", "logit_strings", "prompt")
-        return cls(**{k: tensors[k] for k in _TENSORS}, **{k: meta[k] for k in keys})
+        fields: dict[str, Any] = {k: tensors[k] for k in _TENSORS} | {k: meta[k] for k in keys}
+        return cls(**fields)
 
     def check_model(self, model: Any) -> None:
         """Refuse a model whose weights are not the ones the graph was computed on."""

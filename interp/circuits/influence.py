@@ -144,7 +144,9 @@ def prune(
     return PruneResult(node_mask, edge_mask, cumulative)
 
 
-def graph_scores(adjacency: Tensor, logit_weights: Tensor, n_features: int, n_errors: int, n_tokens: int) -> tuple[float, float]:
+def graph_scores(
+    adjacency: Tensor, logit_weights: Tensor, n_features: int, n_errors: int, n_tokens: int
+) -> tuple[float, float]:
     """(replacement score, completeness score) as circuit-tracer defines them: the share of the
     tokens' and errors' influence that is the tokens'; the influence-weighted share of each
     node's normalised input that does not come from error nodes."""

@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 INPUT_HOOK = "blocks.{layer}.ln2.hook_normalized"
-"""Where a transcoder reads the MLP's input (the second norm's output)."""
+"""Where a transcoder reads the MLP's input (the second norm's output; ``hook_resid_mid`` in a
+model without norms)."""
 OUTPUT_HOOK = "blocks.{layer}.hook_mlp_out"
 EMBED_HOOK = "blocks.0.hook_resid_pre"  # token (+ learned position) embedding: the token nodes
 
@@ -74,7 +75,9 @@ def check_prompt(model: Any, tokens: Tensor) -> Tensor:
     if tokens.dim() == 1:
         tokens = tokens[None]
     if tokens.dim() != 2 or tokens.shape[0] != 1:
-        raise ValueError(f"one prompt at a time: expected tokens [pos] or [1, pos], got {tuple(tokens.shape)}")
+        raise ValueError(
+            f"one prompt at a time: expected tokens [pos] or [1, pos], got {tuple(tokens.shape)}"
+        )
     n_ctx = adapt(model).spec.n_ctx
     if not 0 < tokens.shape[1] <= n_ctx:
         raise ValueError(
@@ -116,6 +119,10 @@ class LocalReplacement:
         missing = [h for h in self.pattern_hooks if h not in names]
         if missing:
             raise ValueError(f"this model has no attention-pattern hook {missing[0]!r} to freeze")
+        self.input_hooks = {
+            i: h if (h := INPUT_HOOK.format(layer=i)) in names else f"blocks.{i}.hook_resid_mid"
+            for i in self.transcoders
+        }
         self.frozen: dict[str, Tensor] = {}
         self.acts: dict[int, Tensor] = {}
         self.errors: dict[int, Tensor] = {}
@@ -133,7 +140,7 @@ class LocalReplacement:
         rec: dict[str, Tensor] = {}
         keep = [*self.pattern_hooks, *self.scale_hooks, EMBED_HOOK]
         keep += [OUTPUT_HOOK.format(layer=i) for i in range(self.spec.n_layers)]
-        keep += [INPUT_HOOK.format(layer=i) for i in self.transcoders]
+        keep += list(self.input_hooks.values())
         with hooks(model, fwd=[(n, keep_into(n, rec)) for n in keep]):
             self.logits = model(self.tokens)[0].detach()
         self.frozen = {n: rec[n].detach().clone() for n in [*self.pattern_hooks, *self.scale_hooks]}
@@ -144,7 +151,7 @@ class LocalReplacement:
             if tc is None:
                 self.errors[layer] = mlp_out.clone()
                 continue
-            x = rec[INPUT_HOOK.format(layer=layer)][0].detach()
+            x = rec[self.input_hooks[layer]][0].detach()
             acts = tc.encode(x)
             recon = tc.decode(acts)
             skip = tc.skip(x)
@@ -199,10 +206,15 @@ class LocalReplacement:
                     f"no transcoder at layer {e.layer} (layers with one: {sorted(self.transcoders)})"
                 )
             by_layer.setdefault(e.layer, []).append(e)
-        for layer, tc in self.transcoders.items():
-            out.append((INPUT_HOOK.format(layer=layer), keep_into_int(layer, live)))
+        for layer in self.transcoders:
+            out.append((self.input_hooks[layer], keep_into_int(layer, live)))
         for layer in range(self.spec.n_layers):
-            out.append((OUTPUT_HOOK.format(layer=layer), self._mlp_out(layer, by_layer.get(layer, []), leaves, live)))
+            out.append(
+                (
+                    OUTPUT_HOOK.format(layer=layer),
+                    self._mlp_out(layer, by_layer.get(layer, []), leaves, live),
+                )
+            )
         return out
 
     def _mlp_out(

@@ -9,6 +9,9 @@ Senders write into the residual stream; receivers read from it:
              ``L{l}G{g}.k`` / ``.v`` for key/value head g), ``MLP{l}.in``, ``logits`` (the final
              residual stream).
 
+Transcoder features (``F{l}.{i}``, kind ``feature``) are senders too, named by attribution graphs
+(``interp.circuits.validate.feature_nodes``).
+
 An edge is a sender whose output reaches a receiver's input through the residual stream, that is
 a sender strictly upstream of the receiver. Any node may be narrowed to one position with
 ``@pos`` (``L1H7@12``). Patching sweeps, path patching, attribution patching and causal scrubbing
@@ -107,6 +110,9 @@ for _k in (
         "blocks.{layer}.hook_mlp_in",
     ),  # fmt: skip
     NodeKind("logits", "receiver", "", "logits"),
+    # A transcoder feature at an MLP's output (``head`` holds the feature index). Not among a
+    # ComponentGraph's senders: an attribution graph's feature nodes come from interp.circuits.
+    NodeKind("feature", "sender", "blocks.{layer}.hook_mlp_out", "F{layer}.{head}"),
 ):
     register_node_kind(_k)
 del _k
