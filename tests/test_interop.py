@@ -221,17 +221,73 @@ def test_import_training_classes_and_saved_batchtopk(tmp_path):
 
 
 def test_import_refuses_unsupported_architectures(tmp_path):
-    gated = sae_lens.GatedSAE(sae_lens.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE))
-    with pytest.raises(UnsupportedArchitectureError, match="gated.*supported: topk"):
-        import_from_saelens(gated)
-    gated.save_model(tmp_path / "gated")
-    with pytest.raises(UnsupportedArchitectureError, match="'gated'"):
-        import_from_saelens(tmp_path / "gated")
-    tc = sae_lens.Transcoder(
-        sae_lens.TranscoderConfig(d_in=D_IN, d_sae=D_SAE, d_out=D_IN, apply_b_dec_to_input=False)
+    mp = sae_lens.MatchingPursuitSAE(sae_lens.MatchingPursuitSAEConfig(d_in=D_IN, d_sae=D_SAE))
+    with pytest.raises(UnsupportedArchitectureError, match="matching_pursuit.*supported: topk"):
+        import_from_saelens(mp)
+    mp.save_model(tmp_path / "mp")
+    with pytest.raises(UnsupportedArchitectureError, match="'matching_pursuit'"):
+        import_from_saelens(tmp_path / "mp")
+
+
+# ---- transcoders -----------------------------------------------------------------------------------
+D_OUT = 12
+
+
+@pytest.mark.parametrize(
+    ("cls_name", "activation", "skip"),
+    [
+        ("Transcoder", "relu", False),
+        ("SkipTranscoder", "relu", True),
+        ("JumpReLUTranscoder", "jumprelu", False),
+        ("JumpReLUSkipTranscoder", "jumprelu", True),
+    ],
+)
+def test_import_saelens_transcoders(tmp_path, cls_name, activation, skip):
+    from saes.transcoder import Transcoder
+
+    cfg_cls = getattr(sae_lens, f"{cls_name}Config")
+    theirs = getattr(sae_lens, cls_name)(
+        cfg_cls(d_in=D_IN, d_sae=D_SAE, d_out=D_OUT, apply_b_dec_to_input=False)
     )
-    with pytest.raises(UnsupportedArchitectureError, match="transcoder"):
-        import_from_saelens(tc)
+    _randomise_saelens(theirs)
+    if activation == "jumprelu":
+        with torch.no_grad():
+            theirs.threshold.copy_(torch.linspace(-0.5, 1.5, D_SAE))  # θ ≤ 0 acts as ReLU
+    theirs.save_model(tmp_path / "tc")
+    x = _inputs()
+    for ours in (import_from_saelens(theirs), import_from_saelens(tmp_path / "tc")):
+        assert isinstance(ours, Transcoder) and not ours.training
+        assert ours.cfg.activation == activation and ours.cfg.skip_connection == skip
+        assert ours.d_out == D_OUT and ours.cfg.metadata["saelens_architecture"]
+        a = ours.encode(x)
+        assert 0 < (a != 0).float().mean() < 0.9
+        torch.testing.assert_close(a, theirs.encode(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(ours.decode(a), theirs.decode(a), rtol=0, atol=1e-5)
+        # forward adds the skip term on both sides
+        torch.testing.assert_close(ours(x).recon, theirs(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu", "batchtopk"])
+@pytest.mark.parametrize("skip", [False, True], ids=["plain", "skip"])
+def test_transcoder_round_trip_is_exact(tmp_path, activation, skip):
+    from saes.transcoder import Transcoder
+
+    tc = Transcoder(SAEConfig(d_in=D_IN, d_sae=D_SAE, d_out=D_OUT, activation=activation,
+                              k=K, skip_connection=skip), seed=3)  # fmt: skip
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in tc.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        if activation == "jumprelu":
+            tc.act.log_threshold.copy_(torch.empty(D_SAE).uniform_(-2.0, 0.5, generator=g))
+        if activation == "batchtopk":
+            tc.act.threshold.fill_(0.4)
+    tc.eval()
+    back = import_from_saelens(export_to_saelens(tc, tmp_path / "sl"))
+    assert type(back) is Transcoder and back.cfg.activation == activation
+    assert back.cfg.skip_connection == skip and (activation != "batchtopk" or back.cfg.k == K)
+    x = _inputs()
+    assert torch.equal(back(x).recon, tc(x).recon) and torch.equal(back.encode(x), tc.encode(x))
 
 
 def test_import_refuses_runtime_normalisation():
