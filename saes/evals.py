@@ -36,6 +36,12 @@ Agreement with SAELens (``sae_lens.evals``, checked in ``tests/test_evals.py``):
   by *position* (position 0 when it is BOS). They agree when BOS occurs only at position 0 and no
   other special token occurs in the contexts; EOS document separators are kept here.
 - SAELens zero-ablates at every position (``zero_ablate="all"``), spliced or not.
+
+A transcoder is evaluated the same way with the target in place of x: y is the MLP's output
+(``blocks.L.hook_mlp_out``), ŷ the transcoder's prediction from the MLP's input
+(``blocks.L.ln2.hook_normalized``), so FVU is that of the MLP output. Spliced, the model's MLP
+output at S is replaced by ŷ computed from the same forward's MLP input (upstream splices change
+that input); zero ablation zeroes the MLP output at S.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ __all__ = [
     "CELossMetrics", "DensityHistogram", "EvalResult", "ReconstructionMetrics", "ce_loss_recovered",
     "cosine_similarity", "dead_fraction", "dense_fraction", "eval_mode", "evaluate",
     "evaluate_reconstruction", "explained_variance", "feature_density", "feature_density_histogram",
-    "fraction_variance_unexplained", "l0", "mse", "sae_store_hook",
+    "fraction_variance_unexplained", "l0", "mse", "sae_store_hook", "transcoder_store_hooks",
 ]  # fmt: skip
 
 
@@ -212,16 +218,19 @@ def evaluate_reconstruction(
     dense_threshold: float = 0.1,
 ) -> ReconstructionMetrics:
     """Stream ``n_batches`` batches (all when None) of ``[batch, d_in]`` activations, or
-    ``StoreBatch``es, through the SAE in eval mode, keeping only running sums."""
+    ``StoreBatch``es, or pairs ``(x, y)`` with y the target (a transcoder's output site), through
+    the SAE in eval mode, keeping only running sums."""
     sums = _ReconSums()
     device = next(sae.parameters()).device
     with eval_mode(sae):
         for i, batch in enumerate(batches):
             if n_batches is not None and i >= n_batches:
                 break
-            x = batch.acts if hasattr(batch, "acts") else batch
-            out = sae(x.to(device))
-            sums.add(x, out.recon, out.acts)
+            x, y = batch if isinstance(batch, tuple) and len(batch) == 2 else (batch, None)
+            x = x.acts if hasattr(x, "acts") else x
+            y = x if y is None else (y.acts if hasattr(y, "acts") else y)
+            out = sae(x.to(device), y.to(device))
+            sums.add(y, out.recon, out.acts)
     if sums.n == 0:
         raise ValueError("no activation rows to evaluate: the batches were empty")
     return sums.result(dense_threshold)
@@ -264,7 +273,16 @@ def _splice_mask(
     return mask
 
 
-def _splice_fn(sae: Any, mask: Tensor, mode: Literal["sae", "zero"]) -> Any:
+def _splice_hooks(
+    sae: Any, hook: str, hook_in: str | None, mask: Tensor, mode: Literal["sae", "zero"]
+) -> list[tuple[str, Any]]:
+    """The forward hooks that splice ``sae`` at ``hook``: it reads the activation there, or (a
+    transcoder, ``hook_in`` set) the activation at ``hook_in`` earlier in the same forward."""
+    seen: dict[str, Tensor] = {}
+
+    def read(act: Tensor, hook: Any) -> None:
+        seen["x"] = act.flatten(2)
+
     def fn(act: Tensor, hook: Any) -> Tensor:
         if act.shape[:2] != mask.shape:
             raise ValueError(
@@ -274,10 +292,12 @@ def _splice_fn(sae: Any, mask: Tensor, mode: Literal["sae", "zero"]) -> Any:
         if mode == "zero":
             new = torch.zeros_like(flat)
         else:
-            new = sae(flat.reshape(-1, flat.shape[-1])).recon.reshape(flat.shape).to(act.dtype)
+            x = flat if hook_in is None else seen.pop("x")
+            new = sae(x.reshape(-1, x.shape[-1])).recon.reshape(flat.shape).to(act.dtype)
         return torch.where(mask[..., None], new, flat).view(act.shape)
 
-    return fn
+    reads = [] if hook_in is None or mode == "zero" else [(hook_in, read)]
+    return [*reads, (hook, fn)]
 
 
 def _token_losses(
@@ -300,18 +320,23 @@ def ce_loss_recovered(
     max_tokens: int = 1024,
     skip_bos: bool | None = None,
     zero_ablate: Literal["spliced", "all"] = "spliced",
+    hook_in: str | None = None,
 ) -> CELossMetrics:
     """CE loss and KL with ``sae(act).recon`` spliced in at ``hook``, against clean and zero ablation.
 
     ``skip_bos``: None leaves position 0 unspliced in the contexts where it holds the tokenizer's
     BOS (no tokenizer: nothing is skipped); True always, False never. Unspliced positions are left
     out of every mean. ``sae`` is any module whose call returns an object with ``.recon``.
-    ``max_tokens``: contexts × positions per forward (at least one context).
+    ``max_tokens``: contexts × positions per forward (at least one context). A transcoder replaces
+    ``hook`` (its MLP's output) with its prediction from ``hook_in`` (its MLP's input; default the
+    transcoder's ``metadata["hook"]``); both are checked before any forward.
     """
     check_int(max_tokens, "max_tokens", minimum=1)
     names = resolve_hooks(model, hook)
     if len(names) != 1:
         raise ValueError(f"splice into exactly one hook; {hook!r} matches {names}")
+    if getattr(getattr(sae, "cfg", None), "is_transcoder", False) or hook_in is not None:
+        hook_in = _transcoder_input(model, sae, names[0], hook_in)
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [batch, pos] with pos >= 2, got {tuple(tokens.shape)}")
     sums = dict.fromkeys(("ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero"), 0.0)
@@ -325,7 +350,7 @@ def ce_loss_recovered(
             sums["ce_clean"] += float(ce[mask[:, :-1]].double().sum())
             zero_mask = mask if zero_ablate == "spliced" else torch.ones_like(mask)
             for mode, m in (("sae", mask), ("zero", zero_mask)):
-                with hooks(model, fwd=[(names[0], _splice_fn(sae, m, mode))]):  # type: ignore[arg-type]
+                with hooks(model, fwd=_splice_hooks(sae, names[0], hook_in, m, mode)):  # type: ignore[arg-type]
                     logp = model(chunk).float().log_softmax(-1)
                 ce, kl = _token_losses(logp, clean, chunk)
                 sums[f"ce_{mode}"] += float(ce[mask[:, :-1]].double().sum())
@@ -343,6 +368,24 @@ def ce_loss_recovered(
     )  # fmt: skip
 
 
+def _transcoder_input(model: Any, sae: Any, hook_out: str, hook_in: str | None) -> str:
+    """The checked input hook of a transcoder spliced at ``hook_out``: one MLP's pair, and the
+    transcoder's widths those of the model's layer."""
+    from saes.transcoder import check_fits, mlp_layer
+
+    if hook_in is None:
+        hook_in = getattr(sae, "cfg", None) and sae.cfg.metadata.get("hook")
+        if not hook_in:
+            raise ValueError(
+                "splicing a transcoder needs its input hook: pass hook_in= (e.g. "
+                f"{hook_out.replace('hook_mlp_out', 'ln2.hook_normalized')!r})"
+            )
+    layer = mlp_layer(hook_in, hook_out)
+    resolve_hooks(model, hook_in)  # a model without that hook fails here, not mid-forward
+    check_fits(model, sae, layer)
+    return str(hook_in)
+
+
 # ---- everything, from a store ---------------------------------------------------------------------
 @dataclass
 class EvalResult:
@@ -352,13 +395,16 @@ class EvalResult:
     reconstruction: ReconstructionMetrics
     ce: CELossMetrics | None
     """None when no model was given."""
+    hook_out: str | None = None
+    """A transcoder's output hook (what it predicts; ``hook`` is what it reads)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "hook": self.hook,
             "reconstruction": self.reconstruction.to_dict(),
             "ce": None if self.ce is None else self.ce.to_dict(),
         }
+        return out if self.hook_out is None else {"hook_out": self.hook_out, **out}
 
 
 def sae_store_hook(sae: SAE, store: Any, hook: str | None = None) -> str:
@@ -382,6 +428,38 @@ def sae_store_hook(sae: SAE, store: Any, hook: str | None = None) -> str:
     return str(hook)
 
 
+def transcoder_store_hooks(
+    tc: SAE, store: Any, hooks: tuple[str, str] | None = None
+) -> tuple[str, str]:
+    """The (input, output) hooks a transcoder is evaluated on (``hooks``, else its metadata's
+    ``hook`` and ``hook_out``): one MLP's pair, both in the store, of widths d_in and d_out."""
+    from saes.transcoder import mlp_layer
+
+    if hooks is None:
+        meta = tc.cfg.metadata
+        if not (meta.get("hook") and meta.get("hook_out")):
+            raise ValueError(
+                "this transcoder's metadata names no hooks: pass hook=(input hook, output hook)"
+            )
+        hooks = (meta["hook"], meta["hook_out"])
+    mlp_layer(*hooks)
+    held = store.hooks
+    for name, width, what in ((hooks[0], tc.cfg.d_in, "d_in"), (hooks[1], tc.d_out, "d_out")):
+        if name not in held:
+            raise KeyError(
+                f"the store holds {held}, not {name!r}: a transcoder's store needs both "
+                f"{hooks[0]} and {hooks[1]} (write it with both hooks)"
+            )
+        if store.d(name) != width:
+            raise ValueError(
+                f"width mismatch: the store's {name} rows have width {store.d(name)} but the "
+                f"transcoder has {what}={width}"
+            )
+    if len(store) == 0:
+        raise ValueError(f"the store at {store.path} holds no activation rows: nothing to evaluate")
+    return str(hooks[0]), str(hooks[1])
+
+
 def evaluate(
     sae: SAE,
     store: Any,
@@ -391,17 +469,32 @@ def evaluate(
     batch_size: int = 4096,
     n_ce_contexts: int = 64,
     ce_max_tokens: int = 1024,
-    hook: str | None = None,
+    hook: str | tuple[str, str] | None = None,
     seed: int = 0,
     dense_threshold: float = 0.1,
 ) -> EvalResult:
     """Reconstruction metrics over ``n_batches`` store batches (None: one pass), and, given the model
     the store came from, CE/KL over ``n_ce_contexts`` of the store's own contexts (a seeded sample),
     spliced where the store keeps rows (position 0 left out when the store dropped BOS).
-    ``batch_size``: activation rows per SAE batch; ``ce_max_tokens``: tokens per model forward."""
+    ``batch_size``: activation rows per SAE batch; ``ce_max_tokens``: tokens per model forward.
+    A transcoder reads paired rows of its input and output hooks (``hook``: the pair, default
+    its metadata's) and is spliced in place of its MLP."""
     check_int(ce_max_tokens, "ce_max_tokens", minimum=1)
-    name = sae_store_hook(sae, store, hook)
-    batches = store.batches(batch_size, hook=name, seed=seed, dtype=torch.float32)
+    hook_out = None
+    if sae.cfg.is_transcoder:
+        if isinstance(hook, str):
+            raise ValueError(
+                f"a transcoder reads two hooks: pass hook=(input, output), not {hook!r}"
+            )
+        name, hook_out = transcoder_store_hooks(sae, store, hook)
+    else:
+        if isinstance(hook, tuple):
+            raise ValueError(f"an SAE reads one hook; hook={hook!r} is a pair")
+        name = sae_store_hook(sae, store, hook)
+    batches: Iterable[Any] = store.batches(batch_size, hook=name, seed=seed, dtype=torch.float32)
+    if hook_out is not None:  # one seed, one schedule: row i of both batches is the same token
+        ys = store.batches(batch_size, hook=hook_out, seed=seed, dtype=torch.float32)
+        batches = zip(batches, ys, strict=True)
     recon = evaluate_reconstruction(sae, batches, n_batches, dense_threshold=dense_threshold)
     ce = None
     if model is not None:
@@ -410,10 +503,12 @@ def evaluate(
         chosen = sorted(rng.choice(seq_ids, size=min(n_ce_contexts, len(seq_ids)), replace=False))
         tokens = torch.stack([store.context(int(i)) for i in chosen])
         skip_bos = bool(store.manifest.get("drop_bos", False))
+        splice_at, reads = (name, None) if hook_out is None else (hook_out, name)
         ce = ce_loss_recovered(
-            model, sae, name, tokens, max_tokens=ce_max_tokens, skip_bos=skip_bos
-        )
-    return EvalResult(name, recon, ce)
+            model, sae, splice_at, tokens, max_tokens=ce_max_tokens, skip_bos=skip_bos,
+            hook_in=reads,
+        )  # fmt: skip
+    return EvalResult(name, recon, ce, hook_out)
 
 
 # ---- helpers --------------------------------------------------------------------------------------

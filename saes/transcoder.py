@@ -130,12 +130,11 @@ def mlp_layer(hook_in: str, hook_out: str) -> int:
     3
     """
     m_in, m_out = _MLP_IN.fullmatch(hook_in), _MLP_OUT.fullmatch(hook_out)
-    layer = m_in or m_out
     if m_in and m_out and m_in.group(1) == m_out.group(1):
         return int(m_in.group(1))
-    want = "blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out"
-    if layer is not None:
-        want = " -> ".join(mlp_hooks(int(layer.group(1))))
+    layers = dict.fromkeys(int(m.group(1)) for m in (m_in, m_out) if m)
+    pairs = [" -> ".join(mlp_hooks(layer)) for layer in layers]
+    want = " or ".join(pairs) or "blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out"
     raise TranscoderSiteError(
         f"a transcoder maps an MLP's input to its output in the same layer; got {hook_in!r} -> "
         f"{hook_out!r}. Expected {want}"
