@@ -155,3 +155,12 @@ def test_read_by_format_without_sae_lens(tmp_path):
 def test_gated_transcoder_is_refused():
     with pytest.raises(ConfigError, match="SAELens has no gated transcoder"):
         SAEConfig(d_in=4, d_sae=8, activation="gated", d_out=4)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import saes.gated
+
+    result = doctest.testmod(saes.gated)
+    assert result.attempted > 0 and result.failed == 0

@@ -231,3 +231,12 @@ def test_widths_from_json_become_a_tuple():
     cfg = config_from_dict(SAEConfig, {**_cfg().__dict__, "matryoshka_widths": [4, 12, 32]})
     assert cfg.matryoshka_widths == WIDTHS and cfg == _cfg()
     assert math.isfinite(hash(cfg.matryoshka_widths))
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import saes.matryoshka
+
+    result = doctest.testmod(saes.matryoshka)
+    assert result.attempted > 0 and result.failed == 0
