@@ -119,7 +119,9 @@ def test_trainer_trains_saves_and_loads(tmp_path):
     assert '"extra_loss"' in rows[-1] and '"extra_loss": 0.0' not in rows[-1]
     assert float(sae.act.threshold) > 0  # type: ignore[arg-type]
     back = SAE.load(tmp_path / "final")
-    assert back.cfg.matryoshka_widths == (4, 8, 32) and back.cfg.activation == "matryoshka_batchtopk"
+    assert (
+        back.cfg.matryoshka_widths == (4, 8, 32) and back.cfg.activation == "matryoshka_batchtopk"
+    )
     x = next(_planted(64, seed=5))
     torch.testing.assert_close(back.eval().encode(x), sae.encode(x))
     assert '"matryoshka_widths": [' in (tmp_path / "final" / "cfg.json").read_text()
@@ -187,9 +189,12 @@ def test_import_saelens_trained_matryoshka_with_decoder_norm_rescaling():
     sae_lens = pytest.importorskip("sae_lens")
     from saes.interop import import_from_saelens
 
-    sl = sae_lens.MatryoshkaBatchTopKTrainingSAE(sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(
-        d_in=D_IN, d_sae=D_SAE, k=K, matryoshka_widths=list(WIDTHS),
-    ))  # fmt: skip  (SAELens's default rescales codes by decoder norms)
+    # SAELens's default config rescales codes by decoder norms; the import folds the norms in.
+    cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, k=K, matryoshka_widths=list(WIDTHS)
+    )
+    assert cfg.rescale_acts_by_decoder_norm
+    sl = sae_lens.MatryoshkaBatchTopKTrainingSAE(cfg)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in sl.parameters():
