@@ -156,7 +156,7 @@ def test_prefixes_reconstruct_better_than_plain_batchtopk():
 # ---- SAELens interop -------------------------------------------------------------------------------
 def test_export_to_saelens_matryoshka_and_back(tmp_path):
     sae_lens = pytest.importorskip("sae_lens")
-    from saes.interop import export_to_saelens, import_from_saelens
+    from saes.interop import export_to_saelens, import_from_saelens, read_saelens_folder
 
     ours, x = _random_sae(), _x(256)
     theirs = sae_lens.TrainingSAE.load_from_disk(export_to_saelens(ours, tmp_path / "sl"))
@@ -183,6 +183,23 @@ def test_export_to_saelens_matryoshka_and_back(tmp_path):
     again = import_from_saelens(tmp_path / "inf")
     assert again.cfg.activation == "matryoshka_batchtopk" and again.cfg.matryoshka_widths == WIDTHS
     torch.testing.assert_close(again.encode(x), a, rtol=0, atol=1e-5)
+    by_format = read_saelens_folder(tmp_path / "inf")  # the TransformerLens 4 lane's reader
+    assert by_format.cfg.matryoshka_widths == WIDTHS
+    torch.testing.assert_close(by_format.encode(x), a, rtol=0, atol=1e-5)
+
+
+def test_export_without_sae_lens_is_refused_before_writing(tmp_path, monkeypatch):
+    import importlib.util
+
+    from saes import interop
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        interop.importlib.util, "find_spec", lambda n, *a: None if n == "sae_lens" else real(n, *a)
+    )
+    with pytest.raises(interop.InteropError, match="goes through sae_lens"):
+        interop.export_to_saelens(_random_sae(), tmp_path / "sl")
+    assert not any(tmp_path.iterdir())
 
 
 def test_import_saelens_trained_matryoshka_with_decoder_norm_rescaling():
