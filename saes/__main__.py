@@ -8,6 +8,9 @@ A config file is JSON with three sections and the run directory::
      "train": {"total_steps": 2000, "batch_size": 4096, "lr": 2e-4},
      "data":  {"store": "runs/demo/store_l15"}}
 
+A transcoder run adds ``"transcoder": {"layer": 3}`` (it reads ``blocks.3.ln2.hook_normalized``
+and predicts ``blocks.3.hook_mlp_out``; a store must hold both; docs/transcoders.md).
+
 Overrides on the command line use dotted names and JSON values: ``train.lr=1e-3 sae.k=16``.
 ``eval`` prints a table (``--json``: the full report as JSON) and warns when it evaluates on the
 training store, whose numbers are in-sample.
@@ -24,6 +27,7 @@ from typing import Any
 
 from saes.config import ConfigError
 from saes.sae import SAELoadError
+from saes.transcoder import TranscoderModelError, TranscoderSiteError
 
 log = logging.getLogger("saes")
 
@@ -33,9 +37,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         section, dot, field = key.partition(".")
-        if not sep or not dot or section not in ("sae", "train", "data"):
+        if not sep or not dot or section not in ("sae", "train", "data", "transcoder"):
             raise ConfigError(
-                f"override {pair!r} must look like section.field=value with section sae, train or data"
+                f"override {pair!r} must look like section.field=value with section sae, train, "
+                "data or transcoder"
             )
         try:
             value = json.loads(raw)
@@ -54,10 +59,11 @@ def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"config file {path} does not exist") from None
         except json.JSONDecodeError as err:
             raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
-        unknown = set(loaded) - {"sae", "train", "data", "run_dir"}
+        unknown = set(loaded) - {"sae", "train", "data", "run_dir", "transcoder"}
         if unknown:
             raise ConfigError(
-                f"unknown config sections {sorted(unknown)}; expected sae, train, data, run_dir"
+                f"unknown config sections {sorted(unknown)}; expected sae, train, data, run_dir "
+                "and, for a transcoder, transcoder"
             )
         cfg.update(loaded)
     for section, fields in parse_overrides(overrides).items():
@@ -81,6 +87,7 @@ def format_report(report: dict[str, Any]) -> str:
     where = "training store" if report.get("in_sample") else "held-out"
     rows = [
         ("hook", report["hook"]),
+        *([("predicts (transcoder)", report["hook_out"])] if report.get("hook_out") else []),
         ("store", f"{report['store']} ({where})"),
         ("tokens evaluated", f"{rec['n_tokens']:,}"),
         ("L0 (active latents per token)", _num(rec["l0"], 2)),
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
             print(json.dumps(report, indent=2) if args.json else format_report(report))
-    except (ConfigError, SAELoadError) as err:
+    except (ConfigError, SAELoadError, TranscoderModelError, TranscoderSiteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,9 @@
-"""A training run from a config dict (what the CLI and the demo use), and its evaluation."""
+"""A training run from a config dict (what the CLI and the demo use), and its evaluation.
+
+A ``transcoder`` section (``{"layer": L}``, or ``{"hook_in": ..., "hook_out": ...}`` naming one
+MLP's input and output) makes the run train a transcoder on paired rows of those two hooks, from
+a store that holds both or streamed from the model; the rest is an SAE run's.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +14,69 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
 from interp._io import atomic_write_json, read_json
 from saes.config import ConfigError, DataConfig, SAEConfig, TrainConfig, config_from_dict
-from saes.sae import SAE
+from saes.sae import SAE, dictionary_from_config
 from saes.trainer import Trainer, verify_checkpoint
+from saes.transcoder import mlp_hooks, mlp_layer, mlp_metadata
 
-__all__ = ["evaluate_run", "make_data", "train_run"]
+__all__ = ["evaluate_run", "make_data", "train_run", "transcoder_hooks"]
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "config.json"
 
 
+def transcoder_hooks(section: dict[str, Any] | None) -> tuple[str, str] | None:
+    """The (input, output) hooks of a config's ``transcoder`` section (None: an SAE run),
+    checked to be one MLP's."""
+    if section is None:
+        return None
+    keys = set(section)
+    if keys == {"layer"} and isinstance(section["layer"], int):
+        return mlp_hooks(section["layer"])
+    if keys == {"hook_in", "hook_out"}:
+        mlp_layer(section["hook_in"], section["hook_out"])
+        return str(section["hook_in"]), str(section["hook_out"])
+    raise ConfigError(
+        f"the transcoder section must be {{'layer': L}} or {{'hook_in': ..., 'hook_out': ...}} "
+        f"(an MLP's input and output hooks); got {section}"
+    )
+
+
 def make_data(
-    data: DataConfig, batch_size: int, seed: int
-) -> tuple[Callable[[int], Iterator[Tensor]], int, dict[str, Any]]:
-    """The batch source (``skip -> iterator``), the data's width, and its description for manifests."""
+    data: DataConfig, batch_size: int, seed: int, hooks: tuple[str, str] | None = None
+) -> tuple[Callable[[int], Iterator[Any]], tuple[int, int], dict[str, Any]]:
+    """The batch source (``skip -> iterator``), the widths it reads and writes, and its description
+    for manifests. ``hooks``: a transcoder's (input, output) pair, served as ``(x, y)`` batches."""
+    if hooks is not None and data.hook is not None and data.hook != hooks[0]:
+        raise ConfigError(
+            f"data.hook is {data.hook!r} but the transcoder reads {hooks[0]!r}: leave data.hook "
+            "out (the transcoder section names both hooks)"
+        )
     if data.store is not None:
         from interp.store import ActivationStore
         from saes.data import store_source
 
         store = ActivationStore(data.store)
-        hook = store._hook(data.hook)
+        try:
+            names = [store._hook(h) for h in hooks] if hooks else [store._hook(data.hook)]
+        except (KeyError, ValueError) as err:  # a clean CLI error, with the store's hooks
+            raise ConfigError(str(err.args[0])) from None
         info = {
             "store": str(Path(data.store).resolve()),
-            "hook": hook,
+            "hook": names[0],
             "model": store.manifest["model"],
             "corpus": store.manifest["data"],
             "rows": len(store),
         }
+        if hooks:
+            info["hook_out"] = names[1]
+        read = hooks if hooks else names[0]
+        widths = (store.d(names[0]), store.d(names[-1]))
         return (
-            functools.partial(store_source, store, batch_size, seed=seed, hook=hook),
-            store.d(hook),
+            functools.partial(store_source, store, batch_size, seed=seed, hook=read),
+            widths,
             info,
         )
 
@@ -51,42 +85,59 @@ def make_data(
     from interp.models import load_model
     from saes.data import model_source
 
-    if data.model is None or data.hook is None:
+    if data.model is None or (data.hook is None and hooks is None):
         raise ConfigError("streaming from a model needs data.model and data.hook")
-    stream_hook: str = data.hook
+    names = list(hooks) if hooks else [str(data.hook)]
     model = load_model(data.model)
-    d_in = int(cache_activations(model, "width probe", stream_hook)[stream_hook].shape[-1])
+    probe = cache_activations(model, "width probe", names)
+    widths = (int(probe[names[0]].shape[-1]), int(probe[names[-1]].shape[-1]))
     max_contexts = None if data.max_tokens is None else -(-data.max_tokens // data.context_size)
 
-    def stream(skip: int) -> Iterator[Tensor]:
+    def stream(skip: int) -> Iterator[Any]:
         contexts = itertools.islice(
             token_sequences(shakespeare(), model.tokenizer, data.context_size), max_contexts
         )
-        it = model_source(model, stream_hook, contexts, batch_size, seed=seed)
+        it = model_source(model, hooks or names[0], contexts, batch_size, seed=seed)
         for _ in range(skip):  # exact but not free: the skipped batches are recomputed
             next(it)
         return it
 
     info = {
         "model": data.model,
-        "hook": data.hook,
+        "hook": names[0],
         "corpus": data.corpus,
         "context_size": data.context_size,
     }
-    return stream, d_in, info
+    if hooks:
+        from interp.models import model_fingerprint
+
+        info |= {"hook_out": names[1], "fingerprint": model_fingerprint(model)}
+        info["model_class"] = type(model).__name__
+    return stream, widths, info
 
 
 def train_run(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -> Trainer:
     """Train (or resume) the run described by ``cfg`` (sections ``sae``, ``train``, ``data``, and ``run_dir``)."""
     run_dir = Path(cfg["run_dir"])
     train_cfg: TrainConfig = config_from_dict(TrainConfig, cfg.get("train", {}))
-    data_cfg: DataConfig = config_from_dict(DataConfig, cfg.get("data", {}))
-    data, width, info = make_data(data_cfg, train_cfg.batch_size, train_cfg.seed)
+    hooks = transcoder_hooks(cfg.get("transcoder"))
+    data_fields = dict(cfg.get("data", {}))
+    if hooks is not None and data_fields.get("store") is None:
+        data_fields.setdefault("hook", hooks[0])  # streaming reads the transcoder's input
+    data_cfg: DataConfig = config_from_dict(DataConfig, data_fields)
+    data, (width, width_out), info = make_data(
+        data_cfg, train_cfg.batch_size, train_cfg.seed, hooks
+    )
     if resume:
         trainer = Trainer.resume(run_dir, data, progress=progress, data_info=info)
         if trainer.sae.cfg.d_in != width:
             raise ConfigError(
                 f"the data has width {width} but the checkpoint's SAE reads d_in={trainer.sae.cfg.d_in}"
+            )
+        if trainer.sae.cfg.is_transcoder != (hooks is not None):
+            raise ConfigError(
+                f"the checkpoint holds a {trainer.sae.kind} but the config "
+                f"{'has' if hooks else 'has no'} transcoder section"
             )
     else:
         if (run_dir / "checkpoints").exists():
@@ -94,23 +145,28 @@ def train_run(cfg: dict[str, Any], *, resume: bool = False, progress: bool = Tru
                 f"{run_dir} already holds a run: pass --resume to continue it, or choose another run_dir"
             )
         sae_fields = {"d_in": width, **cfg.get("sae", {})}
-        sae_fields.setdefault("metadata", {}).update(
-            {k: v for k, v in info.items() if k in ("hook", "store")}
-        )
-        if isinstance(info.get("model"), dict):
-            sae_fields["metadata"]["model"] = info["model"].get("name")
-        elif info.get("model"):
-            sae_fields["metadata"]["model"] = info["model"]
+        if hooks is not None:
+            sae_fields.setdefault("d_out", width_out)
+        sae_fields.setdefault("metadata", {}).update(_metadata(info, hooks))
         sae_cfg: SAEConfig = config_from_dict(SAEConfig, sae_fields)
         if sae_cfg.d_in != width:
             raise ConfigError(
                 f"the data has width {width} but sae.d_in is {sae_cfg.d_in}: they must agree"
             )
+        if hooks is not None and sae_cfg.d_out != width_out:
+            raise ConfigError(
+                f"{hooks[1]} has width {width_out} but sae.d_out is {sae_cfg.d_out}: they must agree"
+            )
+        if hooks is None and sae_cfg.is_transcoder:
+            raise ConfigError(
+                "sae.d_out is set but the config has no transcoder section: add "
+                '"transcoder": {"layer": L} to train an MLP transcoder'
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / RUN_CONFIG, {**cfg, "run_dir": str(run_dir)})
         trainer = Trainer(
             train_cfg,
-            SAE(sae_cfg, seed=train_cfg.seed),
+            dictionary_from_config(sae_cfg, seed=train_cfg.seed),
             data,
             run_dir=run_dir,
             progress=progress,
@@ -118,6 +174,22 @@ def train_run(cfg: dict[str, Any], *, resume: bool = False, progress: bool = Tru
         )
     trainer.fit()
     return trainer
+
+
+def _metadata(info: dict[str, Any], hooks: tuple[str, str] | None) -> dict[str, Any]:
+    """What the dictionary records of its data: hook and store, the model's name (and, for a
+    transcoder, its layer, output hook and the model's fingerprint, which loaders check)."""
+    model = info.get("model")
+    name = model.get("name") if isinstance(model, dict) else model
+    if hooks is not None:
+        fingerprint = model.get("fingerprint") if isinstance(model, dict) else info["fingerprint"]
+        meta = mlp_metadata(
+            mlp_layer(*hooks), model=name, fingerprint=fingerprint,
+            model_class=info.get("model_class"),
+        )  # fmt: skip
+        return meta | ({"store": info["store"]} if "store" in info else {})
+    meta = {k: v for k, v in info.items() if k in ("hook", "store")}
+    return meta | ({"model": name} if isinstance(model, dict) or name else {})
 
 
 def evaluate_run(

@@ -522,3 +522,94 @@ def test_bad_splices_fail_before_any_forward(relu_setup) -> None:
         with pytest.raises(ValueError, match="reads two hooks"):
             evaluate(tc, store, model, hook="blocks.1.hook_mlp_out")
     assert forwards == []
+
+
+def run_config(tmp_path, store, activation: str = "topk", **train) -> dict:  # type: ignore[no-untyped-def]
+    coefficient = {"relu": 1e-3, "jumprelu": 1e-4}.get(activation, 0.0)
+    return {
+        "run_dir": str(tmp_path / f"run_{activation}"),
+        "transcoder": {"layer": LAYER},
+        "sae": {"d_sae": 64, "k": 8, "activation": activation, "jumprelu_init_threshold": 0.05},
+        "train": {
+            "total_steps": 120, "batch_size": 64, "lr": 3e-3, "log_every": 20,
+            "sparsity_coefficient": coefficient, "dead_after_tokens": 2048, **train,
+        },
+        "data": {"store": str(store.path)},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("activation", ["topk", "batchtopk", "jumprelu", "relu"])
+def test_every_activation_trains_from_a_paired_store(tmp_path, relu_setup, activation) -> None:
+    from saes.evals import evaluate
+    from saes.run import train_run
+
+    model, hf, store = relu_setup
+    trainer = train_run(run_config(tmp_path, store, activation), progress=False)
+    tc = SAE.load(tmp_path / f"run_{activation}" / "final")
+    assert isinstance(tc, Transcoder) and tc.cfg.activation == activation
+    meta = tc.cfg.metadata
+    assert (meta["layer"], meta["hook"], meta["hook_out"]) == (LAYER, *mlp_hooks_of(LAYER))
+    assert meta["model_fingerprint"] == store.manifest["model"]["fingerprint"]
+    rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").open()]  # type: ignore[operator]
+    fvu = evaluate(tc, store, batch_size=64).reconstruction.fvu
+    assert fvu < 0.3 and rows[0]["explained_variance"] < 0.5, (fvu, rows[0])
+    assert trainer.step == 120
+
+
+def test_cli_trains_evaluates_and_replays_a_transcoder(tmp_path, relu_setup, capsys) -> None:
+    from interp.replay import replay
+    from saes.__main__ import main
+
+    model, hf, store = relu_setup
+    cfg = run_config(tmp_path, store, total_steps=10, checkpoint_every=5)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    args = ["train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "run_topk"
+    assert (
+        main(["eval", str(run), "--batches", "3", "--batch-size", "64", "--ce-contexts", "0"]) == 0
+    )
+    table = capsys.readouterr().out
+    assert re.search(r"predicts \(transcoder\) +\| blocks\.1\.hook_mlp_out", table)
+    report = json.loads((run / "eval.json").read_text())
+    assert (report["hook"], report["hook_out"]) == mlp_hooks_of(LAYER)
+    assert report["reconstruction"]["n_tokens"] == 3 * 64
+    replayed = replay(run / "eval.json")
+    assert replayed.ok, replayed.table()
+    # resuming keeps it a transcoder run; a config without the section is refused
+    assert main([*args, "--resume", "train.total_steps=12"]) == 0
+    del cfg["transcoder"]
+    cfg["data"]["hook"] = mlp_hooks_of(LAYER)[0]
+    (tmp_path / "sae.json").write_text(json.dumps(cfg))
+    assert main(["train", "--config", str(tmp_path / "sae.json"), "--resume"]) == 2
+    assert "holds a transcoder but the config has no transcoder section" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("section", "data", "match"),
+    [
+        ({"hook_in": "blocks.1.hook_resid_mid", "hook_out": "blocks.1.hook_mlp_out"}, {},
+         r"Expected blocks\.1\.ln2\.hook_normalized -> blocks\.1\.hook_mlp_out"),
+        ({"layer": 1, "hooks": 2}, {}, r"must be \{'layer': L\}"),
+        ({"layer": 1}, {"hook": "blocks.0.hook_resid_post"}, "leave data.hook out"),
+        ({"layer": 0}, {}, r"hook 'blocks\.0\.ln2\.hook_normalized' is not in this store"),
+        ({"layer": 1}, {"model": "smollm2-135m", "store": None}, "Expected"),
+    ],
+)  # fmt: skip
+def test_bad_transcoder_configs_fail_before_any_work(
+    tmp_path, relu_setup, capsys, section, data, match
+) -> None:  # type: ignore[no-untyped-def]
+    from saes.__main__ import main
+
+    model, hf, store = relu_setup
+    cfg = run_config(tmp_path, store)
+    cfg["transcoder"], cfg["data"] = section, {**cfg["data"], **data}
+    if data.get("model"):  # streaming: the pair is checked before the model is loaded
+        cfg["transcoder"] = {
+            "hook_in": "blocks.1.ln2.hook_normalized",
+            "hook_out": "blocks.2.hook_mlp_out",
+        }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert main(["train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "run_topk").exists()
