@@ -122,9 +122,7 @@ def _saelens_files(
     }
     arch = {"topk": "topk", "relu": "standard", "gated": "gated"}.get(act, "jumprelu")
     if arch == "gated":
-        gate: Any = src.act
-        state["b_gate"] = state.pop("b_enc")
-        state |= {n: getattr(gate, n).detach().to("cpu", dtype).clone() for n in ("r_mag", "b_mag")}
+        _gated_state(src, state)
     if arch == "jumprelu":
         act_mod: Any = src.act
         state["threshold"] = (
@@ -139,7 +137,9 @@ def _saelens_files(
 
 
 def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.SAE[Any]:
-    """The SAELens inference SAE computing the same ``encode``/``decode`` as ``sae`` (in eval mode)."""
+    """The SAELens inference SAE computing the same ``encode``/``decode`` as ``sae`` (in eval mode);
+    for a Matryoshka SAE, SAELens's training class (the one class that keeps its widths), whose
+    ``encode`` is batch top-k like ours in training mode."""
     from sae_lens import (
         GatedSAE,
         GatedSAEConfig,
@@ -191,10 +191,8 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
             threshold = act_mod.threshold.detach().to("cpu", state["b_enc"].dtype).clone()
         state["threshold"] = threshold.contiguous()
         cfg, cls = JumpReLUSAEConfig(**common), JumpReLUSAE
-    elif act == "gated":  # b_gate is our b_enc; r_mag and b_mag live in the activation
-        gate: Any = src.act
-        state["b_gate"] = state.pop("b_enc")
-        state |= {n: getattr(gate, n).detach().to("cpu").clone() for n in ("r_mag", "b_mag")}
+    elif act == "gated":
+        _gated_state(src, state)
         cfg, cls = GatedSAEConfig(**common), GatedSAE
     else:  # relu (SAEConfig validates activation names)
         cfg, cls = StandardSAEConfig(**common), StandardSAE
@@ -202,6 +200,14 @@ def to_saelens(sae: SAE, *, metadata: dict[str, Any] | None = None) -> sae_lens.
     out.cfg.device = "cpu"
     out.load_state_dict(state, assign=True)
     return out.to(device="cpu", dtype=_DTYPES[src.cfg.dtype]).eval()  # type: ignore[no-any-return]
+
+
+def _gated_state(src: SAE, state: dict[str, Tensor]) -> None:
+    """SAELens's gated tensors: b_gate is our b_enc; r_mag and b_mag live in the activation."""
+    gate: Any = src.act
+    state["b_gate"] = state.pop("b_enc")
+    dtype = state["b_gate"].dtype
+    state |= {n: getattr(gate, n).detach().to("cpu", dtype).clone() for n in ("r_mag", "b_mag")}
 
 
 def _matryoshka_to_saelens(sae: SAE, metadata: dict[str, Any] | None) -> sae_lens.SAE[Any]:
@@ -238,9 +244,9 @@ def _matryoshka_to_saelens(sae: SAE, metadata: dict[str, Any] | None) -> sae_len
         n: getattr(src, n).detach().to("cpu").clone().contiguous()
         for n in ("W_enc", "b_enc", "W_dec", "b_dec")
     }
-    state["topk_threshold"] = torch.tensor(t, dtype=torch.double)
+    state["topk_threshold"] = torch.tensor(t, dtype=torch.double)  # SAELens keeps it in float64
     out.load_state_dict(state, assign=True)
-    return out.to(device="cpu", dtype=_DTYPES[src.cfg.dtype])  # type: ignore[no-any-return]
+    return out  # type: ignore[no-any-return]
 
 
 def _batchtopk_threshold(act_mod: Any, d_sae: int, dtype: torch.dtype) -> Tensor:
@@ -325,7 +331,8 @@ def export_to_saelens(
     if directory.exists() and not overwrite and not _is_empty_dir(directory):
         raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True)")
     # Conversion errors surface before any write. SAEs are written by format (no sae_lens
-    # needed, so TransformerLens 4 environments export too); transcoders through SAELens.
+    # needed, so TransformerLens 4 environments export too); transcoders and Matryoshka SAEs
+    # (a training-class folder) through SAELens.
     via_saelens = sae.cfg.is_transcoder or sae.cfg.activation == "matryoshka_batchtopk"
     if via_saelens and importlib.util.find_spec("sae_lens") is None:
         raise InteropError(
