@@ -613,3 +613,29 @@ def test_bad_transcoder_configs_fail_before_any_work(
     assert main(["train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "run_topk").exists()
+
+
+def test_a_set_is_trained_layer_by_layer_and_tabulated(tmp_path, relu_setup) -> None:
+    import argparse
+
+    from saes.transcoder import load_transcoders, save_to_set
+    from saes.transcoders import markdown, train_layer
+
+    model, hf, store = relu_setup
+    tokens = torch.stack([store.context(i) for i in range(N_CTX)])
+    args = argparse.Namespace(
+        model="random", d_sae=64, k=8, epochs=20, batch_size=64, lr=3e-3, seed=0,
+        forward_tokens=64, progress=False,
+    )  # fmt: skip
+    rows = []
+    for layer in (0, 1):
+        tc, row = train_layer(model, layer, tokens[:40], tokens[40:], args)
+        save_to_set(tc, tmp_path / "set", layer)
+        rows.append(row)
+        assert row["train_tokens"] == 40 * CTX and row["eval_tokens"] == 8 * CTX
+        assert row["steps"] == 20 * 40 * CTX // 64 and row["fvu"] < 0.5, row
+    back = load_transcoders(model, tmp_path / "set")
+    assert sorted(back) == [0, 1] and back[1].cfg.metadata["hook_out"] == "blocks.1.hook_mlp_out"
+    table = markdown(rows, {"model": "random", "d_sae": 64}).splitlines()
+    assert table[2].startswith("| layer | L0 | FVU |") and len(table) == 6
+    assert table[5].startswith(f"| 1 | {rows[1]['l0']:.1f} | {rows[1]['fvu']:.3f} |")
