@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from interp.core.adapter import adapt
+from interp.core.fused import fused_layers
 from interp.hooks import HookFn, hooks
 
 __all__ = ["BaseRun", "PartialForward", "keep_into", "logits_at"]
@@ -85,7 +86,9 @@ class PartialForward:
         self.logit_pos = list(logit_pos)
         self.n, self.n_pos = tokens.shape
         self.kept: dict[str, Tensor] = {}  # activations at ``keep`` in the base run
-        with hooks(model, fwd=[(name, self._keeper(name)) for name in keep]):
+        # Base run and restarts alike use fused norms and GELU: a cell that changes nothing
+        # must reproduce the base run exactly.
+        with hooks(model, fwd=[(name, self._keeper(name)) for name in keep]), fused_layers(model):
             self.base = self._base_run(tokens)
         if self.mode == "decoder":
             self._check_restart()
@@ -187,7 +190,7 @@ class PartialForward:
         """
         self.forwards += 1
         n_layers = self.adapter.spec.n_layers
-        with torch.no_grad(), hooks(self.model, fwd=fwd):
+        with torch.no_grad(), hooks(self.model, fwd=fwd), fused_layers(self.model):
             if self.mode is None:
                 self.block_positions += k * self.n * self.n_pos * n_layers
                 return self.model(self.base.tokens.repeat(k, 1))[:, self.logit_pos]

@@ -17,6 +17,7 @@ from torch import Tensor
 from interp.cache import cache_activations
 from interp.core.adapter import adapt
 from interp.core.forward import keep_into
+from interp.core.fused import fused_layers
 from interp.core.metric import read_positions
 from interp.core.sites import Cell, Site, axis_sizes, enumerate_cells, site_spec
 from interp.hooks import TLModel, hooks
@@ -220,7 +221,8 @@ def patch_sweep(
     if source_t is not None:
         kept: dict[str, Tensor] = {}
         keep = [(name, keep_into(name, kept)) for name in names] if ablation == "corrupt" else []
-        with torch.no_grad(), hooks(model, fwd=keep):
+        # Fused as the base run is, so values that cannot differ compare equal (first_change).
+        with torch.no_grad(), hooks(model, fwd=keep), fused_layers(model):
             other_logits = _sel(model(source_t), logits_at, logit_pos)
         other_vals = checked_metric(metric, other_logits, n, source_t)
         src = kept if ablation == "corrupt" else None
