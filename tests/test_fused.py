@@ -45,9 +45,11 @@ def test_fused_forward_equals_transformer_lens(cfg):
             swapped = model.blocks[0].ln1.forward.__name__ == "forward" and "forward" in vars(
                 model.blocks[0].ln1
             )
+            acts = {b.mlp.act_fn.__name__ for b in model.blocks}
             fused = model(tokens)
         after = model(tokens)
     assert swapped
+    assert acts == ({"silu"} if cfg["act_fn"] == "silu" else {"_gelu_tanh"})
     torch.testing.assert_close(fused, plain, atol=2e-5, rtol=1e-5)
     assert torch.equal(after, plain)  # restored exactly
     assert "forward" not in vars(model.blocks[0].ln1)

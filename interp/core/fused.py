@@ -111,11 +111,15 @@ def fused_layers(model: Any) -> Iterator[None]:
     """
     from transformer_lens.utilities import activation_functions as tl_acts
 
-    gelus = {getattr(tl_acts, name) for name in ("gelu_new", "gelu_fast") if hasattr(tl_acts, name)}
+    gelus = [getattr(tl_acts, name) for name in ("gelu_new", "gelu_fast") if hasattr(tl_acts, name)]
     hf_gelus = _hf_tanh_gelus()
     undo: list[Callable[[], None]] = []
     try:
         for module in model.modules():
+            act = vars(module).get("act_fn")  # a HookedTransformer MLP's activation function
+            if act is not None and any(act is g for g in gelus):
+                vars(module)["act_fn"] = _gelu_tanh
+                undo.append(functools.partial(vars(module).__setitem__, "act_fn", act))
             if "forward" in vars(module):
                 continue  # already replaced by someone: leave it
             kind = _norm_kind(module)
