@@ -281,3 +281,52 @@ def test_a_spliced_dictionary_is_exact_until_its_latents_are_changed(tiny_model)
     want = cache[hook].reshape(-1, 16) - acts[:, latent, None] * sae.W_dec[latent]
     got = seen[hook].reshape(-1, 16)  # Record runs after Splice on the same hook
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_transcoder_splice_reads_its_input_site_and_keeps_the_mlp_output(tiny_model):
+    """A transcoder splice at the MLP output reads the MLP input in the same forward: with its
+    error term the model is unchanged; ablating a latent moves the MLP output by exactly
+    -activation · decoder row (the error held), computed by hand from a cache."""
+    from interp.core.interventions import Splice
+    from saes import SAEConfig
+    from saes.transcoder import Transcoder, mlp_metadata
+
+    ins, out = "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"
+    cfg = SAEConfig(
+        d_in=16, d_sae=32, d_out=16, activation="relu",
+        metadata=mlp_metadata(1, model=None, fingerprint=None),
+    )  # fmt: skip
+    tc = Transcoder(cfg, seed=0).eval()
+    tokens = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+    seen: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        base, cache = tiny_model.run_with_cache(tokens, names_filter=[ins, out])
+        with intervene(tiny_model, [Splice(out, tc)]):
+            spliced = tiny_model(tokens)
+        torch.testing.assert_close(spliced, base, rtol=1e-5, atol=1e-5)
+        acts = tc(cache[ins].reshape(-1, 16)).acts
+        latent = int(acts.abs().sum(0).argmax())
+
+        def ablate(a, hook):
+            a = a.clone()
+            a[:, latent] = 0
+            return a
+
+        with (
+            tc.hooks([("hook_sae_acts_post", ablate)]),
+            intervene(tiny_model, [Splice(out, tc, input_hook=ins), Record(out, seen)]),
+        ):
+            tiny_model(tokens)
+    want = cache[out].reshape(-1, 16) - acts[:, latent, None] * tc.W_dec[latent]
+    torch.testing.assert_close(seen[out].reshape(-1, 16), want, rtol=1e-4, atol=1e-5)
+    assert acts[:, latent].abs().sum() > 0
+
+
+def test_transcoder_splice_without_an_input_site_is_refused():
+    from interp.core.interventions import Splice
+    from saes import SAEConfig
+    from saes.transcoder import Transcoder
+
+    tc = Transcoder(SAEConfig(d_in=16, d_sae=32, d_out=16, activation="relu"), seed=0)
+    with pytest.raises(ValueError, match="input_hook="):
+        Splice("blocks.1.hook_mlp_out", tc).hooks()

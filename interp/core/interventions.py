@@ -64,6 +64,10 @@ class Intervention:
     def hook_fn(self) -> HookFn:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def hooks(self) -> list[tuple[str, HookFn]]:
+        """The ``(hook name, fn)`` pairs that carry it out (one, except for a two-site splice)."""
+        return [(self.hook, self.hook_fn())]
+
 
 @dataclass(frozen=True, eq=False)
 class Replace(Intervention):
@@ -153,17 +157,54 @@ class Record(Intervention):
 @dataclass(frozen=True, eq=False)
 class Splice(Intervention):
     """Replace the activation by ``dictionary.spliced(act)`` (its reconstruction plus its error
-    term, through the dictionary's own hook points), over the trailing feature axis."""
+    term, through the dictionary's own hook points), over the trailing feature axis.
+
+    A transcoder reads another site: ``input_hook`` (default: the ``hook`` its metadata records,
+    e.g. ``blocks.L.ln2.hook_normalized``) is read in the same forward, and the activation at
+    ``hook`` (the MLP output) is the target its error term keeps."""
 
     dictionary: Any = field(compare=False, hash=False)
+    input_hook: str | None = None
+
+    def _input_hook(self) -> str | None:
+        cfg = getattr(self.dictionary, "cfg", None)
+        if cfg is None or not getattr(cfg, "is_transcoder", False):
+            if self.input_hook is not None:
+                raise ValueError("input_hook is for transcoders; an SAE reads its own site")
+            return None
+        name = self.input_hook or cfg.metadata.get("hook")
+        if not name or name == self.hook:
+            raise ValueError(
+                f"a transcoder splice at {self.hook!r} needs the site it reads: pass input_hook= "
+                "(e.g. 'blocks.L.ln2.hook_normalized' for an MLP transcoder at 'blocks.L.hook_mlp_out')"
+            )
+        return str(name)
 
     def hook_fn(self) -> HookFn:
-        def fn(act: Tensor, hook: Any) -> Tensor:
-            flat = act.reshape(-1, act.shape[-1])
-            out = self.dictionary.spliced(flat)
-            return out.reshape(*act.shape[:-1], out.shape[-1]).to(act.dtype)
+        return self.hooks()[-1][1]
 
-        return fn
+    def hooks(self) -> list[tuple[str, HookFn]]:
+        source = self._input_hook()
+        seen: dict[str, Tensor] = {}
+
+        def read(act: Tensor, hook: Any) -> None:
+            seen["x"] = act
+
+        def fn(act: Tensor, hook: Any) -> Tensor:
+            lead = act.shape[:-1]
+            if source is None:
+                out = self.dictionary.spliced(act.reshape(-1, act.shape[-1]))
+            else:
+                if "x" not in seen:
+                    raise RuntimeError(
+                        f"the transcoder's input {source!r} did not run before {self.hook!r}"
+                    )
+                x = seen.pop("x")
+                flat_x = x.reshape(-1, x.shape[-1])
+                out = self.dictionary.spliced(flat_x, act.reshape(-1, act.shape[-1]))
+            return out.reshape(*lead, out.shape[-1]).to(act.dtype)
+
+        return [(source, read), (self.hook, fn)] if source is not None else [(self.hook, fn)]
 
 
 def compile_hooks(interventions: Sequence[Intervention]) -> list[tuple[str, HookFn]]:
@@ -174,7 +215,7 @@ def compile_hooks(interventions: Sequence[Intervention]) -> list[tuple[str, Hook
             raise TypeError(
                 f"expected an Intervention (Replace, Add, ...); got {type(iv).__name__}"
             )
-        out.append((iv.hook, iv.hook_fn()))
+        out.extend(iv.hooks())
     return out
 
 
