@@ -356,7 +356,7 @@ class Trainer:
 
     def _manifest(self) -> dict[str, Any]:
         return run_manifest(
-            kind="sae",
+            kind=self.sae.kind,  # "sae" or "transcoder"
             seed=self.cfg.seed,
             config={"sae": dataclasses.asdict(self.sae.cfg), "train": dataclasses.asdict(self.cfg)},
             data=self.data_info,

@@ -74,6 +74,7 @@ def test_a_transcoder_learns_a_linear_map(tmp_path, skip_connection: bool) -> No
     assert rows[-1]["explained_variance"] > 0.8 and rows[-1]["loss"] < rows[0]["loss"]
     loaded = SAE.load(tmp_path / "final")
     assert isinstance(loaded, Transcoder) and loaded.cfg == trainer.sae.cfg
+    assert json.loads((tmp_path / "final" / "run.json").read_text())["kind"] == "transcoder"
 
 
 def test_forward_takes_the_target_and_computes_the_formula() -> None:
