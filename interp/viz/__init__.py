@@ -17,6 +17,7 @@ from interp.core.result import register_plot
 
 __all__ = [
     "AttentionView",
+    "AttributionView",
     "Dashboard",
     "FeatureBrowser",
     "FeatureDashboard",
@@ -25,11 +26,13 @@ __all__ = [
     "Text",
     "View",
     "attention_view",
+    "attribution_view",
     "collect",
     "demo_views",
     "feature_browser",
     "feature_dashboard",
     "save_html",
+    "save_with_dashboards",
     "to_html",
 ]
 
@@ -37,6 +40,9 @@ _HOME = {
     "Dashboard": "interp.viz.html",
     "AttentionView": "interp.viz.attention",
     "attention_view": "interp.viz.attention",
+    "AttributionView": "interp.viz.attribution",
+    "attribution_view": "interp.viz.attribution",
+    "save_with_dashboards": "interp.viz.attribution",
     "FeatureBrowser": "interp.viz.features",
     "FeatureDashboard": "interp.viz.features",
     "feature_browser": "interp.viz.features",

@@ -13,6 +13,9 @@
    (``ready_ms``) and by ours (``wall_ms``). Also the time to switch to another latent.
 
 Targets (issue 8): opens in < 2 s, file < 20 MB.
+
+``--case attribution`` (issue 15) times the attribution-graph view instead: see
+:func:`attribution_case`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -125,6 +129,58 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def attribution_case(args: argparse.Namespace) -> dict[str, Any]:
+    """``--case attribution``: the attribution-graph view of a pruned graph of ``--nodes`` nodes
+    and ``--edges`` edges (:func:`interp.viz.attribution_sample.synthetic_graph`), opened
+    ``--repeats`` times in fresh Chromium processes, beside a page holding only plotly.js and a
+    two-point figure (plotly's own start-up, which the graph's time includes); then the time to
+    pin the node with the most edges."""
+    import plotly.graph_objects as go
+
+    from interp.viz.attribution import AttributionView
+    from interp.viz.attribution_sample import synthetic_graph
+    from interp.viz.chromium import Browser
+    from interp.viz.html import save_html
+
+    graph, pruned = synthetic_graph(args.nodes, args.edges)
+    out = Path(args.out) / f"attribution_{args.nodes}_{args.edges}.html"
+    t = time.perf_counter()
+    view = AttributionView(graph, pruned=pruned, webgl=args.webgl)
+    view.save(out)
+    save_s = time.perf_counter() - t
+    base = save_html(Path(args.out) / "plotly_only.html", go.Figure(go.Scatter(x=[0, 1], y=[0, 1])))
+    n = view.data()["nodes"]
+    busiest = max(range(len(n["id"])), key=lambda i: n["n_in"][i] + n["n_out"][i])
+    wall, ready, base_wall, pin_ms, errors = [], [], [], [], []
+    for _ in range(args.repeats):
+        for path, into in ((out, wall), (base, base_wall)):
+            with Browser() as browser:
+                page = browser.load(path)
+                errors += page.console_errors + page.dialogs + page.requests
+                if page.ready_ms is None:
+                    raise RuntimeError(f"{path} never finished its first render: {page}")
+                into.append(page.wall_ms)
+                if path == out:
+                    ready.append(page.ready_ms)
+                    pin_ms.append(browser.evaluate(
+                        "(() => { const t = performance.now(); document.getElementById('attribution')"
+                        f".mechscope.pin({json.dumps(n['id'][busiest])}); return performance.now() - t; }})()"
+                    ))  # fmt: skip
+    result = {
+        "case": "attribution", "nodes": len(n["id"]), "edges": len(view.data()["edges"]["w"]),
+        "webgl": args.webgl, "file": str(out), "file_mb": round(out.stat().st_size / 1e6, 2),
+        "save_html_s": round(save_s, 2), "wall_ms": [round(x) for x in wall],
+        "ready_ms": [round(x) for x in ready], "plotly_only_wall_ms": [round(x) for x in base_wall],
+        "wall_ms_median": round(statistics.median(wall)), "wall_ms_max": round(max(wall)),
+        "plotly_only_wall_ms_median": round(statistics.median(base_wall)),
+        "pin_busiest_ms": [round(x, 1) for x in pin_ms], "console_errors": errors,
+        "targets": {"open_s": 2.0}, "load_average": list(os.getloadavg()),
+    }  # fmt: skip
+    result["meets_targets"] = result["wall_ms_max"] < 2000
+    atomic_write_json(Path(args.out) / "bench_attribution.json", result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m interp.viz.bench",
@@ -141,9 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-batches", type=int, default=None, help="store batches to scan")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("runs/viz_bench"))
+    parser.add_argument("--case", choices=("features", "attribution"), default="features")
+    parser.add_argument("--nodes", type=int, default=1000, help="attribution case: nodes")
+    parser.add_argument("--edges", type=int, default=10_000, help="attribution case: edges")
+    parser.add_argument("--webgl", action="store_true", help="attribution case: scattergl")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = attribution_case(args) if args.case == "attribution" else run(args)
     print(json.dumps(result, indent=2))
 
 
