@@ -39,7 +39,7 @@ ATTRIBUTION_JS = r"""
     E.src.forEach((s, e) => { outs[s].push(e); ins[E.dst[e]].push(e); });
     function name(i) {
       const k = N.kind[i];
-      if (k === 1) return 'feature ' + N.layer[i] + '.' + N.feature[i] + ' @ ' + N.pos[i];
+      if (k === 1) return 'feature L' + N.layer[i] + ' #' + N.feature[i] + ' @ ' + N.pos[i];
       if (k === 2) return 'error L' + N.layer[i] + ' @ ' + N.pos[i];
       if (k === 0) return 'token @ ' + N.pos[i];
       return 'logit ' + N.label[i];

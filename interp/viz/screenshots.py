@@ -2,7 +2,8 @@
 
 Writes ``feature_browser.png``, ``feature_dashboard.png`` and ``attention.png`` into ``--out``
 (default ``docs/img``) and the HTML pages they show into ``--pages``; with ``--circuits
-runs/demo/circuits.html``, only ``circuit_dashboard.png``. Features come from ``--sae`` over
+runs/demo/circuits.html``, only ``circuit_dashboard.png``; with ``--attribution``, only
+``attribution_graph.png``. Features come from ``--sae`` over
 ``--store`` (a trained SAE reads best; default: the demo's); attention from SmolLM2-135M on a
 sentence said twice, at the head with the highest induction score.
 """
@@ -92,6 +93,45 @@ def circuits(html: Path, out: Path) -> Path:
     return out / "circuit_dashboard.png"
 
 
+def attribution(out: Path, pages: Path) -> Path:
+    """The attribution-graph view of a real graph from the 2-layer toy model with random TopK
+    transcoders (no trained SmolLM2 set exists yet), hovering its busiest feature, which is
+    pinned. Dashboards come from a small store of random contexts."""
+    import tempfile
+
+    from interp.store import ActivationStore
+    from interp.viz.attribution import attribution_view, save_with_dashboards
+    from interp.viz.attribution_sample import toy_graph, toy_transcoders
+    from interp.viz.chromium import Browser
+    from interp.viz.sample import ToyTokenizer, toy_model
+
+    model = toy_model()
+    tcs = toy_transcoders(model)
+    graph = toy_graph([1, 2, 4, 11, 3, 10, 2, 12], model=model, transcoders=tcs)  # " king" twice
+    g = torch.Generator().manual_seed(0)
+    contexts = [torch.randint(0, 50, (16,), generator=g) for _ in range(32)]
+    with tempfile.TemporaryDirectory() as tmp:
+        hooks = [f"blocks.{layer}.ln2.hook_normalized" for layer in tcs]
+        store = ActivationStore.write(Path(tmp), model, hooks, contexts, context_size=16)
+        view = attribution_view(graph, tcs, store, model=model, tokenizer=ToyTokenizer(),
+                                batch_size=128, progress=False)  # fmt: skip
+    view.title = "Attribution graph (toy model, random transcoders)"
+    html = save_with_dashboards(view, pages / "attribution")
+    n = view.data()["nodes"]
+    busiest = max(
+        (i for i, k in enumerate(n["kind"]) if k == 1), key=lambda i: n["n_in"][i] + n["n_out"][i]
+    )
+    png = out / "attribution_graph.png"
+    with Browser(width=1400, height=1000) as b:
+        page = b.load(html)
+        if page.console_errors or page.ready_ms is None:
+            raise RuntimeError(f"{html} did not render cleanly: {page}")
+        b.evaluate(f"document.getElementById('attribution').mechscope.pin({n['id'][busiest]!r})")
+        b.evaluate("new Promise(r => setTimeout(r, 300))")
+        b.screenshot(png)
+    return png
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m interp.viz.screenshots", description=__doc__)
     parser.add_argument("--sae", default="runs/demo/sae_l15")
@@ -104,8 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--circuits", default=None, help="only screenshot this circuit dashboard (circuits.html)"
     )
+    parser.add_argument(
+        "--attribution", action="store_true", help="only the attribution-graph view's screenshot"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.attribution:
+        print(attribution(Path(args.out), Path(args.pages)))
+        return
     if args.circuits:
         print(circuits(Path(args.circuits), Path(args.out)))
         return
