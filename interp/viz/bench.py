@@ -151,7 +151,11 @@ def attribution_case(args: argparse.Namespace) -> dict[str, Any]:
     base = save_html(Path(args.out) / "plotly_only.html", go.Figure(go.Scatter(x=[0, 1], y=[0, 1])))
     n = view.data()["nodes"]
     busiest = max(range(len(n["id"])), key=lambda i: n["n_in"][i] + n["n_out"][i])
-    wall, ready, base_wall, pin_ms, errors = [], [], [], [], []
+    wall: list[float] = []
+    ready: list[float] = []
+    base_wall: list[float] = []
+    pin_ms: list[float] = []
+    errors: list[str] = []
     for _ in range(args.repeats):
         for path, into in ((out, wall), (base, base_wall)):
             with Browser() as browser:
