@@ -330,3 +330,16 @@ def test_transcoder_splice_without_an_input_site_is_refused():
     tc = Transcoder(SAEConfig(d_in=16, d_sae=32, d_out=16, activation="relu"), seed=0)
     with pytest.raises(ValueError, match="input_hook="):
         Splice("blocks.1.hook_mlp_out", tc).hooks()
+
+
+def test_feature_nodes_are_named_in_the_component_graph_vocabulary(tiny_model):
+    from interp.core.nodes import UnknownNodeError
+
+    graph = ComponentGraph(tiny_model)
+    node = graph.node("F1.7@3")
+    assert (node.kind, node.layer, node.head, node.pos) == ("feature", 1, 7, 3)
+    assert node.name == "F1.7@3" and node.is_sender and node.hook == "blocks.1.hook_mlp_out"
+    assert node.order == graph.node("MLP1").order  # where the MLP writes
+    assert node.order < graph.node("logits").order
+    with pytest.raises(UnknownNodeError, match="MLP layers 0-1"):
+        graph.node(f"F{graph.n_layers}.0")

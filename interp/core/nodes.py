@@ -179,6 +179,7 @@ class Node:
 
 
 _POS = re.compile(r"^(?P<base>.+?)@(?P<pos>-?\d+)$")
+_FEATURE = re.compile(r"^F(?P<layer>\d+)\.(?P<feature>\d+)$")
 
 
 class ComponentGraph:
@@ -260,7 +261,8 @@ class ComponentGraph:
         return [s for s in self.senders if s.order < r.order]
 
     def node(self, name: Node | str, *, n_pos: int | None = None) -> Node:
-        """Look a node up by name (``"L1H7"``, ``"MLP3.in"``, ``"L0H4@5"``); close names on a miss."""
+        """Look a node up by name (``"L1H7"``, ``"MLP3.in"``, ``"L0H4@5"``, a feature ``"F3.12@5"``);
+        close names on a miss."""
         if isinstance(name, Node):
             return name
         if not isinstance(name, str):
@@ -270,12 +272,25 @@ class ComponentGraph:
         base = name
         if m:
             base, pos = m["base"], int(m["pos"])
-        node = self._by_name.get(base)
+        node = self._by_name.get(base) or self._feature(base)
         if node is None:
             raise UnknownNodeError(self._unknown_message(base))
         if pos is not None and n_pos is not None and not 0 <= pos < n_pos:
             raise IndexError(f"node {name!r}: position {pos} is out of range for {n_pos} positions")
         return node.at(pos)
+
+    def _feature(self, base: str) -> Node | None:
+        """``F{layer}.{feature}``: a dictionary feature written at that layer's MLP output (an
+        attribution graph's feature node; which features exist is the dictionary's business)."""
+        m = _FEATURE.match(base)
+        if m is None or self.attn_only:
+            return None
+        layer = int(m["layer"])
+        if not 0 <= layer < self.n_layers:
+            raise UnknownNodeError(
+                f"no node {base!r}: feature nodes sit at MLP layers 0-{self.n_layers - 1}"
+            )
+        return Node(self.mlp_order(layer), "feature", layer, int(m["feature"]))
 
     def nodes_of(self, names: Any) -> list[Node]:
         """A node, a name, or a list of them, as a list of nodes."""
