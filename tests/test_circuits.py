@@ -262,3 +262,101 @@ def test_bad_inputs(tiny_model):
     sae = Transcoder.__mro__[1](SAEConfig(d_in=16, d_sae=8, k=2))
     with pytest.raises(TypeError, match="reconstructs its input"):
         attribute(tiny_model, TOKENS, {0: sae})
+
+
+def _hooked_model(softcap: float | None = None):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    extra = {} if softcap is None else {"output_logits_soft_cap": softcap}
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=32, d_vocab=50,
+        act_fn="gelu", normalization_type="LN", seed=0, device="cpu", **extra,
+    )  # fmt: skip
+    return HookedTransformer(cfg).eval()
+
+
+def test_every_edge_equals_a_finite_difference_of_the_frozen_model():
+    """Edge by edge, not only row sums: nudge one source (a feature's decoder write, an error, a
+    token embedding) in an independent frozen forward and read each target's change. Skip
+    transcoders with input_scale 1.7, so the scale and the skip path are in play."""
+    pytest.importorskip("transformer_lens.components")  # a HookedTransformer config
+    model = _hooked_model()
+    tcs = {0: _tc(seed=1, skip=True), 1: _tc(seed=2, skip=True)}
+    for tc in tcs.values():
+        tc.input_scale.fill_(1.7)
+    g = attribute(model, TOKENS, tcs, max_feature_nodes=None, batch_size=8)
+    rep = LocalReplacement.from_prompt(model, TOKENS, tcs)
+    n_pos, d = TOKENS.shape[1], 16
+    rec: dict[str, torch.Tensor] = {}
+    frozen = [n for n in model.hook_dict if n.endswith(("hook_pattern", "hook_scale"))]
+    ins = {i: f"blocks.{i}.ln2.hook_normalized" for i in range(2)}
+    keep = [*frozen, *ins.values(), EMBED_HOOK, *(OUTPUT_HOOK.format(layer=i) for i in range(2))]
+    with torch.no_grad(), hooks(model, fwd=[(n, lambda a, hook: rec.update({hook.name: a})) for n in keep]):  # fmt: skip
+        model(TOKENS)
+
+    def run(add: dict[str, torch.Tensor]):
+        xs: dict[int, torch.Tensor] = {}
+        fwd = [(n, lambda a, hook: rec[hook.name]) for n in frozen]
+        fwd.append((EMBED_HOOK, lambda a, hook: rec[hook.name] + add.get(hook.name, 0)))
+        for i in range(2):
+            fwd.append((ins[i], lambda a, hook, i=i: xs.update({i: a})))
+
+            def out(a, hook, i=i):  # MLP output cut, but the skip path follows its input
+                tc = tcs[i]
+                live = rec[hook.name] - tc.skip(rec[ins[i]]) + tc.skip(xs[i])
+                return live + add.get(hook.name, 0)
+
+            fwd.append((OUTPUT_HOOK.format(layer=i), out))
+        with torch.no_grad(), hooks(model, fwd=fwd):
+            logits = model(TOKENS)[0, -1]
+            return {i: tcs[i].pre_acts(xs[i][0]) for i in range(2)}, logits
+
+    base_pre, base_logits = run({})
+    table = g.feature_table.tolist()
+    eps, cols = 1e-2, []
+    for j in range(g.logit_start):
+        v = torch.zeros(1, n_pos, d)
+        if j < len(table):
+            layer, p, f = table[j]
+            v[0, p] = g.activation_values[g.selected_features[j]] * tcs[layer].W_dec[f].detach()
+            hook = OUTPUT_HOOK.format(layer=layer)
+        elif j < g.token_start:
+            layer, p = divmod(j - len(table), n_pos)
+            v[0, p] = rep.errors[layer][p]
+            hook = OUTPUT_HOOK.format(layer=layer)
+        else:
+            p = j - g.token_start
+            v[0, p] = rec[EMBED_HOOK][0, p]
+            hook = EMBED_HOOK
+        pre, logits = run({hook: eps * v})
+        col = [float(pre[layer][p, f] - base_pre[layer][p, f]) / eps for layer, p, f in table]
+        dl = (logits - base_logits) / eps
+        cols.append(col + [float(dl[t] - dl.mean()) for t in g.logit_tokens.tolist()])
+    want = torch.tensor(cols).T
+    got = torch.cat([g.adjacency[: len(table), : g.logit_start], g.adjacency[g.logit_start :, : g.logit_start]])  # fmt: skip
+    scale = float(got.abs().max())
+    assert scale > 0.1
+    torch.testing.assert_close(got, want, atol=1e-3 * scale, rtol=0)
+
+
+def test_logit_nodes_are_the_logits_before_a_softcap():
+    """circuit-tracer's logit nodes are linear in their sources (the demeaned unembedding column,
+    before any cap): a capped model's graph equals the uncapped model's; an intervention check,
+    which measures capped logits, is refused before any run."""
+    pytest.importorskip("transformer_lens.components")
+    from interp.circuits.validate import check_interventions
+
+    tcs = {0: _tc(seed=1), 1: _tc(seed=2)}
+    capped, plain = _hooked_model(softcap=2.0), _hooked_model()
+    g_cap = attribute(capped, TOKENS, tcs, max_feature_nodes=None, targets=[3, 7])
+    g_plain = attribute(plain, TOKENS, tcs, max_feature_nodes=None, targets=[3, 7])
+    torch.testing.assert_close(g_cap.adjacency, g_plain.adjacency)
+    with pytest.raises(ValueError, match="output_logits_soft_cap"):
+        check_interventions(capped, g_cap, tcs)
+
+
+def test_a_transcoder_under_another_layers_key_is_refused(tiny_model):
+    tc = _tc(seed=1)
+    tc.cfg.metadata["layer"] = 0
+    with pytest.raises(ValueError, match=r"trained on layer 0.*\{0: transcoder\}"):
+        LocalReplacement.from_prompt(tiny_model, TOKENS, {1: tc})

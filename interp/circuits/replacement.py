@@ -60,6 +60,12 @@ def check_transcoders(model: Any, transcoders: Mapping[int, Any]) -> dict[int, A
                 f"layer {layer}: expected a saes.Transcoder (an MLP input → output map); got "
                 f"{type(tc).__name__}{' (an SAE reconstructs its input)' if getattr(tc, 'kind', '') == 'sae' else ''}"
             )
+        trained = tc.cfg.metadata.get("layer")
+        if trained is not None and int(trained) != layer:
+            raise ValueError(
+                f"the transcoder given for layer {layer} was trained on layer {trained} "
+                f"(its cfg.metadata['layer']): pass it as {{{trained}: transcoder}}"
+            )
         d_in, d_out = int(tc.cfg.d_in), int(tc.cfg.out_width)
         if (d_in, d_out) != (spec.d_model, spec.d_model):
             raise ValueError(
@@ -299,10 +305,12 @@ class LocalReplacement:
         return got["final"]
 
     def unembed_last(self, final: Tensor) -> Tensor:
-        """Logits at the last position from final residuals, the final norm's scale frozen."""
+        """Logits at the last position from final residuals, the final norm's scale frozen and
+        no output softcap: logit nodes are linear in their sources, as circuit-tracer's (which
+        injects the demeaned unembedding column before any cap)."""
         scale = [(n, f) for n, f in self.freeze_hooks() if n.startswith("ln_final")]
         with hooks(self.model, fwd=scale):
-            return adapt(self.model).unembed(final[:, -1:])[:, 0]
+            return adapt(self.model).unembed(final[:, -1:], softcap=False)[:, 0]
 
 
 def keep_into_int(layer: int, into: dict[int, Tensor]) -> Callable[[Tensor, Any], None]:

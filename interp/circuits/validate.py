@@ -116,6 +116,13 @@ def check_interventions(
     activation by ``1 − fraction`` and compare the graph's predicted change of logit node
     ``logit`` with the change measured in the replacement model and in the real model."""
     graph.check_model(model)
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0)
+    if cap > 0:
+        raise ValueError(
+            f"this model caps its logits (output_logits_soft_cap={cap}): the graph's logit nodes "
+            "are the logits before the cap, the measured ones after it, so they cannot be compared "
+            "as they stand; not supported yet"
+        )
     rep = LocalReplacement.from_prompt(model, graph.tokens, transcoders)
     infl = torch.zeros(len(graph.adjacency))
     from interp.circuits.influence import node_influence

@@ -143,15 +143,16 @@ class ModelAdapter:
         return f"blocks.{self.spec.n_layers - 1}.hook_resid_post"
 
     # -- operations -----------------------------------------------------------------------
-    def unembed(self, resid: Tensor) -> Tensor:
-        """Logits from final residuals ``[..., d_model]``: final norm, unembedding, softcap."""
+    def unembed(self, resid: Tensor, *, softcap: bool = True) -> Tensor:
+        """Logits from final residuals ``[..., d_model]``: final norm, unembedding, softcap
+        (``softcap=False``: the logits before it, which are linear in the normed residual)."""
         model = self.model
         cfg = model.cfg
         if getattr(cfg, "normalization_type", None) is not None:
             resid = model.ln_final(resid)
         logits = model.unembed(resid)
         cap = float(getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0)
-        if cap > 0:
+        if cap > 0 and softcap:
             logits = cap * torch.tanh(logits / cap)
         return logits
 
