@@ -280,3 +280,14 @@ def test_a_thousand_node_graph_opens_clean(browser, tmp_path):
         ".reduce((s, t) => s + p.data[t].x.filter(v => v === null).length, 0)"
     )
     assert segs == 10_000
+
+
+def test_a_graph_plots_itself_and_saves_as_html(tmp_path):
+    from interp.viz import save_html
+    from interp.viz.attribution import AttributionView
+    from interp.viz.attribution_sample import synthetic_graph
+
+    graph, pruned = synthetic_graph(n_nodes=120, n_edges=400)
+    assert isinstance(graph.plot(pruned=pruned), AttributionView)
+    path = save_html(tmp_path / "g.html", graph)  # pruned by influence at the defaults
+    assert path.stat().st_size > 10_000 and "mechscope" in path.read_text()[:2000]

@@ -138,6 +138,13 @@ class AttributionGraph:
             node_threshold, edge_threshold,
         )  # fmt: skip
 
+    def plot(self, **kwargs: Any) -> Any:
+        """The interactive view (:class:`interp.viz.attribution.AttributionView`; ``kwargs`` go
+        to it), so ``save_html(path, graph)`` and a notebook cell's ``graph.plot()`` draw it."""
+        from interp.viz.attribution import AttributionView
+
+        return AttributionView(self, **kwargs)
+
     def scores(self) -> tuple[float, float]:
         """(replacement score, completeness score), circuit-tracer's definitions."""
         return graph_scores(
