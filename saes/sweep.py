@@ -178,17 +178,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             a: {m: summarize([r[m] for r in runs[a]])._asdict() for m in sb.METRICS} for a in archs
         }
         if args.compare:
-            result["comparison"] = {
-                m: {
-                    **compare(
-                        [r[m] for r in runs[args.arch]], [r[m] for r in runs[args.compare]]
-                    )._asdict(),
-                    "exceeds_noise": compare(
-                        [r[m] for r in runs[args.arch]], [r[m] for r in runs[args.compare]]
-                    ).exceeds_noise,
-                }
-                for m in sb.METRICS
-            }
+            result["comparison"] = {}
+            for m in sb.METRICS:
+                c = compare([r[m] for r in runs[args.arch]], [r[m] for r in runs[args.compare]])
+                result["comparison"][m] = {**c._asdict(), "exceeds_noise": c.exceeds_noise}
     _print(result, args)
     if args.json:
         print(json.dumps(result))
