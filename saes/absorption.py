@@ -41,7 +41,8 @@ from saes.probing import LinearProbe, fit_probe
 
 __all__ = [
     "AbsorptionResult", "TEMPLATE", "absorption_scores", "first_letter_absorption",
-    "first_letter_words", "main_latents", "spelling_prompt",
+    "first_letter_words", "main_latents", "spelling_activations", "spelling_prompt",
+    "word_activations",
 ]  # fmt: skip
 
 TEMPLATE = "{word} has the first letter:"
@@ -156,9 +157,11 @@ class AbsorptionResult:
 
 
 @torch.no_grad()
-def _word_activations(
+def word_activations(
     model: Any, hook: str, prompts: list[str], ids: list[int], batch: int
 ) -> Tensor:
+    """Residual rows at ``hook`` on each prompt's word token (``ids``, checked to sit just before
+    the template's tail); prompts of equal length share a forward."""
     from interp.cache import cache_activations
 
     tok = model.tokenizer
@@ -271,5 +274,5 @@ def spelling_activations(
     if len(set(letters)) < 2:
         raise ValueError(f"fewer than 2 letters have {min_words} words in this vocabulary")
     prompts = [spelling_prompt(w, rng.sample(pool, n_examples)) for _, w in words]
-    x = _word_activations(model, hook, prompts, [i for i, _ in words], batch)
+    x = word_activations(model, hook, prompts, [i for i, _ in words], batch)
     return x, letters, [w for _, w in words]

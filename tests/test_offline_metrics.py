@@ -172,3 +172,21 @@ def test_vocabulary_words_and_prompt():
 def test_seed_summary_uses_the_sweep_interval():
     s = summarize_seeds([0.2, 0.3, 0.4])
     assert s["mean"] == pytest.approx(0.3) and s["low"] < 0.3 < s["high"]
+
+
+@pytest.mark.slow
+def test_word_activations_match_a_plain_forward_on_smollm2(smollm2):
+    from saes.absorption import word_activations
+
+    hook, tok = "blocks.3.hook_resid_post", smollm2.tokenizer
+    words = [" cat", " dog", " Ant"]
+    ids = [tok(w)["input_ids"][-1] for w in words]
+    prompts = [spelling_prompt(w, [" bird"] * (i + 1)) for i, w in enumerate(words)]  # 3 lengths
+    x = word_activations(smollm2, hook, prompts, ids, batch=2)
+    for row, prompt in zip(x, prompts):
+        _, cache = smollm2.run_with_cache(
+            torch.tensor([tok(prompt)["input_ids"]]), names_filter=hook
+        )
+        torch.testing.assert_close(row, cache[hook][0, -6], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="is not at position -6"):
+        word_activations(smollm2, hook, [spelling_prompt(" Zanzibarian", [])], [ids[0]], batch=1)
