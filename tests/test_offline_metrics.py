@@ -183,7 +183,7 @@ def test_word_activations_match_a_plain_forward_on_smollm2(smollm2):
     ids = [tok(w)["input_ids"][-1] for w in words]
     prompts = [spelling_prompt(w, [" bird"] * (i + 1)) for i, w in enumerate(words)]  # 3 lengths
     x = word_activations(smollm2, hook, prompts, ids, batch=2)
-    for row, prompt in zip(x, prompts):
+    for row, prompt in zip(x, prompts, strict=True):
         _, cache = smollm2.run_with_cache(
             torch.tensor([tok(prompt)["input_ids"]]), names_filter=hook
         )
