@@ -140,7 +140,13 @@ def _summary(times: list[float], batch: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark, print a table and one JSON line, and return the results."""
+    """Run the benchmark, print a table and one JSON line, and return the results.
+    ``synthetic`` as the first argument runs :mod:`saes.synthetic_bench` instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["synthetic"]:
+        from saes.synthetic_bench import main as synthetic_main
+
+        return synthetic_main(argv[1:])
     args = _parse(argv)
     for var, val in (
         ("WANDB_MODE", "disabled"),

@@ -283,3 +283,13 @@ def test_a_sweep_of_one_seed_asked_for_an_interval_fails_before_training(monkeyp
         sweep.summarize([0.8])
     with pytest.raises(SystemExit):
         sweep.main(["--arch", "topkk"])
+
+
+def test_saes_bench_synthetic_runs_the_synthetic_bench(monkeypatch):
+    import saes.bench
+    import saes.synthetic_bench
+
+    seen = []
+    monkeypatch.setattr(saes.synthetic_bench, "main", lambda argv: seen.append(argv) or {"ok": 1})
+    assert saes.bench.main(["synthetic", "--seeds", "3"]) == {"ok": 1}
+    assert seen == [["--seeds", "3"]]
