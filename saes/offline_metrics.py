@@ -5,7 +5,7 @@
 
 Per SAE: first-letter absorption (:mod:`saes.absorption`), k-sparse probing (:mod:`saes.probing`)
 on one-vs-rest "which play is this line from" tasks (lines mean-pooled) and on token properties
-(one row per token), the full-residual probe as baseline, and with ``--store`` the core
+(one row per token), every task balanced 50/50 (chance 0.5), the full-residual probe as baseline, and with ``--store`` the core
 reconstruction metrics of :mod:`saes.evals` on a held-out store. Several SAEs (seeds of one
 configuration) add mean ± 95% t interval over them (``saes.sweep.summarize``). All SAEs must read
 the same hook of the same model: activations are computed once and shared.
@@ -79,18 +79,17 @@ def _tasks(
     names = sorted({p for p, _ in rows})
     texts = [t for _, t in rows]
     play = torch.tensor([names.index(p) for p, _ in rows])
-    train = _split(len(texts), args.seed)
     resid, pooled = pooled_activations(model, hook, texts, saes)
     out: list[dict[str, Any]] = [{} for _ in saes]
     for j, name in enumerate(names):
-        y = (play == j).long()
-        base = fit_probe(resid[train], y[train]).accuracy(resid[~train], y[~train])
+        keep = _balanced((play == j).long(), args.seed)  # as many other-play lines as this play's
+        y, tr = (play[keep] == j).long(), _split(len(keep), args.seed)
+        x = resid[keep]
+        base = fit_probe(x[tr], y[tr]).accuracy(x[~tr], y[~tr])
         for i, f in enumerate(pooled):
-            res = k_sparse_probe(f[train], y[train], f[~train], y[~train], KS)
-            out[i][f"play={name}"] = {
-                "baseline": base,
-                **{f"k={k}": a for k, a in res.accuracy.items()},
-            }
+            res = k_sparse_probe(f[keep][tr], y[tr], f[keep][~tr], y[~tr], KS)
+            acc = {f"k={k}": a for k, a in res.accuracy.items()}
+            out[i][f"play={name}"] = {"baseline": base, **acc}
     for prop in args.token_properties:
         x, y = token_property_rows(model, hook, texts[: args.token_lines], prop)
         keep = _balanced(y, args.seed)
