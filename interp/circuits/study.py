@@ -296,7 +296,8 @@ def markdown(results: dict[str, Any]) -> str:
             for role, sub in r["route_by_token"].items():
                 lines.append(
                     f"- {role}: {sub['token_influence']:.3f} of all influence, direct "
-                    f"{sub['direct']:.3f}, through features {sum(sub['by_layer']):.3f}"
+                    f"{sub['direct']:.3f}, through feature nodes by layer "
+                    + ", ".join(f"L{i} {x:.3f}" for i, x in enumerate(sub["by_layer"]) if x > 0)
                 )
     return "\n".join(lines) + "\n"
 
