@@ -13,6 +13,8 @@ SELF_CONTAINED = [
     "interp.recipe",
     "interp.core.metric",
     "interp.core.result",
+    "interp.circuits.study",
+    "interp.circuits.influence",
 ]
 
 

@@ -124,7 +124,6 @@ def check_interventions(
             "as they stand; not supported yet"
         )
     rep = LocalReplacement.from_prompt(model, graph.tokens, transcoders)
-    infl = torch.zeros(len(graph.adjacency))
     from interp.circuits.influence import node_influence
 
     infl = node_influence(graph.adjacency, graph.logit_weights)[: graph.n_features]
