@@ -75,7 +75,9 @@ def _tasks(
     from interp.steering.data import shakespeare_passages
     from saes.probing import fit_probe, k_sparse_probe, pooled_activations, token_property_rows
 
-    rows = shakespeare_passages(args.lines * len(args.plays), plays=args.plays, lines=1)
+    rows = shakespeare_passages(
+        args.lines * len(args.plays), plays=args.plays, lines=args.passage_lines
+    )
     names = sorted({p for p, _ in rows})
     texts = [t for _, t in rows]
     play = torch.tensor([names.index(p) for p, _ in rows])
@@ -137,7 +139,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--hook", default=None, help="hook (default: the SAE's metadata)")
     p.add_argument("--store", default=None, help="held-out ActivationStore for core metrics")
     p.add_argument("--plays", type=int, nargs="+", default=[32, 34, 26], help="play indices (2-5)")
-    p.add_argument("--lines", type=int, default=60, help="lines per play (default 60)")
+    p.add_argument("--lines", type=int, default=60, help="passages per play (default 60)")
+    p.add_argument("--passage-lines", type=int, default=2, help="verse lines per passage")
     p.add_argument("--token-lines", type=int, default=40, help="lines for the token tasks")
     p.add_argument("--token-properties", nargs="*", default=sorted(TOKEN_PROPERTIES))
     p.add_argument("--words-per-letter", type=int, default=20)
