@@ -170,6 +170,7 @@ def test_vocabulary_words_and_prompt():
 
 
 def test_seed_summary_uses_the_sweep_interval():
+    pytest.importorskip("scipy")  # saes.sweep's t quantiles; the TransformerLens 4 lane lacks it
     s = summarize_seeds([0.2, 0.3, 0.4])
     assert s["mean"] == pytest.approx(0.3) and s["low"] < 0.3 < s["high"]
 
@@ -190,3 +191,14 @@ def test_word_activations_match_a_plain_forward_on_smollm2(smollm2):
         torch.testing.assert_close(row, cache[hook][0, -6], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="is not at position -6"):
         word_activations(smollm2, hook, [spelling_prompt(" Zanzibarian", [])], [ids[0]], batch=1)
+
+
+@pytest.mark.parametrize("module", ["saes.probing", "saes.absorption", "saes.offline_metrics"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    if module == "saes.offline_metrics":
+        pytest.importorskip("scipy")
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
