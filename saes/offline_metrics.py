@@ -47,7 +47,7 @@ def summarize_seeds(values: Sequence[float]) -> dict[str, float]:
     >>> s = summarize_seeds([1.0, 2.0, 3.0]); round(s["low"], 3), round(s["high"], 3)
     (-0.484, 4.484)
     """
-    from saes.sweep import summarize
+    from saes.seeds import summarize
 
     s = summarize(values)
     return {"mean": s.mean, "sd": s.sd, "n": s.n, "low": s.low, "high": s.high}

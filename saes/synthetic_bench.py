@@ -264,7 +264,7 @@ def _brief(row: dict[str, Any]) -> str:
 
 
 def _result(model: Any, args: argparse.Namespace, runs: Any, wall: float) -> dict[str, Any]:
-    from saes.sweep import compare, summarize
+    from saes.seeds import compare, summarize
 
     out: dict[str, Any] = {
         "bench": "sae_synthetic_feature_recovery",
@@ -332,7 +332,7 @@ def _print_table(r: dict[str, Any]) -> None:
 
 
 def _summ(s: dict[str, Any]) -> Any:
-    from saes.sweep import SeedSummary
+    from saes.seeds import SeedSummary
 
     return SeedSummary(**s)
 

@@ -16,7 +16,7 @@ from sae_lens.synthetic import (  # noqa: E402
     eval_sae_on_synthetic_data,
 )
 
-from saes import SAE, SAEConfig, TrainConfig, Trainer, sweep, synthetic_bench  # noqa: E402  # noqa: E402
+from saes import SAE, SAEConfig, TrainConfig, Trainer, seeds, sweep, synthetic_bench  # noqa: E402
 from saes import synthetic as syn  # noqa: E402
 from saes.interop import to_saelens  # noqa: E402
 
@@ -28,7 +28,7 @@ def _world(n=32, d=32, l0=2.0, roots=0, branching=4, seed=0):
     return syn.build_synthetic_model(cfg)
 
 
-@pytest.mark.parametrize("module", [syn, sweep])
+@pytest.mark.parametrize("module", [syn, seeds])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
