@@ -16,11 +16,27 @@ from typing import Any
 from interp._io import atomic_write_json
 from interp.circuits.graph import AttributionGraph
 
-__all__ = ["export_json", "to_viewer_json"]
+__all__ = ["export_json", "node_id", "to_viewer_json"]
 
 
 def _cantor(x: int, y: int) -> int:
     return (x + y) * (x + y + 1) // 2 + y
+
+
+def node_id(graph: AttributionGraph, i: int) -> str:
+    """The viewer's ``node_id`` of node ``i``: ``{layer}_{feature}_{pos}``, errors
+    ``{layer}_-1_{pos}``, tokens ``E_{token}_{pos}``, logits ``{n_layers + 1}_{token}_{last pos}``."""
+    if i < graph.n_features:
+        layer, pos, f = graph.feature_table[i].tolist()
+        return f"{layer}_{f}_{pos}"
+    if i < graph.token_start:
+        layer, pos = divmod(i - graph.n_features, graph.n_pos)
+        return f"{layer}_-1_{pos}"
+    if i < graph.logit_start:
+        pos = i - graph.token_start
+        return f"E_{int(graph.tokens[pos])}_{pos}"
+    tok = int(graph.logit_tokens[i - graph.logit_start])
+    return f"{graph.n_layers + 1}_{tok}_{graph.n_pos - 1}"
 
 
 def _node(graph: AttributionGraph, i: int, influence: float) -> dict[str, Any]:
@@ -35,14 +51,14 @@ def _node(graph: AttributionGraph, i: int, influence: float) -> dict[str, Any]:
         layer, pos, f = graph.feature_table[i].tolist()
         act = float(graph.activation_values[graph.selected_features[i]])
         return base | {
-            "node_id": f"{layer}_{f}_{pos}", "feature": _cantor(layer, f), "layer": str(layer),
+            "node_id": node_id(graph, i), "feature": _cantor(layer, f), "layer": str(layer),
             "ctx_idx": pos, "feature_type": "cross layer transcoder",
             "jsNodeId": f"{layer}_{f}-0", "influence": influence, "activation": act,
         }  # fmt: skip
     if i < graph.token_start:
         layer, pos = divmod(i - graph.n_features, graph.n_pos)
         return base | {
-            "node_id": f"{layer}_-1_{pos}", "feature": -1, "layer": str(layer), "ctx_idx": pos,
+            "node_id": node_id(graph, i), "feature": -1, "layer": str(layer), "ctx_idx": pos,
             "feature_type": "mlp reconstruction error", "jsNodeId": f"{layer}_-1-{pos}",
             "influence": influence, "activation": None,
         }  # fmt: skip
@@ -50,7 +66,7 @@ def _node(graph: AttributionGraph, i: int, influence: float) -> dict[str, Any]:
         pos = i - graph.token_start
         tok = int(graph.tokens[pos])
         return base | {
-            "node_id": f"E_{tok}_{pos}", "feature": pos, "layer": "E", "ctx_idx": pos,
+            "node_id": node_id(graph, i), "feature": pos, "layer": "E", "ctx_idx": pos,
             "feature_type": "embedding", "jsNodeId": f"E_{tok}-{pos}", "influence": influence,
             "activation": None,
         }  # fmt: skip
@@ -59,7 +75,7 @@ def _node(graph: AttributionGraph, i: int, influence: float) -> dict[str, Any]:
     text = graph.logit_strings[j] if graph.logit_strings else str(tok)
     layer = str(graph.n_layers + 1)
     return base | {
-        "node_id": f"{layer}_{tok}_{graph.n_pos - 1}", "feature": tok, "layer": layer,
+        "node_id": node_id(graph, i), "feature": tok, "layer": layer,
         "ctx_idx": graph.n_pos - 1, "feature_type": "logit", "token_prob": p,
         "is_target_logit": j == 0, "jsNodeId": f"L_{tok}-{graph.n_pos - 1}",
         "clerp": f'Output "{text}" (p={p:.3f})', "influence": None, "activation": None,

@@ -66,6 +66,8 @@ def check_dashboard_url(template: str) -> str:
 
 def _node_rows(graph: Any, keep: list[int]) -> dict[str, list[Any]]:
     """kind, layer, pos, feature, activation, id and label of each kept node."""
+    from interp.circuits.export import node_id
+
     cols: dict[str, list[Any]] = {k: [] for k in ("kind", "layer", "pos", "feature", "act", "id")}
     table = graph.feature_table.tolist()
     acts = graph.activation_values[graph.selected_features].tolist()
@@ -73,18 +75,15 @@ def _node_rows(graph: Any, keep: list[int]) -> dict[str, list[Any]]:
     for i in keep:
         if i < n_f:
             (layer, pos, f), act, kind = table[i], acts[i], 1
-            nid = f"{layer}_{f}_{pos}"
         elif i < graph.token_start:
             (layer, pos), f, act, kind = divmod(i - n_f, n_pos), None, None, 2
-            nid = f"{layer}_-1_{pos}"
         elif i < graph.logit_start:
             layer, pos, act, kind = -1, i - graph.token_start, None, 0
             f = int(graph.tokens[pos])
-            nid = f"E_{f}_{pos}"
         else:
             layer, pos, act, kind = graph.n_layers, n_pos - 1, None, 3
             f = int(graph.logit_tokens[i - graph.logit_start])
-            nid = f"{graph.n_layers + 1}_{f}_{pos}"
+        nid = node_id(graph, i)  # the viewer JSON's id, so both formats name the same node
         for k, v in zip(cols, (kind, layer, pos, f, act, nid), strict=True):
             cols[k].append(v)
     return cols
