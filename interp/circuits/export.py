@@ -26,17 +26,11 @@ def _cantor(x: int, y: int) -> int:
 def node_id(graph: AttributionGraph, i: int) -> str:
     """The viewer's ``node_id`` of node ``i``: ``{layer}_{feature}_{pos}``, errors
     ``{layer}_-1_{pos}``, tokens ``E_{token}_{pos}``, logits ``{n_layers + 1}_{token}_{last pos}``."""
-    if i < graph.n_features:
-        layer, pos, f = graph.feature_table[i].tolist()
-        return f"{layer}_{f}_{pos}"
-    if i < graph.token_start:
-        layer, pos = divmod(i - graph.n_features, graph.n_pos)
-        return f"{layer}_-1_{pos}"
-    if i < graph.logit_start:
-        pos = i - graph.token_start
-        return f"E_{int(graph.tokens[pos])}_{pos}"
-    tok = int(graph.logit_tokens[i - graph.logit_start])
-    return f"{graph.n_layers + 1}_{tok}_{graph.n_pos - 1}"
+    n = graph.node_at(i)
+    if n.kind == "token":
+        return f"E_{n.ident}_{n.pos}"
+    layer = n.layer + 1 if n.kind == "logit" else n.layer
+    return f"{layer}_{n.ident}_{n.pos}"
 
 
 def _node(graph: AttributionGraph, i: int, influence: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,6 +36,16 @@ _TENSORS = (
     "logit_tokens",
     "logit_probabilities",
 )
+
+
+class NodeRef(NamedTuple):
+    """What node ``i`` of a graph is: its kind, layer (-1 for tokens, ``n_layers`` for logits),
+    position, and ident (feature id, token id, logit token id; -1 for an error node)."""
+
+    kind: Literal["feature", "error", "token", "logit"]
+    layer: int
+    pos: int
+    ident: int
 
 
 class GraphModelMismatch(ValueError):
@@ -112,17 +122,28 @@ class AttributionGraph:
         """``[n_features, 3]`` (layer, pos, feature) of the graph's feature nodes."""
         return self.active_features[self.selected_features]
 
-    def node_label(self, i: int) -> str:
-        """``F{layer}.{feature}@{pos}``, ``E{layer}@{pos}`` (error), ``tok@{pos}``, ``logit:{id}``."""
+    def node_at(self, i: int) -> NodeRef:
+        """Node ``i`` decoded from the node order (features, errors, tokens, logits)."""
         if i < self.n_features:
             layer, pos, f = self.feature_table[i].tolist()
-            return f"F{layer}.{f}@{pos}"
+            return NodeRef("feature", layer, pos, f)
         if i < self.token_start:
             layer, pos = divmod(i - self.n_features, self.n_pos)
-            return f"E{layer}@{pos}"
+            return NodeRef("error", layer, pos, -1)
         if i < self.logit_start:
-            return f"tok@{i - self.token_start}"
-        return f"logit:{int(self.logit_tokens[i - self.logit_start])}"
+            pos = i - self.token_start
+            return NodeRef("token", -1, pos, int(self.tokens[pos]))
+        tok = int(self.logit_tokens[i - self.logit_start])
+        return NodeRef("logit", self.n_layers, self.n_pos - 1, tok)
+
+    def node_label(self, i: int) -> str:
+        """``F{layer}.{feature}@{pos}``, ``E{layer}@{pos}`` (error), ``tok@{pos}``, ``logit:{id}``."""
+        n = self.node_at(i)
+        if n.kind == "feature":
+            return f"F{n.layer}.{n.ident}@{n.pos}"
+        if n.kind == "error":
+            return f"E{n.layer}@{n.pos}"
+        return f"tok@{n.pos}" if n.kind == "token" else f"logit:{n.ident}"
 
     @property
     def logit_weights(self) -> Tensor:

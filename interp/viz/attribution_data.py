@@ -69,20 +69,13 @@ def _node_rows(graph: Any, keep: list[int]) -> dict[str, list[Any]]:
     from interp.circuits.export import node_id
 
     cols: dict[str, list[Any]] = {k: [] for k in ("kind", "layer", "pos", "feature", "act", "id")}
-    table = graph.feature_table.tolist()
     acts = graph.activation_values[graph.selected_features].tolist()
-    n_f, n_pos = graph.n_features, graph.n_pos
+    kinds = {"token": 0, "feature": 1, "error": 2, "logit": 3}
     for i in keep:
-        if i < n_f:
-            (layer, pos, f), act, kind = table[i], acts[i], 1
-        elif i < graph.token_start:
-            (layer, pos), f, act, kind = divmod(i - n_f, n_pos), None, None, 2
-        elif i < graph.logit_start:
-            layer, pos, act, kind = -1, i - graph.token_start, None, 0
-            f = int(graph.tokens[pos])
-        else:
-            layer, pos, act, kind = graph.n_layers, n_pos - 1, None, 3
-            f = int(graph.logit_tokens[i - graph.logit_start])
+        n = graph.node_at(i)
+        kind, layer, pos = kinds[n.kind], n.layer, n.pos
+        f = None if n.kind == "error" else n.ident
+        act = acts[i] if n.kind == "feature" else None
         nid = node_id(graph, i)  # the viewer JSON's id, so both formats name the same node
         for k, v in zip(cols, (kind, layer, pos, f, act, nid), strict=True):
             cols[k].append(v)
