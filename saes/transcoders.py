@@ -1,14 +1,16 @@
 """Train a set of MLP transcoders, one per layer, for a model:
 ``python -m saes.transcoders [--model smollm2-135m] [--layers 0,5,10] [--out DIR]``.
 
-Per layer: one pass of the model over Shakespeare caches the MLP's input and output
-(``blocks.L.ln2.hook_normalized``, ``blocks.L.hook_mlp_out``; the forward stops after layer L),
-the shared :class:`~saes.trainer.Trainer` trains a TopK transcoder on shuffled pairs of those
-rows, and :func:`saes.evals.ce_loss_recovered` and :func:`saes.evals.evaluate_reconstruction`
-measure it on held-out contexts (text after the training text). Each layer is saved as
-``OUT/layer_LL/`` (written beside, then renamed) and the quality table, ``quality.json`` and
-``quality.md``, is rewritten after each layer, so a killed run keeps what it finished and a rerun
-skips finished layers. ``OUT`` defaults to ``$MECHSCOPE_CACHE/transcoders/<model>/``; read the
+One pass of the model over Shakespeare caches the MLP input and output
+(``blocks.L.ln2.hook_normalized``, ``blocks.L.hook_mlp_out``) of every layer still to train, as
+many layers per pass as ``--cache-gb`` holds (bfloat16; the forward stops after the pass's last
+layer). Then, layer by layer, the shared :class:`~saes.trainer.Trainer` trains a TopK transcoder
+on shuffled pairs of those rows, and :func:`saes.evals.ce_loss_recovered` and
+:func:`saes.evals.evaluate_reconstruction` measure it on held-out contexts (text after the
+training text). A layer's result does not depend on how many layers share its pass. Each layer
+is saved as ``OUT/layer_LL/`` (written beside, then renamed) and the quality table,
+``quality.json`` and ``quality.md``, is rewritten after each layer, so a killed run keeps what it
+finished and a rerun skips finished layers. ``OUT`` defaults to ``$MECHSCOPE_CACHE/transcoders/<model>/``; read the
 set back with :func:`saes.transcoder.load_transcoders`.
 """
 
@@ -19,7 +21,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +39,7 @@ from saes.transcoder import (
     save_to_set,
 )
 
-__all__ = ["main", "train_layer"]
+__all__ = ["cache_pairs", "main", "plan_passes", "train_layer", "train_set"]
 
 QUALITY = "quality.json"
 COLUMNS = ("layer", "l0", "fvu", "ce_loss_recovered", "kl", "dead_fraction", "train_tokens",
@@ -60,18 +62,47 @@ def _contexts(model: Any, context_size: int, n_train: int, n_eval: int) -> tuple
     return toks[:n_train], toks[n_train:]
 
 
-def _cache_pairs(model: Any, layer: int, tokens: Tensor, max_tokens: int) -> tuple[Tensor, Tensor]:
-    """MLP input and output rows ``[n, d_model]`` (bfloat16) of every token, one pass."""
+def plan_passes(
+    layers: Sequence[int], n_rows: int, d_model: int, max_bytes: float, per_pass: int | None = None
+) -> list[list[int]]:
+    """Split ``layers`` into forward passes whose cached pairs (``n_rows`` tokens × input and
+    output × ``d_model`` × 2 bytes per layer) fit ``max_bytes``, at most ``per_pass`` layers each.
+
+    >>> plan_passes([1, 2, 4, 5, 7], n_rows=1000, d_model=64, max_bytes=600_000)
+    [[1, 2], [4, 5], [7]]
+    """
+    per_layer = n_rows * 2 * d_model * 2
+    if per_layer > max_bytes:
+        raise ConfigError(
+            f"one layer's cached pairs take {per_layer / 1e9:.2f} GB ({n_rows:,} train + eval "
+            f"tokens × 2 hooks × {d_model} × 2 bytes), over --cache-gb {max_bytes / 1e9:g}: "
+            f"raise --cache-gb or lower --train-tokens / --eval-tokens"
+        )
+    k = int(max_bytes // per_layer)
+    k = k if per_pass is None else min(k, per_pass)
+    return [list(layers[i : i + k]) for i in range(0, len(layers), k)]
+
+
+def cache_pairs(
+    model: Any, layers: Sequence[int], tokens: Tensor, max_tokens: int
+) -> dict[int, tuple[Tensor, Tensor]]:
+    """Each layer's MLP input and output rows ``[n, d_model]`` (bfloat16), one pass for all
+    layers: a forward per chunk of ``max_tokens``, stopping after the last layer."""
     from interp.cache import cache_activations
     from interp.core.forward import rows_for
 
-    hooks = list(mlp_hooks(layer))
-    xs, ys = [], []
+    hooks = [h for layer in layers for h in mlp_hooks(layer)]
+    rows: dict[str, Tensor] = {}
+    at = 0
     for chunk in tokens.split(rows_for(max_tokens, tokens.shape[1])):
         cache = cache_activations(model, chunk, hooks, dtype=torch.bfloat16, device="cpu")
-        xs.append(cache[hooks[0]].flatten(0, 1))
-        ys.append(cache[hooks[1]].flatten(0, 1))
-    return torch.cat(xs), torch.cat(ys)
+        for h in hooks:  # filled in place: no second copy from concatenating the chunks
+            act = cache[h].flatten(0, 1)
+            if h not in rows:
+                rows[h] = torch.empty(tokens.numel(), act.shape[-1], dtype=act.dtype)
+            rows[h][at : at + len(act)] = act
+        at += chunk.numel()
+    return {layer: (rows[mlp_hooks(layer)[0]], rows[mlp_hooks(layer)[1]]) for layer in layers}
 
 
 def _shuffled(x: Tensor, y: Tensor, batch_size: int, seed: int) -> Any:
@@ -90,15 +121,27 @@ def _shuffled(x: Tensor, y: Tensor, batch_size: int, seed: int) -> Any:
 
 
 def train_layer(
-    model: Any, layer: int, train_tokens: Tensor, eval_tokens: Tensor, args: argparse.Namespace
+    model: Any,
+    layer: int,
+    train_tokens: Tensor,
+    eval_tokens: Tensor,
+    args: argparse.Namespace,
+    *,
+    pairs: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Transcoder, dict[str, Any]]:
-    """One layer's transcoder and its row of the quality table."""
+    """One layer's transcoder and its row of the quality table. ``pairs``: the layer's train and
+    eval rows ``(x, y, eval_x, eval_y)`` from :func:`cache_pairs`; cached here when not given."""
     from interp.models import model_fingerprint
     from saes.evals import ce_loss_recovered, evaluate_reconstruction
     from saes.trainer import Trainer
 
     start = time.perf_counter()
-    x, y = _cache_pairs(model, layer, train_tokens, args.forward_tokens)
+    if pairs is None:
+        pairs = (
+            *cache_pairs(model, [layer], train_tokens, args.forward_tokens)[layer],
+            *cache_pairs(model, [layer], eval_tokens, args.forward_tokens)[layer],
+        )
+    x, y, ex, ey = pairs
     cached = time.perf_counter()
     meta = mlp_metadata(
         layer, model=args.model, fingerprint=model_fingerprint(model),
@@ -113,7 +156,6 @@ def train_layer(
     tc = Trainer(train, Transcoder(cfg, seed=args.seed), _shuffled(x, y, args.batch_size, 0),
                  device="cpu", progress=args.progress).fit()  # fmt: skip
     trained = time.perf_counter()
-    ex, ey = _cache_pairs(model, layer, eval_tokens, args.forward_tokens)
     rec = evaluate_reconstruction(
         tc, zip(ex.float().split(4096), ey.float().split(4096), strict=True)
     )
@@ -151,6 +193,56 @@ def markdown(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_set(
+    model: Any,
+    layers: Sequence[int],
+    train_tokens: Tensor,
+    eval_tokens: Tensor,
+    out: Path,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, Any]]:
+    """Train ``layers`` into the set at ``out``, skipping finished ones unless ``args.redo``; the
+    quality table, by layer. Pending layers are cached ``plan_passes`` at a time; each finished
+    layer is saved and tabulated before the next starts."""
+    settings = {k: getattr(args, k) for k in ("model", "d_sae", "k", "epochs", "batch_size", "lr",
+                                               "context_size", "seed")}  # fmt: skip
+    table = read_json(out / QUALITY)["layers"] if (out / QUALITY).exists() else {}
+    todo = []
+    for layer in layers:
+        if not args.redo and (out / layer_dirname(layer)).is_dir() and str(layer) in table:
+            load_transcoders(model, out, layers=[layer])  # a finished layer of this model
+            print(f"layer {layer}: already in {out}, skipped (--redo retrains)")
+        else:
+            todo.append(layer)
+    n_rows = train_tokens.numel() + eval_tokens.numel()
+    passes = plan_passes(
+        todo, n_rows, int(model.cfg.d_model), args.cache_gb * 1e9, args.layers_per_pass
+    )
+    for group in passes:
+        start = time.perf_counter()
+        train = cache_pairs(model, group, train_tokens, args.forward_tokens)
+        held = cache_pairs(model, group, eval_tokens, args.forward_tokens)
+        cache_s = (time.perf_counter() - start) / len(group)  # each layer's share of the pass
+        for layer in group:
+            pairs = (*train.pop(layer), *held.pop(layer))  # popped: freed once trained
+            tc, row = train_layer(model, layer, train_tokens, eval_tokens, args, pairs=pairs)
+            row["cache_s"], row["wall_s"] = cache_s, row["wall_s"] + cache_s
+            row["layers_per_pass"] = len(group)
+            save_to_set(tc, out, layer)
+            table[str(layer)] = row
+            rows = [table[k] for k in sorted(table, key=int)]
+            atomic_write_json(out / QUALITY, {"settings": settings, "layers": table})
+            atomic_write_bytes(out / "quality.md", markdown(rows, settings).encode())
+            print(
+                f"layer {layer}: L0 {row['l0']:.1f}, FVU {row['fvu']:.3f}, CE recovered "
+                f"{100 * row['ce_loss_recovered']:.1f}%, KL {row['kl']:.4f}, dead "
+                f"{100 * row['dead_fraction']:.1f}%, {row['wall_s']:.0f} s (cache {cache_s:.0f} s "
+                f"as 1/{len(group)} of a pass, train {row['train_s']:.0f} s)",
+                flush=True,
+            )
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m saes.transcoders", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -166,10 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--forward-tokens", type=int, default=4096, help="tokens per model forward")
+    p.add_argument("--cache-gb", type=float, default=4.0,
+                   help="memory for the cached pairs of one pass (bfloat16)")  # fmt: skip
+    p.add_argument("--layers-per-pass", type=int, help="at most this many layers per pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--redo", action="store_true", help="retrain layers already in the folder")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
+    if args.cache_gb <= 0 or (args.layers_per_pass is not None and args.layers_per_pass < 1):
+        p.error("--cache-gb must be > 0 and --layers-per-pass >= 1")
     from interp.models import cache_root, load_model
 
     out = Path(args.out) if args.out else cache_root() / "transcoders" / args.model
@@ -183,31 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         SAEConfig(d_in=8, d_sae=args.d_sae, k=args.k)  # bad sizes fail before any forward
         n_train = -(-args.train_tokens // args.context_size)
         n_eval = -(-args.eval_tokens // args.context_size)
+        n_rows = (n_train + n_eval) * args.context_size
+        plan_passes([0], n_rows, int(model.cfg.d_model), args.cache_gb * 1e9)  # fits one layer?
         train_toks, eval_toks = _contexts(model, args.context_size, n_train, n_eval)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    settings = {k: getattr(args, k) for k in ("model", "d_sae", "k", "epochs", "batch_size", "lr",
-                                               "context_size", "seed")}  # fmt: skip
-    table = read_json(out / QUALITY)["layers"] if (out / QUALITY).exists() else {}
-    for layer in layers:
-        if not args.redo and (out / layer_dirname(layer)).is_dir() and str(layer) in table:
-            load_transcoders(model, out, layers=[layer])  # a finished layer of this model
-            print(f"layer {layer}: already in {out}, skipped (--redo retrains)")
-            continue
-        tc, row = train_layer(model, layer, train_toks, eval_toks, args)
-        save_to_set(tc, out, layer)
-        table[str(layer)] = row
-        rows = [table[k] for k in sorted(table, key=int)]
-        atomic_write_json(out / QUALITY, {"settings": settings, "layers": table})
-        atomic_write_bytes(out / "quality.md", markdown(rows, settings).encode())
-        print(
-            f"layer {layer}: L0 {row['l0']:.1f}, FVU {row['fvu']:.3f}, CE recovered "
-            f"{100 * row['ce_loss_recovered']:.1f}%, KL {row['kl']:.4f}, dead "
-            f"{100 * row['dead_fraction']:.1f}%, {row['wall_s']:.0f} s "
-            f"(cache {row['cache_s']:.0f} s, train {row['train_s']:.0f} s)",
-            flush=True,
-        )
+    train_set(model, layers, train_toks, eval_toks, out, args)
     print(f"saved under {out}: load with saes.transcoder.load_transcoders(model, {str(out)!r})")
     return 0
 
