@@ -97,6 +97,10 @@ class Activation(nn.Module):
     ) -> Float[Tensor, ""] | None:
         return None
 
+    def calibrate_(self, pre: Float[Tensor, "rows d_sae"]) -> None:
+        """After training: set inference state (a BatchTopK threshold) from the final weights'
+        pre-activations on recent training rows. Nothing to set by default."""
+
 
 _DEFAULT_ARCHITECTURE = Activation()
 
@@ -171,8 +175,12 @@ class TopK(_AuxK):
 class BatchTopK(_AuxK):
     """Training: keep the k·batch largest rectified pre-activations over the whole batch.
 
-    Inference: a fixed threshold (an exponential moving average of the smallest kept activation
-    during training), so each row's code no longer depends on the rest of its batch.
+    Inference: one fixed threshold, so each row's code no longer depends on the rest of its
+    batch. During training it is a moving average (``momentum``) of the smallest kept value;
+    ``calibrate_`` (the trainer calls it after the last step) replaces it by the smallest value
+    BatchTopK keeps on recent rows under the final weights, so inference L0 is k on those rows.
+    The moving average alone lags: started at the first batch's value (large codes of the
+    initial weights) it gave L0 6.2 at k 8 after 200 steps; SAELens's, started at 0, 13.
     """
 
     threshold: Tensor  # buffer
@@ -190,10 +198,8 @@ class BatchTopK(_AuxK):
                     "BatchTopK has no inference threshold yet: train it first (or use .train())"
                 )
             return pre * (pre > self.threshold)
-        flat = pre.relu().flatten()
-        n_keep = min(self.k * pre.shape[0], flat.numel())
-        values, indices = flat.topk(n_keep, sorted=False)
-        acts = torch.zeros_like(flat).scatter_(0, indices, values).view_as(pre)
+        values, indices = self._kept(pre)
+        acts = torch.zeros_like(pre).flatten().scatter_(0, indices, values).view_as(pre)
         with torch.no_grad():
             positive = values[values > 0]
             if positive.numel():
@@ -201,6 +207,18 @@ class BatchTopK(_AuxK):
                 t = self.threshold
                 t.copy_(low if float(t) < 0 else (1 - self.momentum) * t + self.momentum * low)
         return acts
+
+    def _kept(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        flat = pre.relu().flatten()
+        return flat.topk(min(self.k * pre.shape[0], flat.numel()), sorted=False)
+
+    @torch.no_grad()
+    def calibrate_(self, pre: Float[Tensor, "rows d_sae"]) -> None:
+        """Threshold = the smallest positive value BatchTopK keeps on these rows as one batch."""
+        values, _ = self._kept(pre)
+        positive = values[values > 0]
+        if positive.numel():
+            self.threshold.copy_(positive.min().to(self.threshold.dtype))
 
 
 class _JumpReLUFn(torch.autograd.Function):
@@ -241,20 +259,30 @@ class _StepFn(torch.autograd.Function):
 
 @register_activation("jumprelu")
 class JumpReLU(Activation):
-    """z·H(z − θ) with a learned per-latent threshold θ = exp(log_threshold) (Rajamanoharan et al. 2024)."""
+    """z·H(z − θ) with a learned per-latent threshold θ (Rajamanoharan et al. 2024).
+
+    ``jumprelu_threshold_param`` picks what Adam trains: ``log_threshold`` (θ = exp of it) or
+    ``threshold_param`` (θ itself, projected to θ ≥ 0 before each training forward, as SAELens 6).
+    """
 
     def __init__(self, cfg: Any):
         super().__init__()
         self.bandwidth = cfg.jumprelu_bandwidth
-        self.log_threshold = nn.Parameter(
-            torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold))
-        )
+        self.direct = cfg.jumprelu_threshold_param == "direct"
+        init = torch.full((cfg.d_sae,), float(cfg.jumprelu_init_threshold))
+        if self.direct:
+            self.threshold_param = nn.Parameter(init)
+        else:
+            self.log_threshold = nn.Parameter(init.log())
 
     @property
     def threshold(self) -> Tensor:
-        return self.log_threshold.exp()
+        return self.threshold_param if self.direct else self.log_threshold.exp()
 
     def forward(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
+        if self.direct and self.training:
+            with torch.no_grad():  # a projection, not a clamp in the graph (θ keeps its gradient)
+                self.threshold_param.clamp_(min=0.0)
         return _JumpReLUFn.apply(pre, self.threshold, self.bandwidth)  # type: ignore[no-any-return]
 
     def l0(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, ""]:

@@ -49,6 +49,14 @@ class SAEConfig:
     """Initial threshold of every JumpReLU latent."""
     jumprelu_bandwidth: float = 0.001
     """Width of the rectangle kernel of the straight-through estimator for JumpReLU thresholds."""
+    jumprelu_threshold_param: Literal["log", "direct"] = "log"
+    """How Adam sees a JumpReLU threshold θ: ``log`` trains log θ (DeepMind's; Adam's ~lr steps
+    move θ by a factor, so a short run barely moves a small θ), ``direct`` trains θ itself,
+    projected to θ ≥ 0 (SAELens 6's, its issue #494)."""
+    encoder_init_norm: float = 0.01
+    """Norm of each encoder column at initialisation (the encoder starts as this times the
+    decoder's transpose; decoder rows have norm 1). 0.01 is SAELens's default initial function
+    (decoder rows of norm 0.1, encoder = decoder transpose, Anthropic's April 2024 update)."""
     normalize_activations: Literal["none", "expected_norm"] = "none"
     """``expected_norm``: scale inputs by a fixed factor so their mean norm is sqrt(d_in); the
     factor is estimated before training and folded into the weights at save time."""
@@ -83,6 +91,13 @@ class SAEConfig:
             raise ConfigError(f"k must satisfy 1 <= k < d_sae={self.d_sae}, got k={self.k}")
         if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
             raise ConfigError("jumprelu_bandwidth and jumprelu_init_threshold must be positive")
+        if self.jumprelu_threshold_param not in ("log", "direct"):
+            raise ConfigError(
+                "jumprelu_threshold_param must be 'log' or 'direct', got "
+                f"{self.jumprelu_threshold_param!r}"
+            )
+        if not self.encoder_init_norm > 0:
+            raise ConfigError(f"encoder_init_norm must be positive, got {self.encoder_init_norm}")
         if self.normalize_activations not in ("none", "expected_norm"):
             raise ConfigError(
                 f"normalize_activations must be 'none' or 'expected_norm', got {self.normalize_activations!r}"
@@ -185,6 +200,10 @@ class TrainConfig:
     """How to initialise the decoder bias from the first batches of data."""
     init_batches: int = 4
     """Batches read for the b_dec and normalisation estimates."""
+    calibration_batches: int = 4
+    """After the last step, an architecture with inference state set from data (BatchTopK's
+    threshold) sets it from the final weights on the last this many training batches (0: keep
+    the running estimate)."""
     sparse_path: Literal["auto", "on", "off"] = "auto"
     """TopK only: compute the step sparsely through ``kernels`` (Triton on CUDA, the eager
     reference on CPU). ``auto`` turns it on for TopK SAEs; the dense path is the reference."""
@@ -206,6 +225,10 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.lr_warmup_steps + self.lr_decay_steps > self.total_steps:
             raise ConfigError("lr_warmup_steps + lr_decay_steps must not exceed total_steps")
+        if self.calibration_batches < 0:
+            raise ConfigError(
+                f"calibration_batches must be 0 or more, got {self.calibration_batches}"
+            )
         if self.sparse_path not in ("auto", "on", "off"):
             raise ConfigError(f"sparse_path must be auto, on or off, got {self.sparse_path!r}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):

@@ -21,6 +21,7 @@ batch and gradients are averaged, so the result matches one process up to float 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -42,6 +43,7 @@ from interp._io import atomic_write_bytes, atomic_write_json, fsync_dir, read_js
 from interp.manifest import run_manifest
 from saes.checksums import CorruptCheckpointError, verify_checkpoint, write_checksums
 from saes.config import TrainConfig
+from saes.activations import Activation, architecture
 from saes.losses import StepStats, step_loss
 from saes.sae import SAE
 
@@ -214,6 +216,7 @@ class Trainer:
             atomic_write_json(self.run_dir / "train_config.json", dataclasses.asdict(self.cfg))
         bar = self._progress_bar()
         window_start, window_tokens = time.perf_counter(), 0
+        recent: collections.deque[Tensor] = collections.deque(maxlen=self._calibration_batches())
         while self.step < self.cfg.total_steps:
             x = next(batches, None)
             if x is None:
@@ -229,6 +232,8 @@ class Trainer:
             # Metrics read values off the device: only on logging steps (others sync once, for the
             # finiteness check).
             x_local, y_local = self._local(x)
+            if recent.maxlen:
+                recent.append(x_local)
             metrics = self.train_step(x_local, y=y_local, with_metrics=log_now)
             window_tokens += self.cfg.batch_size
             if bar is not None:
@@ -249,11 +254,24 @@ class Trainer:
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
+        if recent:
+            self.calibrate(torch.cat(list(recent)))
         if self.run_dir is not None and self.rank == 0:
             self.save_checkpoint()
             final = self.sae.save(self.run_dir / "final", run_manifest=self._manifest())
             write_checksums(final)
         return self.sae
+
+    def _calibration_batches(self) -> int:
+        arch = architecture(self.sae.act)
+        overridden = type(arch).calibrate_ is not Activation.calibrate_
+        return self.cfg.calibration_batches if overridden else 0
+
+    @torch.no_grad()
+    def calibrate(self, x: Tensor) -> None:
+        """Set the architecture's inference state (BatchTopK's threshold) from the current
+        weights on the rows ``x`` (the trainer passes its last ``calibration_batches``)."""
+        architecture(self.sae.act).calibrate_(self.sae.pre_acts(x))
 
     def train_step(
         self, x: Tensor, *, y: Tensor | None = None, with_metrics: bool = True
