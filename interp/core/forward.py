@@ -92,6 +92,8 @@ class PartialForward:
             self.base = self._base_run(tokens)
         if self.mode == "decoder":
             self._check_restart()
+        self.tail = self.mode is not None and self._check_tail()
+        self.__dict__.pop("_final_all", None)
         self.forwards = 0
         self.block_positions = 0
 
@@ -117,6 +119,7 @@ class PartialForward:
                 resid = block(resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe)
                 keys.append(entry.past_keys)
                 values.append(entry.past_values)
+            self._final_all = resid
             final = resid[:, self.logit_pos]
             logits = self.adapter.unembed(final)
             return BaseRun(tokens, logits, resid_pre, keys, values, spe, final)
@@ -162,9 +165,29 @@ class PartialForward:
             ok = bool(torch.allclose(again, want, rtol=1e-4, atol=1e-5))
         except Exception:  # noqa: BLE001 - any failure of the restart means: do not use it
             ok = False
-        del self._final_all
         if not ok:
             self._fall_back()
+
+    def _check_tail(self) -> bool:
+        """Check once that the last block, run for its trailing rows only (:meth:`_tail_hooks`),
+        gives the full forward's final residual there: restarted at the middle position, the last
+        two rows kept. Where it does not (an architecture whose block reshapes by its input's
+        length, say), every restart runs the last block whole."""
+        last = self.adapter.spec.n_layers - 1
+        p0 = self.n_pos // 2
+        t0 = max(0, self.n_pos - 2 - p0)
+        if t0 == 0 or _hooked(self.model.blocks[last]):
+            return False
+        try:
+            with torch.no_grad(), fused_layers(self.model):
+                if self.mode == "decoder":
+                    got = self._decoder_blocks(last, p0, 1, tail=t0)
+                else:
+                    got = self._blocks_from_raw(last, p0, 1, tail=t0)
+            want = self._final_all[:, p0 + t0 :]
+            return bool(torch.allclose(got[:, -want.shape[1] :], want, rtol=1e-4, atol=1e-5))
+        except Exception:  # noqa: BLE001 - any failure means: run the last block whole
+            return False
 
     def _fall_back(self) -> None:
         self.mode = None
@@ -194,16 +217,59 @@ class PartialForward:
             if self.mode is None:
                 self.block_positions += k * self.n * self.n_pos * n_layers
                 return self.model(self.base.tokens.repeat(k, 1))[:, self.logit_pos]
+            if all(p < p0 for p in self.logit_pos):  # the metric reads nothing this changes
+                assert self.base.final is not None
+                return self.base.final.repeat(k, 1, 1)
             self.block_positions += k * self.n * (self.n_pos - p0) * (n_layers - layer)
+            tail = self._tail_start(p0)
             if self.mode == "decoder":
-                return self._decoder_from(layer, p0, k)
-            return self._blocks_from(layer, p0, k)
+                return self._finish(self._decoder_blocks(layer, p0, k, tail=tail), p0, k)
+            out = self._blocks_from_raw(layer, p0, k, tail=tail)
+            return self._finish(out, p0 + (tail or 0), k)
 
     @property
     def is_residual(self) -> bool:
         return self.mode is not None
 
-    def _blocks_from(self, layer: int, p0: int, k: int) -> Tensor:
+    def _tail_start(self, p0: int) -> int | None:
+        """The first restarted row the last block must compute (rows before it feed only the
+        other rows' keys and values there), or None to run it whole."""
+        if not self.tail:
+            return None
+        t0 = min(p for p in self.logit_pos if p >= p0) - p0
+        last = self.model.blocks[self.adapter.spec.n_layers - 1]
+        return t0 if t0 > 0 and not _hooked(last) else None
+
+    def _tail_hooks(self, t0: int) -> list[tuple[str, HookFn]]:
+        """Hooks that make the last block compute its rows from ``t0`` on only. A
+        HookedTransformer block computes every row's keys and values, then attention for the kept
+        queries (the pattern's rows sliced), puts the attention output back at full length (zeros
+        above: those rows are never read) and runs the MLP on the kept rows, returning those. A
+        bridge's block runs attention whole and the MLP on the kept rows, returning every row
+        (the kept ones right)."""
+        last = f"blocks.{self.adapter.spec.n_layers - 1}"
+
+        def rows(x: Tensor, hook: Any) -> Tensor:
+            return x[..., t0:, :]
+
+        def pad(x: Tensor, hook: Any) -> Tensor:
+            full = x.new_zeros(x.shape[0], t0 + x.shape[1], *x.shape[2:])
+            full[:, t0:] = x
+            return full
+
+        if self.mode == "decoder":
+            # A bridge's attention reshapes its output by its input's length, so it runs whole;
+            # the HF layer adds the residual itself, so the MLP's output goes back at full length.
+            return [(f"{last}.ln2.hook_in", rows), (f"{last}.hook_mlp_out", pad)]
+        return [
+            (f"{last}.attn.hook_pattern", rows),
+            (f"{last}.hook_attn_out", pad),
+            (f"{last}.hook_resid_mid", rows),
+        ]
+
+    def _blocks_from_raw(self, layer: int, p0: int, k: int, tail: int | None = None) -> Tensor:
+        """The residual after the last block, restarted at ``layer`` and ``p0``: rows from
+        ``p0 + tail`` on (all from ``p0`` when ``tail`` is None)."""
         model, base = self.model, self.base
         entry_cls = _kv_entry_class()
         resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
@@ -215,12 +281,15 @@ class PartialForward:
                 base.values[i][:, :p0].repeat(k, 1, 1, 1),
                 frozen=True,
             )
-            resid = model.blocks[i](resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe)
-        return self._finish(resid, p0, k)
+            with hooks(model, fwd=self._tail_hooks(tail) if tail and i == n_layers - 1 else ()):
+                resid = model.blocks[i](
+                    resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe
+                )
+        return resid
 
     def _finish(self, resid: Tensor, p0: int, k: int) -> Tensor:
-        """Final residuals at the read positions: positions before p0 are unchanged, so they keep
-        the base run's."""
+        """Final residuals at the read positions: ``resid``'s rows hold positions from ``p0``
+        on; positions before p0 are unchanged, so they keep the base run's."""
         assert self.base.final is not None
         out = self.base.final.repeat(k, 1, 1)
         new = [j for j, p in enumerate(self.logit_pos) if p >= p0]
@@ -228,11 +297,9 @@ class PartialForward:
             out[:, new] = resid[:, [self.logit_pos[j] - p0 for j in new]]
         return out
 
-    def _decoder_from(self, layer: int, p0: int, k: int) -> Tensor:
-        return self._finish(self._decoder_blocks(layer, p0, k), p0, k)
-
-    def _decoder_blocks(self, layer: int, p0: int, k: int) -> Tensor:
-        """The residual after the last block at positions >= p0, restarted at ``layer``."""
+    def _decoder_blocks(self, layer: int, p0: int, k: int, tail: int | None = None) -> Tensor:
+        """The residual after the last block at positions >= p0, restarted at ``layer`` (right
+        from row ``tail`` on only, when given)."""
         # A bridge's blocks wrap the HF decoder layers: called in turn on positions >= p0, with
         # their rotary embeddings (if any), a causal mask over every position and the base run's keys and
         # values before p0 in a fresh cache, they compute what the full forward does there,
@@ -256,8 +323,12 @@ class PartialForward:
             rotary = {"position_embeddings": emb}
         mask = torch.full((self.n_pos - p0, self.n_pos), float("-inf"), device=resid.device)
         mask = mask.triu(p0 + 1).to(resid.dtype)[None, None]
-        for block in model.blocks[layer:]:
-            out = block(resid, attention_mask=mask, position_ids=pos, layer_past=cache, **rotary)
+        last = self.adapter.spec.n_layers - 1
+        for i in range(layer, last + 1):
+            with hooks(model, fwd=self._tail_hooks(tail) if tail and i == last else ()):
+                out = model.blocks[i](
+                    resid, attention_mask=mask, position_ids=pos, layer_past=cache, **rotary
+                )
             resid = out[0] if isinstance(out, tuple) else out
         return resid
 
@@ -265,6 +336,15 @@ class PartialForward:
         """Logits from final residuals ``[rows, pos, d_model]`` (the block-level path's output)."""
         with torch.no_grad():
             return self.adapter.unembed(final)
+
+
+def _hooked(module: Any) -> bool:
+    """Whether any hook point inside ``module`` has a forward hook attached."""
+    return any(
+        getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None)
+        for m in module.modules()
+        if type(m).__name__ == "HookPoint"
+    )
 
 
 def logits_at(model: Any, tokens: Tensor, positions: Sequence[int] | None) -> Tensor:
