@@ -236,7 +236,8 @@ class FrozenBlock:
     """Rows of a stacked batch whose senders are held fixed.
 
     Every sender upstream of ``upstream_of`` (all senders when None) takes ``frozen(hook)`` on
-    these rows, except the ``overrides``: (node, value of that node's slice).
+    these rows, except the ``overrides``: (node, value of that node's slice; for an additive
+    node, a dictionary feature, the change to add to its hook).
     """
 
     rows: slice
@@ -278,7 +279,8 @@ def freeze_senders(
                     out[b.rows] = b.frozen(name)
                 for node, value in b.overrides:
                     if node.hook == name:
-                        out[(b.rows, *node_index(node))] = value()
+                        at = (b.rows, *node_index(node))
+                        out[at] = out[at] + value() if node.spec.additive else value()
             return out
 
         return fn

@@ -10,7 +10,9 @@ Senders write into the residual stream; receivers read from it:
              residual stream).
 
 Transcoder features (``F{l}.{i}``, kind ``feature``) are senders too, named by attribution graphs
-(``interp.circuits.validate.feature_nodes``).
+(``interp.circuits.validate.feature_nodes``): patching cells (``interp.circuits.cells``) and
+scrubbing claims (``Hypothesis.from_features``). A feature is a share of its MLP's output, so a
+value set for it is added to that output (``NodeKind.additive``).
 
 An edge is a sender whose output reaches a receiver's input through the residual stream, that is
 a sender strictly upstream of the receiver. Any node may be narrowed to one position with
@@ -56,6 +58,9 @@ class NodeKind:
     input_hook: str = ""
     per_head: bool = False  # the node is one head (or key/value group) of its hook
     kv: bool = False  # indexed by key/value heads under GQA
+    # A share of its hook's activation (a dictionary feature's decoder term): a value set for
+    # it is added to what the hook holds, not written over the hook's slice.
+    additive: bool = False
 
 
 NODE_KINDS: dict[str, NodeKind] = {}
@@ -112,7 +117,7 @@ for _k in (
     NodeKind("logits", "receiver", "", "logits"),
     # A transcoder feature at an MLP's output (``head`` holds the feature index). Not among a
     # ComponentGraph's senders: an attribution graph's feature nodes come from interp.circuits.
-    NodeKind("feature", "sender", "blocks.{layer}.hook_mlp_out", "F{layer}.{head}"),
+    NodeKind("feature", "sender", "blocks.{layer}.hook_mlp_out", "F{layer}.{head}", additive=True),
 ):
     register_node_kind(_k)
 del _k

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from interp.circuits.cells import feature_cells
+from interp.circuits.replacement import check_transcoders
 from interp.core.forward import MAX_TOKENS
 from interp.core.nodes import ComponentGraph
 from interp.hooks import TLModel
@@ -42,6 +44,7 @@ def scrub(
     seed: int = 0,
     node_effects: bool = False,
     max_tokens: int = MAX_TOKENS,
+    transcoders: Mapping[int, Any] | None = None,
 ) -> ScrubResult:
     """Causally scrub ``hypothesis`` on ``dataset`` and score it with ``metric`` (a loss).
 
@@ -57,6 +60,8 @@ def scrub(
         node_effects: also scrub, for every claim, the hypothesis without it (and its subtree)
             in the same forwards; each node then carries ``recovered_without``.
         max_tokens: the most tokens (sequences × positions) in one forward.
+        transcoders: ``{layer: saes.Transcoder}``, needed when the hypothesis claims transcoder
+            features (``F{l}.{f}``, e.g. from :meth:`Hypothesis.from_features`).
 
     Everything is checked before the model runs: node names (close names suggested), the
     tree's links, every feature on every dataset row (it must not raise and must return a
@@ -65,7 +70,7 @@ def scrub(
     hyps = [hypothesis]
     if node_effects:
         hyps += _variants(hypothesis)
-    comp = _run(model, dataset, hyps, metric, n_samples, seed, max_tokens)
+    comp = _run(model, dataset, hyps, metric, n_samples, seed, max_tokens, transcoders)
     res = comp.results[0]
     if node_effects:
         for variant in comp.results[1:]:
@@ -86,11 +91,12 @@ def compare(
     n_samples: int = 1000,
     seed: int = 0,
     max_tokens: int = MAX_TOKENS,
+    transcoders: Mapping[int, Any] | None = None,
 ) -> ScrubComparison:
     """Scrub several hypotheses on the same references and baselines, in the same forwards."""
     if not hypotheses:
         raise ValueError("compare needs at least one hypothesis")
-    return _run(model, dataset, list(hypotheses), metric, n_samples, seed, max_tokens)
+    return _run(model, dataset, list(hypotheses), metric, n_samples, seed, max_tokens, transcoders)
 
 
 def _variants(h: Hypothesis) -> list[Hypothesis]:
@@ -120,6 +126,7 @@ def _run(
     n_samples: int,
     seed: int,
     max_tokens: int,
+    transcoders: Mapping[int, Any] | None = None,
 ) -> ScrubComparison:
     t0 = time.perf_counter()
     if not callable(metric):
@@ -138,6 +145,15 @@ def _run(
     graph = ComponentGraph(model)
     for h in hyps:
         h.validate(graph)
+    claimed = [n for h in hyps for n in h.feature_nodes(graph)]
+    if claimed:
+        if transcoders is None:
+            raise HypothesisError(
+                f"the hypotheses claim transcoder features ({claimed[0].name}, ...): pass "
+                "transcoders={layer: saes.Transcoder}"
+            )
+        transcoders = check_transcoders(model, transcoders)
+        feature_cells(model, claimed, transcoders)
     feature_ids: dict[int, np.ndarray] = {}
     for h in hyps:
         for f in h.features():
@@ -150,7 +166,9 @@ def _run(
         start += len(p.instances)
         plans.append(p)
 
-    engine = ScrubEngine(model, graph, tokens, metric, feature_ids, max_tokens)
+    engine = ScrubEngine(
+        model, graph, tokens, metric, feature_ids, max_tokens, claimed, transcoders
+    )
     gen = torch.Generator().manual_seed(seed)
     n_data = tokens.shape[0]
     ref = torch.randint(0, n_data, (n_samples,), generator=gen)

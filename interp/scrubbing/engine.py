@@ -21,7 +21,10 @@ ready in time):
   is recorded there;
 - a *head* block (``L1H7`` with children): the head's q, k and v are set to its receiver
   instances' values and its ``hook_z`` slice is recorded;
-- leaves that are senders are read from the cache; a non-leaf MLP is its ``MLP{l}.in`` block.
+- leaves that are senders are read from the cache; a non-leaf MLP is its ``MLP{l}.in`` block;
+- a transcoder feature ``F{l}.{f}`` (a leaf) is a share of its MLP's output: the block keeps the
+  MLP output of its random row r and adds ``(a_f(x) − a_f(r)) · W_dec[f]``, the feature's
+  activation on the claimed row in place of its activation on r (``a_f`` from the cache forward).
 
 So each chunk of samples costs one forward with (#receiver and head instances) × chunk rows,
 whatever the depth of the tree.
@@ -29,7 +32,7 @@ whatever the depth of the tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +40,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.circuits.cells import feature_acts, input_hook
 from interp.core.forward import rows_for
 from interp.core.interventions import FrozenBlock, freeze_senders
 from interp.core.metric import evaluate
 from interp.core.nodes import ComponentGraph, Node
-from interp.hooks import TLModel, hook_layer, hooks
+from interp.hooks import HookFn, TLModel, hook_layer, hooks
 from interp.scrubbing.hypothesis import Claim, Feature, Hypothesis, class_sampler, other_rows
 
 __all__ = ["Instance", "Plan", "ScrubEngine"]
@@ -163,6 +167,8 @@ class ScrubEngine:
         metric: ScrubMetric,
         feature_ids: dict[int, np.ndarray],
         max_tokens: int,
+        features: Sequence[Node] = (),
+        transcoders: Mapping[int, Any] | None = None,
     ):
         self.model, self.graph, self.tokens, self.metric = model, graph, tokens, metric
         self.samplers = {k: class_sampler(v) for k, v in feature_ids.items()}
@@ -170,26 +176,53 @@ class ScrubEngine:
         self.forwards: dict[str, int] = {"cache": 0, "baseline": 0, "scrub": 0}
         self.rows: dict[str, int] = {"cache": 0, "baseline": 0, "scrub": 0}
         self.names = _sender_hooks(graph)
+        self.transcoders = dict(transcoders or {})
+        self.dict_features = sorted({(int(n.layer), int(n.head)) for n in features})  # type: ignore[arg-type]
+        layers = sorted({layer for layer, _ in self.dict_features})
+        self.inputs = {layer: input_hook(model, layer) for layer in layers}
         self.cache: dict[str, Tensor] = {}
+        self.feature_acts: dict[tuple[int, int], Tensor] = {}  # (layer, f) -> [rows, pos]
         self.clean_rows = self._cache_forward()
 
     # -- one plain forward over the dataset: every sender, and the clean metric per row --------
     def _cache_forward(self) -> Tensor:
         n = self.tokens.shape[0]
         parts: dict[str, list[Tensor]] = {k: [] for k in self.names}
+        acts: dict[tuple[int, int], list[Tensor]] = {k: [] for k in self.dict_features}
         clean = []
 
         def record(act: Tensor, hook: Any) -> None:
             parts[hook.name].append(act.detach().clone())
 
+        def encode(layer: int) -> Callable[[Tensor, Any], None]:
+            wanted = [f for lay, f in self.dict_features if lay == layer]
+
+            def fn(act: Tensor, hook: Any) -> None:
+                a = feature_acts(self.transcoders[layer], act.detach(), wanted)
+                for j, f in enumerate(wanted):
+                    acts[(layer, f)].append(a[..., j])
+
+            return fn
+
+        fwd: list[tuple[str, HookFn]] = [(k, record) for k in self.names]
+        fwd += [(name, encode(layer)) for layer, name in self.inputs.items()]
         step = max(1, self.max_rows)
-        with torch.no_grad(), hooks(self.model, fwd=[(k, record) for k in self.names]):
+        with torch.no_grad(), hooks(self.model, fwd=fwd):
             for s in range(0, n, step):
                 t = self.tokens[s : s + step]
                 clean.append(_checked(self.metric, self.model(t), t))
                 self._count("cache", t.shape[0])
         self.cache = {k: torch.cat(v) for k, v in parts.items()}
+        self.feature_acts = {k: torch.cat(v) for k, v in acts.items()}
         return torch.cat(clean)
+
+    def feature_change(self, node: Node, x: Tensor, r: Tensor) -> Tensor:
+        """``(a_f(x) − a_f(r)) · W_dec[f]`` ``[rows, pos, d_model]``: feature ``node`` on rows
+        ``x`` in place of rows ``r``."""
+        layer, f = int(node.layer), int(node.head)  # type: ignore[arg-type]
+        a = self.feature_acts[(layer, f)]
+        d = (a[x.cpu()] - a[r.cpu()]).to(self.tokens.device)
+        return d[..., None] * self.transcoders[layer].W_dec[f].detach().to(d)
 
     def _count(self, phase: str, rows: int) -> None:
         self.forwards[phase] += 1
@@ -277,12 +310,15 @@ class ScrubEngine:
         def cached(b: Instance) -> Callable[[str], Tensor]:
             return lambda name: cache[name][rows[-1 - b.id][sl].to(dev)]
 
-        def claimed(ci: int) -> tuple[Node, Callable[[], Tensor]]:
-            return insts[ci].node.at(None), lambda: value(ci)
+        def claimed(ci: int, b: Instance) -> tuple[Node, Callable[[], Tensor]]:
+            node = insts[ci].node.at(None)
+            if node.kind == "feature":  # added to the block's frozen MLP output (row r)
+                return node, lambda: self.feature_change(node, rows[ci][sl], rows[-1 - b.id][sl])
+            return node, lambda: value(ci)
 
         frozen = [
             FrozenBlock(
-                where[b.id], cached(b), b.node.order, [claimed(ci) for ci in b.claimed.values()]
+                where[b.id], cached(b), b.node.order, [claimed(ci, b) for ci in b.claimed.values()]
             )
             for b in blocks
             if b.role == "recv"

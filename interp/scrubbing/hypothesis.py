@@ -12,7 +12,12 @@ Allowed parent → child links (anything else is an error before any model run):
 - a head ``L{l}H{h}`` → its own receivers (``L{l}H{h}.q`` ...), or, as shorthand, upstream
   senders, which then feed all three of its inputs (q, k and v);
 - an MLP ``MLP{l}`` → its receiver ``MLP{l}.in``, or upstream senders (shorthand for the same);
-- ``embed`` and ``pos_embed`` are leaves.
+- ``embed`` and ``pos_embed`` are leaves;
+- a transcoder feature ``F{l}.{f}`` (kind ``feature``: an attribution graph's node without its
+  position) is a leaf sender: the feature's share of MLP l's output (its activation times its
+  decoder row) comes from the claimed input, the rest of that output is resampled like any
+  unclaimed sender. Scrubbing one needs ``transcoders=`` (:func:`interp.scrubbing.scrub`), and
+  :meth:`Hypothesis.from_features` builds the usual one from a graph's feature nodes.
 
 :meth:`Hypothesis.from_graph` builds the tree from a parent → children mapping (a DAG is
 treeified: a node reached by two paths gets one copy per path) and rejects cycles and nodes not
@@ -172,6 +177,35 @@ class Hypothesis:
                 kids.setdefault(owner, []).append(n)
         return cls.from_graph(name, kids, features)
 
+    @classmethod
+    def from_features(
+        cls,
+        name: str,
+        nodes: Sequence[Node | str],
+        *,
+        also: Sequence[str] = (),
+        feature: Feature | None = None,
+    ) -> Hypothesis:
+        """The claim that the logits read the input only through these features (and ``also``):
+        each feature node (positions dropped: a claim covers every position) and each node of
+        ``also`` a leaf under ``logits``, with ``feature`` (default: the same input).
+
+        >>> from interp.core.nodes import Node
+        >>> h = Hypothesis.from_features("graph", ["F1.7@3", "F1.7@4", Node(4, "feature", 1, 2)])
+        >>> [c.node for c in h.root.children]
+        ['F1.7', 'F1.2']
+        """
+        names = [(n.at(None).name if isinstance(n, Node) else n.split("@", 1)[0]) for n in nodes]
+        if not names:
+            raise HypothesisError(f"hypothesis {name!r}: no feature nodes given")
+        kids = list(dict.fromkeys([*names, *also]))
+        return cls.from_graph(name, {"logits": kids}, dict.fromkeys(kids, feature))
+
+    def feature_nodes(self, graph: ComponentGraph) -> list[Node]:
+        """The transcoder features the hypothesis claims."""
+        nodes = [graph.node(c.node) for c, _, _ in self.root.walk()]
+        return [n for n in nodes if n.kind == "feature"]
+
     def claims(self) -> list[tuple[Claim, Claim | None, tuple[str, ...]]]:
         return list(self.root.walk())
 
@@ -192,9 +226,21 @@ class Hypothesis:
                     f"hypothesis {self.name!r}: {c.node!r} narrows to one position; scrubbing "
                     "claims whole activations (put the position into the feature instead)"
                 )
+            if node.kind == "feature" and c.children:
+                raise HypothesisError(
+                    f"hypothesis {self.name!r}: the feature {c.node!r} has children (at "
+                    f"{' -> '.join(path)}); feature claims are leaves: claim 'MLP{node.layer}' "
+                    "with children to say what its input reads"
+                )
             if parent is None:
                 continue
             _check_link(self.name, graph, graph.node(parent.node), node, path)
+            if node.kind == "feature" and f"MLP{node.layer}" in {ch.node for ch in parent.children}:
+                raise HypothesisError(
+                    f"hypothesis {self.name!r}: {parent.node!r} claims both 'MLP{node.layer}' and "
+                    f"its feature {c.node!r} (at {' -> '.join(path)}); the MLP claim already "
+                    "covers its features: keep one"
+                )
             names = [ch.node for ch in parent.children]
             if names.count(c.node) > 1:
                 raise HypothesisError(
