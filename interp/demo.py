@@ -11,11 +11,17 @@
 6. A feature browser for the SAE (``feature_browser.html``).
 7. Circuits: the IOI patching study on SmolLM2 and the induction study on the toy model, with a
    circuit dashboard (``circuits.html``): heatmaps with CIs, attribution vs exact, edge graph.
+8. Steering: the steering study on SmolLM2.
+9. Feature circuits: MLP transcoders at a few layers (trained quickly once, cached under
+   ``$MECHSCOPE_CACHE/transcoders/``; every other MLP is an error node), the attribution graph
+   of "The capital of France is" -> " Paris", pruned, scored, tested by interventions, its top
+   features patched as cells (France -> Italy), and the view ``attribution_graph.html``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from pathlib import Path
@@ -33,7 +39,16 @@ STAGES = (
     "feature browser",
     "circuit studies",
     "steering study",
+    "feature circuits",
 )
+
+# The feature-circuit stage's transcoders: small and quickly trained (about a minute a layer on
+# this CPU), enough to build and test a graph, too weak to read features off (docs/circuits.md).
+CIRCUIT_LAYERS = (0, 3, 6)
+TRANSCODER_ARGS = ("--d-sae", "2048", "--k", "32", "--train-tokens", "16384", "--eval-tokens",
+                   "1024", "--epochs", "2")  # fmt: skip
+NODE_THRESHOLD = 0.9
+PARIS, ITALY = "The capital of France is", "The capital of Italy is"
 
 
 class _Timer:
@@ -245,6 +260,117 @@ def _steering(model: Any, out: Path) -> None:
     print(f"steering study ({time.perf_counter() - t:.0f} s) -> {folder}")
 
 
+def _demo_transcoders(model: Any, layers: tuple[int, ...]) -> tuple[Path, dict[int, Any]]:
+    """The stage's transcoder set, trained by ``python -m saes.transcoders`` where missing."""
+    from interp._io import read_json
+    from interp.models import cache_root
+    from saes import transcoders as script
+    from saes.transcoder import load_transcoders
+
+    folder = cache_root() / "transcoders" / "smollm2-135m-demo"
+    quality = folder / script.QUALITY
+    done = read_json(quality)["layers"] if quality.exists() else {}
+    todo = [layer for layer in layers if str(layer) not in done]
+    if todo:
+        argv = ["--layers", ",".join(map(str, todo)), "--out", str(folder), *TRANSCODER_ARGS]
+        if script.main(argv) != 0:
+            raise RuntimeError(f"python -m saes.transcoders {' '.join(argv)} failed")
+    else:
+        print(f"(transcoders reused from {folder}; delete it to retrain)")
+    table = read_json(quality)["layers"]
+    for layer in layers:
+        r = table[str(layer)]
+        print(
+            f"layer {layer} transcoder: L0 {r['l0']:.1f}, FVU {r['fvu']:.3f}, CE loss recovered "
+            f"{100 * r['ce_loss_recovered']:.1f}%, dead {100 * r['dead_fraction']:.1f}%"
+        )
+    return folder, load_transcoders(model, folder, layers=list(layers))
+
+
+def _feature_circuits(model: Any, out: Path, layers: tuple[int, ...] = CIRCUIT_LAYERS) -> None:
+    from interp.circuits import AttributionGraph, attribute, node_influence, target_tokens
+    from interp.circuits.cells import patch_features
+    from interp.circuits.validate import check_interventions, feature_nodes
+    from interp.metrics import logit_diff
+    from interp.viz import AttributionView
+
+    t = time.perf_counter()
+    _, tcs = _demo_transcoders(model, layers)
+    others = [i for i in range(model.cfg.n_layers) if i not in tcs]
+    print(f"transcoders at layers {sorted(tcs)}; the other {len(others)} MLPs are error nodes")
+    folder, page = out / "feature_circuits" / "paris", out / "attribution_graph.html"
+    paris, rome = target_tokens(model, [" Paris", " Rome"])
+    if (folder / "graph.json").exists() and page.exists():
+        g = AttributionGraph.load(folder, model=model)
+        print(f"(graph reused from {folder}; delete it to rebuild)")
+    else:
+        g = attribute(model, PARIS, tcs, targets=[paris],
+                      max_feature_nodes=256, batch_size=32)  # fmt: skip
+        g.save(folder, overwrite=True)
+    replacement, completeness = g.scores()
+    infl = node_influence(g.adjacency, g.logit_weights)
+    share = [float(infl[a:b].sum() / infl.sum()) for a, b in
+             ((0, g.n_features), (g.error_start, g.token_start), (g.token_start, g.logit_start))]  # fmt: skip
+    print(
+        f"\n== attribution graph {g.prompt!r} -> ' Paris' (p = {float(g.logit_probabilities[0]):.3f})"
+        f": {g.n_features} feature nodes of {len(g.active_features)} active, {g.n_errors} error "
+        f"nodes, {len(g.tokens)} tokens; {int((g.adjacency != 0).sum()):,} edges; "
+        f"{g.backward_passes} backward passes, {g.seconds:.1f} s"
+    )
+    print(
+        f"replacement score {replacement:.3f}, completeness {completeness:.3f}; influence on the "
+        f"logit: features {share[0]:.3f}, error nodes {share[1]:.3f}, tokens {share[2]:.3f}"
+    )
+    # With most MLPs error nodes, circuit-tracer's node threshold (0.8) can keep no feature at
+    # all; the view and the cells below use 0.9, and say so.
+    for threshold in (0.8, NODE_THRESHOLD):
+        p = g.prune(threshold, 0.98)
+        print(
+            f"pruned at node threshold {threshold} (edges 0.98): {int(p.node_mask.sum())} nodes "
+            f"({int(p.node_mask[: g.n_features].sum())} features), {int(p.edge_mask.sum()):,} edges"
+        )
+    pruned = p
+    top = infl[: g.n_features].argsort(descending=True)[:5]
+    acts = g.activation_values[g.selected_features]
+    print("top features by influence on the logit:")
+    for i in top.tolist():
+        layer, pos, f = g.feature_table[i].tolist()
+        print(
+            f"  F{layer}.{f}@{pos} ({g.token_strings[pos]!r}): activation {float(acts[i]):.2f}, "
+            f"influence {float(infl[i]):.4f}"
+        )
+    chk = check_interventions(model, g, tcs, n=10, fraction=0.1)
+    print(
+        f"10% ablations of the 10 most influential features, predicted vs measured change of the "
+        f"logit: r = {chk.correlation_replacement:.3f} (replacement model), "
+        f"{chk.correlation_real:.3f} (real model)"
+    )
+    # Cells: the graph's 5 most influential features from the first position where the prompts
+    # differ (before it both runs are the same, so a cell there changes nothing).
+    clean, corrupt = model.to_tokens(PARIS), model.to_tokens(ITALY)
+    first = int((clean != corrupt).int().argmax())
+    keep = g.feature_table[:, 1] >= first
+    cells = infl[: g.n_features].masked_fill(~keep, -1).argsort(descending=True)[:5]
+    mask = torch.zeros(g.n_features, dtype=torch.bool)
+    mask[cells] = True
+    nodes = feature_nodes(g, mask)
+    metric = functools.partial(logit_diff, correct=paris, incorrect=rome)
+    res = patch_features(model, clean, corrupt, metric, features=nodes, transcoders=tcs,
+                         direction="noise")  # fmt: skip
+    print(
+        f"noising each of {len(nodes)} graph features with its value on {ITALY!r} "
+        f"(logit ' Paris' - ' Rome'; clean {float(res.clean[0]):.3f}, corrupt "
+        f"{float(res.corrupt[0]):.3f}): "  # type: ignore[index]
+        + ", ".join(
+            f"{lab} {float(v):.3f}"
+            for lab, v in zip(res.labels["feature"], res.values[0], strict=True)
+        )
+    )
+    title = f"The capital of France is -> Paris (node threshold {NODE_THRESHOLD})"
+    path = AttributionView(g, pruned=pruned, title=title).save(page)
+    print(f"attribution graph view ({time.perf_counter() - t:.0f} s): {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m interp.demo",
@@ -285,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     _circuits(model, args.out)
     timer.stage("steering study")
     _steering(model, args.out)
+    timer.stage("feature circuits")
+    _feature_circuits(model, args.out)
     timer.report()
 
 
