@@ -53,10 +53,12 @@ class SAEConfig:
     """How Adam sees a JumpReLU threshold θ: ``log`` trains log θ (DeepMind's; Adam's ~lr steps
     move θ by a factor, so a short run barely moves a small θ), ``direct`` trains θ itself,
     projected to θ ≥ 0 (SAELens 6's, its issue #494)."""
-    encoder_init_norm: float = 0.01
+    encoder_init_norm: float | None = None
     """Norm of each encoder column at initialisation (the encoder starts as this times the
-    decoder's transpose; decoder rows have norm 1). 0.01 is SAELens's default initial function
-    (decoder rows of norm 0.1, encoder = decoder transpose, Anthropic's April 2024 update)."""
+    decoder's transpose; decoder rows have norm 1). None: 0.01 where decoder rows are kept at
+    unit norm (SAELens's default initial function: decoder rows of norm 0.1, encoder = decoder
+    transpose; Anthropic's April 2024 update), 1 for relu and gated, whose penalties read the
+    free decoder norms."""
     normalize_activations: Literal["none", "expected_norm"] = "none"
     """``expected_norm``: scale inputs by a fixed factor so their mean norm is sqrt(d_in); the
     factor is estimated before training and folded into the weights at save time."""
@@ -96,7 +98,7 @@ class SAEConfig:
                 "jumprelu_threshold_param must be 'log' or 'direct', got "
                 f"{self.jumprelu_threshold_param!r}"
             )
-        if not self.encoder_init_norm > 0:
+        if self.encoder_init_norm is not None and not self.encoder_init_norm > 0:
             raise ConfigError(f"encoder_init_norm must be positive, got {self.encoder_init_norm}")
         if self.normalize_activations not in ("none", "expected_norm"):
             raise ConfigError(

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from interp._io import atomic_write_json, fsync_dir, read_json
 from interp.manifest import set_source
-from saes.activations import Activation, architecture, make_activation
+from saes.activations import ACTIVATIONS, Activation, architecture, make_activation
 from saes.checksums import CHECKSUMS, SAELoadError, verify_checkpoint, write_checksums
 from saes.config import SAEConfig, config_from_dict
 
@@ -67,7 +67,7 @@ _TRANSCODER_DEFAULTS: dict[str, Any] = {"d_out": None, "skip_connection": False}
 _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "matryoshka_widths": None,
     "jumprelu_threshold_param": "log",
-    "encoder_init_norm": 0.01,
+    "encoder_init_norm": None,
 }
 
 CFG_NAME = "cfg.json"
@@ -130,7 +130,7 @@ class SAE(nn.Module):
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float32)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(w_dec.to(dtype))  # [d_sae, d_in]
-        w_enc = w_dec.T * cfg.encoder_init_norm
+        w_enc = w_dec.T * _encoder_init_norm(cfg)
         self.W_enc = nn.Parameter(w_enc.contiguous().to(dtype))  # [d_in, d_sae]
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
@@ -475,6 +475,12 @@ class SAE(nn.Module):
         # A recipe records the SAE as this call (and checks its weights by fingerprint on replay).
         set_source(sae, SAE.load, str(directory))
         return sae.to(device) if device is not None else sae
+
+
+def _encoder_init_norm(cfg: SAEConfig) -> float:
+    if cfg.encoder_init_norm is not None:
+        return cfg.encoder_init_norm
+    return 0.01 if getattr(ACTIVATIONS[cfg.activation], "unit_norm_decoder", True) else 1.0
 
 
 def _no_hook(name: str, t: Tensor) -> Tensor:

@@ -12,10 +12,28 @@ def make(act="topk", **kw):
     return SAE(SAEConfig(d_in=8, d_sae=32, activation=act, k=4, **kw), seed=0)
 
 
-def test_init_decoder_is_encoder_transpose_with_unit_rows():
+def test_init_encoder_is_scaled_decoder_transpose_with_unit_rows():
     sae = make()
-    torch.testing.assert_close(sae.W_enc, sae.W_dec.T)
+    torch.testing.assert_close(sae.W_enc, 0.01 * sae.W_dec.T)  # SAELens's initial function
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(32))
+    torch.testing.assert_close(make(encoder_init_norm=1.0).W_enc, sae.W_dec.T)
+    relu = make("relu")  # free decoder norms: the penalty reads them; unscaled as before
+    torch.testing.assert_close(relu.W_enc, relu.W_dec.T)
+    with pytest.raises(ConfigError, match="encoder_init_norm"):
+        make(encoder_init_norm=0.0)
+
+
+def test_init_computes_saelens_initial_function():
+    # SAELens's TopK SAE at its defaults (decoder rows of norm 0.1, encoder = decoder transpose,
+    # codes rescaled by decoder norms) with our unit directions computes what ours computes.
+    sl = pytest.importorskip("sae_lens")
+    ours = make()
+    theirs = sl.TopKTrainingSAE(sl.TopKTrainingSAEConfig(d_in=8, d_sae=32, k=4))
+    with torch.no_grad():
+        theirs.W_dec.copy_(0.1 * ours.W_dec)
+        theirs.W_enc.copy_(theirs.W_dec.T)
+    x = torch.randn(16, 8)
+    torch.testing.assert_close(theirs(x), ours(x).recon)
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -54,6 +72,44 @@ def test_jumprelu_threshold_gradient_is_the_rectangle_kernel_estimate():
     inside = ((pre - theta).abs() < 0.25).float()[0]
     expected = -(theta / 0.5) * inside * theta  # chain rule through theta = exp(log_theta)
     torch.testing.assert_close(sae.act.log_threshold.grad, expected)
+
+
+def test_jumprelu_direct_threshold_gradient_is_the_log_one_without_the_chain_rule():
+    # θ = exp(u): dL/du = θ · dL/dθ, so the two parameterisations agree on everything else.
+    pre = torch.tensor([[0.1, 0.3, 0.05, 2.0]]).repeat(1, 8)
+    grads = {}
+    for param in ("log", "direct"):
+        sae = make(
+            "jumprelu", jumprelu_bandwidth=0.5, jumprelu_init_threshold=0.2,
+            jumprelu_threshold_param=param,
+        )  # fmt: skip
+        (sae.act(pre).sum() + sae.act.l0(pre)).backward()
+        p = sae.act.log_threshold if param == "log" else sae.act.threshold_param
+        grads[param] = p.grad
+    torch.testing.assert_close(grads["log"], 0.2 * grads["direct"])
+    assert grads["direct"].abs().sum() > 0
+
+
+def test_jumprelu_direct_threshold_is_projected_to_nonnegative_and_saved(tmp_path):
+    sae = make("jumprelu", jumprelu_threshold_param="direct")
+    with torch.no_grad():
+        sae.act.threshold_param[:4] = -1.0
+    sae(torch.randn(3, 8))  # a training forward projects θ ≥ 0
+    assert float(sae.act.threshold.detach().min()) == 0.0
+    loaded = SAE.load(sae.save(tmp_path / "s"))
+    assert loaded.cfg.jumprelu_threshold_param == "direct"
+    torch.testing.assert_close(loaded.act.threshold, sae.act.threshold)
+    with pytest.raises(ConfigError, match="jumprelu_threshold_param"):
+        make("jumprelu", jumprelu_threshold_param="exp")
+
+
+def test_batchtopk_calibration_keeps_k_per_row_on_the_rows_given():
+    sae = make("batchtopk")
+    pre = torch.randn(50, 32)
+    sae.act.calibrate_(pre)
+    kept = pre.relu().flatten().topk(4 * 50).values
+    assert float(sae.act.threshold) == float(kept.min())
+    assert int((pre > sae.act.threshold).sum()) == 4 * 50 - 1  # the threshold itself is off
 
 
 def test_batchtopk_uses_its_threshold_at_inference():

@@ -46,9 +46,11 @@ def cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-def sae(act="topk"):
+def sae(act="topk", **kw):
     return SAE(
-        SAEConfig(d_in=D, d_sae=64, activation=act, k=4, normalize_activations="expected_norm"),
+        SAEConfig(
+            d_in=D, d_sae=64, activation=act, k=4, normalize_activations="expected_norm", **kw
+        ),
         seed=0,
     )
 
@@ -145,7 +147,7 @@ def test_width_mismatch_is_refused():
 
 def test_dead_latents_are_tracked_and_get_the_aux_loss(tmp_path):
     def hobbled():
-        s = sae()
+        s = sae(encoder_init_norm=1.0)  # live codes well above the hobbled latents' 0.01
         with (
             torch.no_grad()
         ):  # half the latents see nothing and sit just above zero: they never win the top-k
