@@ -6,45 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from interp.circuits import attribute
 from interp.circuits.cells import feature_acts, input_hook
+from interp.circuits.validate import feature_nodes
 from interp.core.interventions import Record, intervene
 from interp.hooks import hooks
 from interp.scrubbing import Hypothesis, HypothesisError, claim, compare, next_token_loss, scrub
+from interp.scrubbing.feature_toy import feature_dataset, feature_model, last_logit_loss
 from saes.config import SAEConfig
 from saes.transcoder import Transcoder
 from tests.conftest import HOOKED, NEEDS_HOOKED
-
-
-def _copy_feature_model():
-    """One layer, attention writing nothing, no norms: token 2 turns on transcoder feature 0,
-    which alone writes the direction logit 3 reads (logit 3 = 3 · [last token is 2]); feature 1
-    (token 1) writes a direction no logit reads. The MLP computes exactly the transcoder."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=1, d_model=4, n_ctx=8, d_head=2, n_heads=1, d_mlp=8, d_vocab=5,
-        act_fn="relu", normalization_type=None, seed=0, device="cpu",
-    )  # fmt: skip
-    model = HookedTransformer(cfg)
-    tc = Transcoder(SAEConfig(d_in=4, d_sae=2, activation="relu", d_out=4), seed=0)
-    with torch.no_grad():
-        for p in [*model.parameters(), *tc.parameters()]:
-            p.zero_()
-        model.W_E.copy_(torch.eye(5, 4))  # token t -> e_t (token 4 -> 0)
-        model.W_U[3, 3] = 1.0
-        for w_in, w_enc, w_out, w_dec in (
-            (model.blocks[0].mlp.W_in, tc.W_enc, model.blocks[0].mlp.W_out, tc.W_dec),
-        ):
-            w_in[2, 0] = w_enc[2, 0] = 2.0
-            w_out[0, 3] = w_dec[0, 3] = 1.5
-            w_in[1, 1] = w_enc[1, 1] = 1.0
-            w_out[1, 0] = w_dec[1, 0] = 1.0
-    model.eval()
-    return model, tc
-
-
-def _last_logit3_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    return -logits[:, -1, 3]
 
 
 def last_is_two(tokens: torch.Tensor) -> bool:
@@ -53,16 +24,19 @@ def last_is_two(tokens: torch.Tensor) -> bool:
 
 @pytest.mark.skipif(not HOOKED, reason=NEEDS_HOOKED)
 def test_known_answer_feature_claims():
-    model, tc = _copy_feature_model()
-    g = torch.Generator().manual_seed(0)
-    data = torch.tensor([0, 1, 2, 4])[torch.randint(0, 4, (64, 4), generator=g)]
+    """The graph of the hand-built model names the carrier; scrubbing it recovers everything."""
+    model, tc = feature_model()
+    data = feature_dataset(64)
+    g = attribute(model, torch.tensor([1, 2, 2]), {0: tc}, targets=[3], max_feature_nodes=None)
+    nodes = feature_nodes(g, g.prune().node_mask)
+    assert [n.name for n in nodes] == ["F0.0@2"]
     hyps = [
-        Hypothesis.from_features("carrier", ["F0.0@3"]),
+        Hypothesis.from_features("carrier", nodes),
         Hypothesis.from_features("carrier, classes", ["F0.0"], feature=last_is_two),
         Hypothesis.from_features("bystander", ["F0.1@2"]),
         Hypothesis("whole MLP", claim("logits", None, claim("MLP0"))),
     ]
-    comp = compare(model, data, hyps, _last_logit3_loss, n_samples=200, transcoders={0: tc})
+    comp = compare(model, data, hyps, last_logit_loss, n_samples=200, transcoders={0: tc})
     true, classes, wrong, mlp = comp.results
     assert float((true.random - true.clean).abs().max()) > 1.0  # the baselines differ
     torch.testing.assert_close(true.scrubbed, true.clean)  # the carrier alone: nothing lost
@@ -147,7 +121,9 @@ def test_bad_feature_hypotheses_fail_before_any_run(tiny_model):
 def test_docstring_examples():
     import doctest
 
-    import interp.scrubbing.hypothesis as module
+    import interp.scrubbing.feature_toy as toy
+    import interp.scrubbing.hypothesis as hypothesis
 
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
+    for module in (hypothesis, toy) if HOOKED else (hypothesis,):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0
