@@ -59,15 +59,19 @@ def _dense(model, base, source, tcs, node, metric=METRIC):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("direction", ["denoise", "noise"])
-def test_every_cell_equals_a_dense_forward(tiny_model, direction):
+@pytest.mark.parametrize(
+    ("direction", "fast"), [("denoise", None), ("noise", None), ("denoise", False)]
+)
+def test_every_cell_equals_a_dense_forward(tiny_model, direction, fast):
     model = tiny_model
     tcs = {0: _tc(1), 1: _tc(2)}
     graph = ComponentGraph(model)
     nodes = [graph.node(s) for s in ("F0.3@3", "F0.7@1", "F1.5@3", "F1.11@6", "F0.2")]
     res = patch_features(
-        model, CLEAN, CORRUPT, METRIC, features=nodes, transcoders=tcs, direction=direction
-    )
+        model, CLEAN, CORRUPT, METRIC, features=nodes, transcoders=tcs, direction=direction,
+        fast=fast,
+    )  # fmt: skip
+    assert fast is None or res.meta["fast"] is False  # whole forwards when asked
     assert res.axes == ("feature",) and res.labels["feature"] == [n.name for n in nodes]
     base, source = (CORRUPT, CLEAN) if direction == "denoise" else (CLEAN, CORRUPT)
     changed = 0
@@ -104,6 +108,36 @@ def test_zero_ablation_and_graph_nodes(tiny_model):
         with torch.no_grad(), intervene(model, [iv]):
             want = METRIC(model(CLEAN[:1]))
         torch.testing.assert_close(res.values[:, i], want, atol=1e-4, rtol=1e-4)
+
+
+def test_mean_ablation_uses_the_reference_mean(tiny_model):
+    """Noising with the mean sets each feature to its mean activation over the reference set,
+    per position."""
+    model = tiny_model
+    tcs = {0: _tc(1), 1: _tc(2)}
+    nodes = ["F0.3@3", "F1.5@2"]
+    res = patch_features(
+        model, CLEAN, None, METRIC, features=nodes, transcoders=tcs, ablation="mean",
+        direction="noise", reference=CORRUPT,
+    )  # fmt: skip
+    graph = ComponentGraph(model)
+    for i, name in enumerate(nodes):
+        node = graph.node(name)
+        a = _acts(model, CLEAN, tcs, node.layer)[:, node.pos, node.head]
+        mean = _acts(model, CORRUPT, tcs, node.layer)[:, node.pos, node.head].mean()
+        vec = tcs[node.layer].W_dec[node.head].detach()
+        for row in range(CLEAN.shape[0]):
+
+            def where(act, p=node.pos):
+                m = torch.zeros(1, act.shape[1], dtype=torch.bool)
+                m[0, p] = True
+                return m
+
+            delta = float(mean - a[row])
+            iv = Add(f"blocks.{node.layer}.hook_mlp_out", vec, where=where, scale=delta)
+            with torch.no_grad(), intervene(model, [iv]):
+                want = METRIC(model(CLEAN[row : row + 1]))[0]
+            torch.testing.assert_close(res.values[row, i], want, atol=1e-4, rtol=1e-4)
 
 
 def test_bad_input_fails_before_any_forward(tiny_model):
