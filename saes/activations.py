@@ -230,23 +230,28 @@ class BatchTopK(_AuxK):
             self.threshold.copy_(positive.min().to(self.threshold.dtype))
 
 
+def _window(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    """Where the rectangle kernel of the straight-through estimator is non-zero: |z − θ| < ε/2."""
+    return (pre - threshold).abs_() < bandwidth / 2
+
+
 class _JumpReLUFn(torch.autograd.Function):
-    """z·H(z − θ); gradient to z as if H were constant, to θ by a rectangle-kernel estimate."""
+    """z·H(z − θ); gradient to z as if H were constant, to θ by a rectangle-kernel estimate.
+    Saves boolean masks, not z: the backward is two masked sums (4x less memory traffic)."""
 
     @staticmethod
     def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, threshold)
+        above = pre > threshold
+        ctx.save_for_backward(above, _window(pre, threshold, bandwidth), threshold)
         ctx.bandwidth = bandwidth
-        return pre * (pre > threshold)
+        return pre * above
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        grad_pre = grad * (pre > threshold)
-        kernel = ((pre - threshold).abs() < eps / 2).to(grad.dtype) / eps
-        grad_threshold = -threshold * kernel * grad
-        return grad_pre, grad_threshold.sum(0), None
+        above, window, threshold = ctx.saved_tensors
+        grad_pre = torch.where(above, grad, 0)
+        near = torch.where(window, grad, 0).sum(0)
+        return grad_pre, -(threshold / ctx.bandwidth) * near, None
 
 
 class _StepFn(torch.autograd.Function):
@@ -254,16 +259,14 @@ class _StepFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, threshold)
+        ctx.save_for_backward(_window(pre, threshold, bandwidth))
         ctx.bandwidth = bandwidth
         return (pre > threshold).to(pre.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        kernel = ((pre - threshold).abs() < eps / 2).to(grad.dtype) / eps
-        return None, (-kernel * grad).sum(0), None
+        (window,) = ctx.saved_tensors
+        return None, torch.where(window, grad, 0).sum(0) / -ctx.bandwidth, None
 
 
 @register_activation("jumprelu")

@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from interp._io import atomic_write_json, fsync_dir, read_json
 from interp.manifest import set_source
@@ -159,7 +160,7 @@ class SAE(nn.Module):
     def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         self._check_width(x)
         x = x.to(self.W_enc.dtype) * self.input_scale.to(self.W_enc.dtype)
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        return F.linear(x - self.b_dec, self.W_enc.T, self.b_enc)  # bias added in the GEMM
 
     def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         return self._activate(self.pre_acts(x))
@@ -170,7 +171,7 @@ class SAE(nn.Module):
         return act.activate(self, pre) if isinstance(act, Activation) else act(pre)
 
     def decode(self, acts: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
-        return (acts @ self.W_dec + self.b_dec) / self.input_scale.to(self.W_dec.dtype)
+        return F.linear(acts, self.W_dec.T, self.b_dec) / self.input_scale.to(self.W_dec.dtype)
 
     def _reconstruct(
         self, acts: Float[Tensor, "batch d_sae"], x: Float[Tensor, "batch d_in"]
