@@ -4,7 +4,9 @@ A feature edit sets a feature's activation at one (layer, position). In the loca
 model the edit replaces the activation inside the transcoder (downstream features recompute,
 attention and norms stay frozen); in the real model it adds ``(new − old) · W_dec[feature]`` to
 the MLP output there (:func:`feature_interventions`: core :class:`~interp.core.interventions.Add`
-interventions, so ``interp.patching`` and ``interp.scrubbing`` can use a graph's feature nodes).
+interventions). A graph's feature nodes (:func:`feature_nodes`) are patching cells
+(:func:`interp.circuits.cells.patch_features`) and scrubbing claims
+(:meth:`interp.scrubbing.Hypothesis.from_features`).
 The graph predicts the change of a target (logit − mean logit) linearly: the edge weights per
 unit of source activation, summed over every path through the graph's feature nodes.
 """
