@@ -322,7 +322,7 @@ def _feature_circuits(model: Any, out: Path, layers: tuple[int, ...] = CIRCUIT_L
         f"logit: features {share[0]:.3f}, error nodes {share[1]:.3f}, tokens {share[2]:.3f}"
     )
     # With most MLPs error nodes, circuit-tracer's node threshold (0.8) can keep no feature at
-    # all; the view and the cells below use 0.9, and say so.
+    # all; the view uses 0.9, and says so.
     for threshold in (0.8, NODE_THRESHOLD):
         p = g.prune(threshold, 0.98)
         print(
