@@ -189,6 +189,7 @@ class BatchTopK(_AuxK):
         self.k = cfg.k
         self.momentum = momentum
         self.register_buffer("threshold", torch.tensor(-1.0))  # < 0 until first estimated
+        self._last_low = 0.0  # a search bound only (not state): any value gives the same result
 
     def forward(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
         if not self.training:
@@ -211,15 +212,20 @@ class BatchTopK(_AuxK):
         """The k·rows largest rectified values of ``pre`` and their flat indices."""
         flat = pre.relu().flatten()
         n = min(self.k * pre.shape[0], flat.numel())
-        bound = 0.5 * float(self.threshold)
+        bound = (
+            0.8 * self._last_low
+        )  # the previous batch's smallest kept value: weights move little
         if bound > 0:
             # When at least n values exceed a bound, the n largest all do: select among those
-            # only. Exact, and 2-3x faster than a top-k over every value on CPU.
+            # only. Exact, and about twice as fast as a top-k over every value on CPU.
             idx = (flat > bound).nonzero().squeeze(1)
             if idx.numel() >= n:
                 values, i = flat[idx].topk(n, sorted=False)
+                self._last_low = float(values.detach().min())
                 return values, idx[i]
-        return flat.topk(n, sorted=False)  # type: ignore[return-value]
+        values, indices = flat.topk(n, sorted=False)
+        self._last_low = float(values.detach().min())
+        return values, indices
 
     @torch.no_grad()
     def calibrate_(self, pre: Float[Tensor, "rows d_sae"]) -> None:
