@@ -243,36 +243,37 @@ def _window(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
 
 class _JumpReLUFn(torch.autograd.Function):
     """z·H(z − θ); gradient to z as if H were constant, to θ by a rectangle-kernel estimate.
-    Saves boolean masks, not z: the backward is two masked sums (4x less memory traffic)."""
+    Saves the two masks (as floats: multiplying by them is the cheapest backward on CPU), not z."""
 
     @staticmethod
     def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        above = pre > threshold
-        ctx.save_for_backward(above, _window(pre, threshold, bandwidth), threshold)
+        above = (pre > threshold).to(pre.dtype)
+        window = _window(pre, threshold, bandwidth).to(pre.dtype)
+        ctx.save_for_backward(above, window, threshold)
         ctx.bandwidth = bandwidth
         return pre * above
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
         above, window, threshold = ctx.saved_tensors
-        grad_pre = torch.where(above, grad, 0)
-        near = torch.where(window, grad, 0).sum(0)
-        return grad_pre, -(threshold / ctx.bandwidth) * near, None
+        near = (grad * window).sum(0)
+        return grad * above, -(threshold / ctx.bandwidth) * near, None
 
 
-class _StepFn(torch.autograd.Function):
-    """H(z − θ) for the L0 penalty; gradient to θ only, by the same rectangle kernel."""
+class _L0Fn(torch.autograd.Function):
+    """Per row, Σᵢ H(zᵢ − θᵢ), for the L0 penalty; gradient to θ only, by the same rectangle
+    kernel: ∂/∂θᵢ = −(1/ε) Σ_rows g_row · [|z − θᵢ| < ε/2] (one matrix-vector product)."""
 
     @staticmethod
     def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(_window(pre, threshold, bandwidth))
+        ctx.save_for_backward(_window(pre, threshold, bandwidth).to(pre.dtype))
         ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
+        return (pre > threshold).sum(-1).to(pre.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
         (window,) = ctx.saved_tensors
-        return None, torch.where(window, grad, 0).sum(0) / -ctx.bandwidth, None
+        return None, (grad @ window) / -ctx.bandwidth, None
 
 
 @register_activation("jumprelu")
@@ -305,7 +306,7 @@ class JumpReLU(Activation):
 
     def l0(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, ""]:
         """Mean number of active latents per row, differentiable in the threshold."""
-        return _StepFn.apply(pre, self.threshold, self.bandwidth).sum(-1).mean()  # type: ignore[union-attr]
+        return _L0Fn.apply(pre, self.threshold, self.bandwidth).mean()  # type: ignore[union-attr]
 
     def sparsity_loss(self, sae: Any, out: Any, coefficient: float) -> Float[Tensor, ""] | None:
         """λ · mean over rows of Σᵢ H(zᵢ − θᵢ) (L0, straight-through in θ)."""

@@ -53,3 +53,49 @@ def test_aux_k_scale_follows_dead_count(n_dead: int, scale: float) -> None:
         dead_mask=dead, k_aux=K_AUX, aux_coefficient=1.0, backend=REFERENCE,
     )  # fmt: skip
     torch.testing.assert_close(loss.aux, want, rtol=1e-5, atol=1e-6)
+
+
+def test_jumprelu_loss_and_gradients_match_saelens_direct_threshold() -> None:
+    # SAELens 6's JumpReLUTrainingSAE ("step" L0 loss, threshold trained directly) on the same
+    # weights: same loss, same gradient for every parameter, θ included.
+    sl = pytest.importorskip("sae_lens")
+    from saes.losses import sae_loss
+
+    cfg = SAEConfig(
+        d_in=16, d_sae=64, activation="jumprelu", jumprelu_threshold_param="direct",
+        jumprelu_init_threshold=0.05, jumprelu_bandwidth=0.1,
+    )  # fmt: skip
+    ours = SAE(cfg, seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        ours.W_enc.copy_(torch.randn(16, 64, generator=g) * 0.1)
+        ours.b_enc.copy_(torch.randn(64, generator=g) * 0.05)
+        ours.b_dec.copy_(torch.randn(16, generator=g) * 0.1)
+        ours.act.threshold_param.uniform_(0.0, 0.1, generator=g)
+    theirs = sl.JumpReLUTrainingSAE(
+        sl.JumpReLUTrainingSAEConfig(
+            d_in=16, d_sae=64, jumprelu_bandwidth=0.1, l0_coefficient=0.3, dtype="float32"
+        )
+    )
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(theirs, name).copy_(getattr(ours, name))
+        theirs.threshold.copy_(ours.act.threshold_param)
+    x = torch.randn(128, 16, generator=g)
+    loss, _ = sae_loss(ours, x, sparsity_coefficient=0.3)
+    loss.total.backward()
+    step = sl.saes.sae.TrainStepInput(
+        sae_in=x,
+        coefficients={"l0": 0.3},
+        dead_neuron_mask=None,
+        n_training_steps=0,
+        is_logging_step=False,
+    )
+    out = theirs.training_forward_pass(step)
+    out.loss.backward()
+    torch.testing.assert_close(loss.total, out.loss)
+    torch.testing.assert_close(loss.sparsity, out.losses["l0_loss"])
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(getattr(ours, name).grad, getattr(theirs, name).grad)
+    torch.testing.assert_close(ours.act.threshold_param.grad, theirs.threshold.grad)
+    assert ours.act.threshold_param.grad.abs().sum() > 0
