@@ -194,6 +194,8 @@ def test_config_errors_name_the_problem():
         SAEConfig(d_in=8, d_sae=32, activation="topK")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
         config_from_dict(TrainConfig, {"batchsize": 3})
+    with pytest.raises(ConfigError, match="calibration_batches must be 0 or more"):
+        TrainConfig(calibration_batches=-1)
     with pytest.raises(ValueError, match="width d_in=8"):
         make()(torch.randn(2, 9))
 

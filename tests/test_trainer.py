@@ -331,3 +331,19 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path):
         return [json.loads(line)["step"] for line in lines]
 
     assert steps("b") == steps("a") == list(range(5, 41, 5))
+
+
+def test_batchtopk_threshold_is_calibrated_on_the_last_batches_only():
+    # After the last step the threshold is the smallest value BatchTopK keeps on the last
+    # calibration_batches batches (as one batch) under the final weights; 0 keeps the average.
+    def run(n):
+        c = cfg(calibration_batches=n, checkpoint_every=0)
+        return Trainer(c, sae("batchtopk"), synthetic(), progress=False).fit()
+
+    running, calibrated = run(0), run(3)
+    for a, b in zip(running.parameters(), calibrated.parameters(), strict=True):
+        assert torch.equal(a, b)  # calibration changes no weight
+    last = torch.cat(list(itertools.islice(synthetic(), 40))[-3:])
+    kept = calibrated.pre_acts(last).detach().relu().flatten().topk(4 * 3 * 64).values
+    assert float(calibrated.act.threshold) == float(kept.min())
+    assert float(running.act.threshold) != float(kept.min())
