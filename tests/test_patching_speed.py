@@ -101,7 +101,10 @@ def test_logits_only_where_the_metric_reads_are_exact(tiny_model, metric, reads)
     clean, corrupt = _pair(tiny_model.cfg.d_vocab)
     lazy = patch_sweep(tiny_model, clean, corrupt, metric, site="resid_pre")
     full = patch_sweep(tiny_model, clean, corrupt, metric, site="resid_pre", logits_at=range(POS))
-    torch.testing.assert_close(lazy.values, full.values, atol=0, rtol=0)
+    # Equal to float rounding, not always bit for bit: reading fewer positions, the last block
+    # runs its MLP on fewer rows (tests/test_partial_skips.py), and a matmul's rounding can
+    # depend on its row count.
+    torch.testing.assert_close(lazy.values, full.values, atol=1e-6, rtol=1e-6)
     if reads is not None:
         assert lazy.meta["metric_reads"] == reads
 

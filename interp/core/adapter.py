@@ -137,6 +137,13 @@ class ModelAdapter:
             names.append("hook_pos_embed")
         return names
 
+    def attn_out_hook(self, layer: int) -> str:
+        """What ``layer``'s attention adds to the residual stream: ``hook_attn_out``, on a bridge
+        its canonical name (a bridge not in compatibility mode has no other)."""
+        return f"blocks.{layer}." + (
+            "hook_attn_out" if self.backend == "hooked" else "attn.hook_out"
+        )
+
     @property
     def final_hook(self) -> str:
         """The residual stream the final norm and unembedding read."""
@@ -156,12 +163,14 @@ class ModelAdapter:
             logits = cap * torch.tanh(logits / cap)
         return logits
 
+    def w_o(self, layer: int) -> Tensor:
+        """The attention output weights of ``layer``, ``[head, d_head, d_model]``."""
+        model = self.model
+        return model.blocks[layer].attn.W_O if self.backend == "hooked" else model.W_O[layer]
+
     def head_outputs(self, layer: int, z: Tensor) -> Tensor:
         """Each head's write into the residual stream, ``[..., head, d_model]`` from ``hook_z``."""
-        model = self.model
-        attn = model.blocks[layer].attn
-        w_o = attn.W_O if self.backend == "hooked" else model.W_O[layer]  # [head, d_head, d_model]
-        return torch.einsum("...hd,hdm->...hm", z, w_o.to(z.dtype))
+        return torch.einsum("...hd,hdm->...hm", z, self.w_o(layer).to(z.dtype))
 
     @property
     def restart(self) -> Literal["blocks", "decoder"] | None:

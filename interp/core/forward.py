@@ -88,12 +88,20 @@ class PartialForward:
         self.kept: dict[str, Tensor] = {}  # activations at ``keep`` in the base run
         # Base run and restarts alike use fused norms and GELU: a cell that changes nothing
         # must reproduce the base run exactly.
-        with hooks(model, fwd=[(name, self._keeper(name)) for name in keep]), fused_layers(model):
+        # Block 0's attention output, for the check of `mid`. (Not its residual after attention:
+        # on a bridge that is the second norm's input, and a hook there unfuses that norm.)
+        self._attn0: dict[str, Tensor] = {}
+        keepers = [(name, self._keeper(name)) for name in keep]
+        if self.mode is not None:
+            keepers.append((self.adapter.attn_out_hook(0), keep_into("attn", self._attn0)))
+        with hooks(model, fwd=keepers), fused_layers(model):
             self.base = self._base_run(tokens)
         if self.mode == "decoder":
             self._check_restart()
         self.tail = self.mode is not None and self._check_tail()
+        self.mid_ok = self.mode is not None and self._check_mid()
         self.__dict__.pop("_final_all", None)
+        self._attn0.clear()
         self.forwards = 0
         self.block_positions = 0
 
@@ -189,6 +197,43 @@ class PartialForward:
         except Exception:  # noqa: BLE001 - any failure means: run the last block whole
             return False
 
+    def _check_mid(self) -> bool:
+        """Check once that block 0 run from its residual after attention (its input plus its
+        attention's output; :meth:`_mlp_half`) gives the next block's input (or the final
+        residual) of the base run."""
+        attn = self._attn0.get("attn")
+        if attn is None or not self.base.resid_pre or _hooked(self.model.blocks[0]):
+            return False
+        mid = self.base.resid_pre[0] + attn
+        n_layers = self.adapter.spec.n_layers
+        want = self.base.resid_pre[1] if n_layers > 1 else self._final_all
+        try:
+            with torch.no_grad(), fused_layers(self.model):
+                got = self._mlp_half(0, mid)
+            return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5))
+        except Exception:  # noqa: BLE001 - any failure means: restart at the block's start
+            return False
+
+    def mid_usable(self, layer: int) -> bool:
+        """Whether :meth:`run_from` can take ``mid=`` at ``layer`` now: the check passed and no
+        hook is on that block (a hook there would miss the attention it skips)."""
+        return self.mid_ok and not _hooked(self.model.blocks[layer])
+
+    def _mlp_half(self, layer: int, mid: Tensor) -> Tensor:
+        """Block ``layer`` from its residual after attention: its MLP, added to it."""
+        block = self.model.blocks[layer]
+        if self.mode == "decoder":
+            out = block.mlp(block.ln2(mid))
+            return mid + (out[0] if isinstance(out, tuple) else out)
+        cfg = self.model.cfg
+        if cfg.parallel_attn_mlp or cfg.use_normalization_before_and_after:
+            raise NotImplementedError("the MLP does not read the residual after attention alone")
+        mid = block.hook_resid_mid(mid)
+        if cfg.attn_only:
+            return block.hook_resid_post(mid)
+        mlp_in = block.hook_mlp_in(mid.clone()) if cfg.use_hook_mlp_in else mid
+        return block.hook_resid_post(mid + block.apply_mlp(block.ln2(mlp_in)))
+
     def _fall_back(self) -> None:
         self.mode = None
         self.fast = False
@@ -202,15 +247,28 @@ class PartialForward:
             self.base.final = self.base.final[:, idx]
 
     def run_from(
-        self, layer: int, p0: int, k: int, fwd: Sequence[tuple[Any, HookFn]] = ()
+        self,
+        layer: int,
+        p0: int,
+        k: int,
+        fwd: Sequence[tuple[Any, HookFn]] = (),
+        *,
+        mid: Tensor | None = None,
     ) -> Tensor:
         """``k`` stacked copies of the base run, changed by the hooks ``fwd``, from ``layer`` and
         position ``p0`` on: ``[k * batch, n_logit_pos, ·]``.
+
+        ``mid`` (``[k * batch, n_pos - p0, d_model]``, only where :meth:`mid_usable`): block
+        ``layer``'s residual after attention at positions from ``p0`` on, for a change that
+        only that attention's output carries (a head's ``z``, ``attn_out``): the block then
+        runs its MLP only, its attention unrun.
 
         The block-level path returns final residuals (``d_model`` wide; unembed them with
         :meth:`logits`, since TL's unembedding copies its whole weight on every call); the
         whole-forward path returns logits. ``is_residual`` says which.
         """
+        if mid is not None and not self.mid_usable(layer):
+            raise ValueError(f"mid= cannot be used at layer {layer}: check mid_usable() first")
         self.forwards += 1
         n_layers = self.adapter.spec.n_layers
         with torch.no_grad(), hooks(self.model, fwd=fwd), fused_layers(self.model):
@@ -222,9 +280,17 @@ class PartialForward:
                 return self.base.final.repeat(k, 1, 1)
             self.block_positions += k * self.n * (self.n_pos - p0) * (n_layers - layer)
             tail = self._tail_start(p0)
+            resid = None
+            if mid is not None:  # the MLP half of block `layer`, then the blocks after it
+                last = layer == n_layers - 1
+                resid = self._mlp_half(layer, mid[:, tail:] if last and tail else mid)
+                layer += 1
+                if last:
+                    return self._finish(resid, p0 + (tail or 0), k)
             if self.mode == "decoder":
-                return self._finish(self._decoder_blocks(layer, p0, k, tail=tail), p0, k)
-            out = self._blocks_from_raw(layer, p0, k, tail=tail)
+                out = self._decoder_blocks(layer, p0, k, tail=tail, resid=resid)
+                return self._finish(out, p0, k)
+            out = self._blocks_from_raw(layer, p0, k, tail=tail, resid=resid)
             return self._finish(out, p0 + (tail or 0), k)
 
     @property
@@ -260,19 +326,28 @@ class PartialForward:
         if self.mode == "decoder":
             # A bridge's attention reshapes its output by its input's length, so it runs whole;
             # the HF layer adds the residual itself, so the MLP's output goes back at full length.
-            return [(f"{last}.ln2.hook_in", rows), (f"{last}.hook_mlp_out", pad)]
+            return [(f"{last}.ln2.hook_in", rows), (f"{last}.mlp.hook_out", pad)]
         return [
             (f"{last}.attn.hook_pattern", rows),
             (f"{last}.hook_attn_out", pad),
             (f"{last}.hook_resid_mid", rows),
         ]
 
-    def _blocks_from_raw(self, layer: int, p0: int, k: int, tail: int | None = None) -> Tensor:
-        """The residual after the last block, restarted at ``layer`` and ``p0``: rows from
-        ``p0 + tail`` on (all from ``p0`` when ``tail`` is None)."""
+    def _blocks_from_raw(
+        self,
+        layer: int,
+        p0: int,
+        k: int,
+        tail: int | None = None,
+        resid: Tensor | None = None,
+    ) -> Tensor:
+        """The residual after the last block, restarted at ``layer`` and ``p0`` (from ``resid``
+        there, by default the base run's): rows from ``p0 + tail`` on (from ``p0`` when
+        ``tail`` is None)."""
         model, base = self.model, self.base
         entry_cls = _kv_entry_class()
-        resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
+        if resid is None:
+            resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
         spe = None if base.shortformer is None else base.shortformer[:, p0:].repeat(k, 1, 1)
         n_layers = self.adapter.spec.n_layers
         for i in range(layer, n_layers):
@@ -282,9 +357,7 @@ class PartialForward:
                 frozen=True,
             )
             with hooks(model, fwd=self._tail_hooks(tail) if tail and i == n_layers - 1 else ()):
-                resid = model.blocks[i](
-                    resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe
-                )
+                resid = model.blocks[i](resid, past_kv_cache_entry=entry, shortformer_pos_embed=spe)
         return resid
 
     def _finish(self, resid: Tensor, p0: int, k: int) -> Tensor:
@@ -297,9 +370,16 @@ class PartialForward:
             out[:, new] = resid[:, [self.logit_pos[j] - p0 for j in new]]
         return out
 
-    def _decoder_blocks(self, layer: int, p0: int, k: int, tail: int | None = None) -> Tensor:
-        """The residual after the last block at positions >= p0, restarted at ``layer`` (right
-        from row ``tail`` on only, when given)."""
+    def _decoder_blocks(
+        self,
+        layer: int,
+        p0: int,
+        k: int,
+        tail: int | None = None,
+        resid: Tensor | None = None,
+    ) -> Tensor:
+        """The residual after the last block at positions >= p0, restarted at ``layer`` from
+        ``resid`` (default: the base run's); right from row ``tail`` on only, when given."""
         # A bridge's blocks wrap the HF decoder layers: called in turn on positions >= p0, with
         # their rotary embeddings (if any), a causal mask over every position and the base run's keys and
         # values before p0 in a fresh cache, they compute what the full forward does there,
@@ -315,7 +395,8 @@ class PartialForward:
                 base.values[i][:, :, :p0].repeat(k, 1, 1, 1),
                 i,
             )
-        resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
+        if resid is None:
+            resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
         pos = torch.arange(p0, self.n_pos, device=resid.device)[None]
         rotary = {}
         if self.adapter.rotary:  # absolute positions are in the residual stream already

@@ -10,12 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from interp.core.adapter import adapt
 from interp.core.forward import PartialForward
 from interp.core.sites import Cell, Site
+from interp.hooks import hook_layer
 
 __all__ = ["PatchRunner"]
+
+# Sites that only the attention's output carries into the residual stream: a patch there is a
+# known change of the residual after attention, so the restart skips that attention.
+ATTENTION_OUTPUT_SITES = ("z", "attn_out")
 
 
 class PatchRunner:
@@ -35,6 +42,13 @@ class PatchRunner:
         self.site = site
         self.max_tokens = max_tokens
         self.n, self.n_pos = base_tokens.shape
+        # layer -> its attention output's hook, where the site lets a restart skip attention
+        self.attn_outs: dict[int, str] = {}
+        if site.name in ATTENTION_OUTPUT_SITES:
+            adapter = adapt(model)
+            layers = {hook_layer(name) for name in keep}
+            self.attn_outs = {la: adapter.attn_out_hook(la) for la in layers if la is not None}
+        keep = [*keep, *self.attn_outs.values()]
         self.forward = PartialForward(model, base_tokens, logit_pos, fast=fast, keep=keep)
         self.fast = self.forward.fast
         # A restarted forward skips earlier positions too; whole forwards run them all.
@@ -51,7 +65,9 @@ class PatchRunner:
         return self.forward.kept
 
     def release_base_acts(self) -> None:
-        self.forward.kept = {}
+        """Drop the base run's activations, except those a restart after attention reads."""
+        if not self.attn_outs or not self.forward.is_residual:
+            self.forward.kept = {}
 
     @property
     def forwards(self) -> int:
@@ -86,8 +102,36 @@ class PatchRunner:
                 act[dst] = source[(slice(None), *cell.source_index(layout, p0))].to(act.dtype)
             return act
 
-        out = self.forward.run_from(layer, p0, k, [(self.site.hook_name(layer), patch)])
+        if layer in self.attn_outs and self.forward.is_residual and self.forward.mid_usable(layer):
+            mid = self._mid(layer, p0, cells, source)
+            out = self.forward.run_from(layer, p0, k, mid=mid)
+        else:
+            out = self.forward.run_from(layer, p0, k, [(self.site.hook_name(layer), patch)])
         return out.reshape(k, n, *out.shape[1:])
+
+    @torch.no_grad()
+    def _mid(self, layer: int, p0: int, cells: Sequence[Cell], source: Tensor) -> Tensor:
+        """Each cell's residual after block ``layer``'s attention, from ``p0`` on: the base
+        run's plus the patch's change of the attention output (through W_O for a head's z)."""
+        kept = self.forward.kept
+        base_site = kept[self.site.hook_name(layer)]
+        base_attn = kept[self.attn_outs[layer]][:, p0:]
+        base_mid = self.forward.base.resid_pre[layer][:, p0:] + base_attn  # as the block adds
+        layout = self.site.layout
+        mid = base_mid.repeat(len(cells), 1, 1)
+        w_o = self.forward.adapter.w_o(layer) if self.site.name == "z" else None
+        for c, cell in enumerate(cells):
+            at = (slice(None), *cell.source_index(layout, p0))
+            delta = source[at].to(base_site.dtype) - base_site[at]
+            rows = mid[c * self.n : (c + 1) * self.n]
+            pos = cell.index(layout, p0)[0]
+            if w_o is None:  # attn_out: the change itself
+                rows[:, pos] += delta
+            elif cell.head is not None:  # one head: its d_head columns of W_O
+                rows[:, pos] += delta @ w_o[cell.head].to(delta.dtype)
+            else:  # every head at once
+                rows[:, pos] += torch.einsum("...hd,hdm->...m", delta, w_o.to(delta.dtype))
+        return mid
 
     def logits(self, final: Tensor) -> Tensor:
         return self.forward.logits(final)
