@@ -165,3 +165,18 @@ def test_bad_input_fails_before_any_forward(tiny_model):
     finally:
         handle.remove()
     assert not calls
+
+
+def test_patch_sweep_takes_feature_cells(tiny_model):
+    from interp.patching import patch_sweep
+
+    tcs = {0: _tc(1), 1: _tc(2)}
+    nodes = ["F0.3@3", "F1.5@3", "F0.2"]
+    via_sweep = patch_sweep(
+        tiny_model, CLEAN, CORRUPT, METRIC, site="feature", features=nodes, transcoders=tcs
+    )
+    direct = patch_features(tiny_model, CLEAN, CORRUPT, METRIC, features=nodes, transcoders=tcs)
+    torch.testing.assert_close(via_sweep.values, direct.values, atol=0, rtol=0)
+    assert via_sweep.labels["feature"] == ["F0.3@3", "F1.5@3", "F0.2"]
+    with pytest.raises(ValueError, match="site='feature'"):
+        patch_sweep(tiny_model, CLEAN, CORRUPT, METRIC, site="z", transcoders=tcs)

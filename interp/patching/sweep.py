@@ -154,6 +154,8 @@ def patch_sweep(
     logits_at: int | Sequence[int] | None = None,
     max_tokens: int = 16384,
     fast: bool | None = None,
+    features: Any = None,
+    transcoders: Any = None,
 ) -> PatchResult:
     """Patch ``site`` at every cell of ``over`` and measure ``metric`` on the patched logits.
 
@@ -181,7 +183,34 @@ def patch_sweep(
             in the unpatched ones: give such a metric ``logits_at``.
         max_tokens: rows × positions per batched forward (memory bound).
         fast: force (True) or forbid (False) the block-level fast path; default when supported.
+        features, transcoders: with ``site="feature"``, the cells are these transcoder feature
+            nodes (``"F3.12@5"``, or an attribution graph's :func:`feature_nodes`), each patched
+            through its transcoder's decoder direction at the MLP output
+            (:func:`interp.circuits.cells.patch_features`, which takes the other arguments as
+            here; ``over`` and the index restrictions do not apply).
     """
+    if site == "feature":
+        from interp.circuits.cells import patch_features
+
+        return patch_features(
+            model,
+            clean,
+            corrupt,
+            metric,
+            features=features,
+            transcoders=transcoders,
+            ablation=ablation,
+            direction=direction,
+            reference=reference,
+            logits_at=logits_at,
+            max_tokens=max_tokens,
+            fast=fast,
+        )
+    if features is not None or transcoders is not None:
+        raise ValueError(
+            f"features= and transcoders= are for site='feature'; site={site!r} patches "
+            "activations by site, layer, position and head"
+        )
     spec = site_spec(site, over)
     restrict = {"layer": layers, "pos": positions, "head": heads, "src_pos": src_positions}
     over, fixed = fixed_axes(spec, over, restrict)
