@@ -10,8 +10,9 @@ on shuffled pairs of those rows, and :func:`saes.evals.ce_loss_recovered` and
 training text). A layer's result does not depend on how many layers share its pass. Each layer
 is saved as ``OUT/layer_LL/`` (written beside, then renamed) and the quality table,
 ``quality.json`` and ``quality.md``, is rewritten after each layer, so a killed run keeps what it
-finished and a rerun skips finished layers. ``OUT`` defaults to ``$MECHSCOPE_CACHE/transcoders/<model>/``; read the
-set back with :func:`saes.transcoder.load_transcoders`.
+finished and a rerun skips finished layers. ``OUT`` defaults to
+``$MECHSCOPE_CACHE/transcoders/<model>/``; read the set back with
+:func:`saes.transcoder.load_transcoders`.
 """
 
 from __future__ import annotations
