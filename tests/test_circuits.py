@@ -34,7 +34,8 @@ def _tc(
 
 def _zero_source_run(model, rep: LocalReplacement):
     """The frozen model with every source (token embedding, features, errors) at zero: what is
-    left are the bias terms. Transcoder inputs and the final logits, by an independent forward."""
+    left are the bias terms (none at a position frozen whole: position 0 when ``rep`` skips it).
+    Transcoder inputs and the final logits, by an independent forward."""
     got: dict[int, torch.Tensor] = {}
     n_layers = rep.spec.n_layers
 
@@ -45,6 +46,7 @@ def _zero_source_run(model, rep: LocalReplacement):
             out = torch.zeros_like(act)
             if tc is not None:
                 out = out + tc.b_dec + (tc.skip(got[layer]) if tc.cfg.skip_connection else 0)
+                out[:, : rep.first] = 0
             return out
 
         return fn
@@ -63,12 +65,13 @@ def _zero_source_run(model, rep: LocalReplacement):
     return got, logits
 
 
+@pytest.mark.parametrize("pos0", [False, True])
 @pytest.mark.parametrize("skip", [False, True])
-def test_edges_sum_to_preactivations_and_logits(tiny_model, skip):
+def test_edges_sum_to_preactivations_and_logits(tiny_model, skip, pos0):
     model = tiny_model
     tcs = {0: _tc(seed=1, skip=skip), 1: _tc(seed=2, skip=skip)}
-    g = attribute(model, TOKENS, tcs, max_feature_nodes=None, batch_size=8)
-    rep = LocalReplacement.from_prompt(model, TOKENS, tcs)
+    g = attribute(model, TOKENS, tcs, max_feature_nodes=None, batch_size=8, skip_position_0=pos0)
+    rep = LocalReplacement.from_prompt(model, TOKENS, tcs, skip_position_0=pos0)
     assert g.n_features == int(sum((a != 0).sum() for a in rep.acts.values())) > 0
     # replacement logits equal the model's on the prompt
     with torch.no_grad():
@@ -128,7 +131,8 @@ def test_all_error_nodes_equal_hand_direct_logit_attribution(tiny_model):
         torch.testing.assert_close(row[g.token_start : g.logit_start], tok, atol=1e-5, rtol=1e-4)
 
 
-def test_handbuilt_model_known_edges():
+@pytest.mark.parametrize("pos0", [False, True])
+def test_handbuilt_model_known_edges(pos0):
     """One layer, attention writing nothing (W_O = 0), no norms: the token's embedding reaches a
     transcoder feature, which writes to the unembedding. Edges in closed form."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -155,15 +159,20 @@ def test_handbuilt_model_known_edges():
         tc.b_enc.zero_()
         tc.b_dec.zero_()
     g = attribute(
-        model, torch.tensor([2, 2]), {0: tc}, targets=[3], max_feature_nodes=None, batch_size=4
-    )
-    assert g.feature_table.tolist() == [[0, 0, 0], [0, 1, 0]]
-    feat_in = g.adjacency[:2, g.token_start : g.logit_start]
-    torch.testing.assert_close(feat_in, torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+        model, torch.tensor([2, 2]), {0: tc}, targets=[3], max_feature_nodes=None, batch_size=4,
+        skip_position_0=pos0,
+    )  # fmt: skip
     # logit 3 − mean logit: feature (a = 2) · W_dec (1.5 e_3) · (e_3 − mean of W_U's columns)
-    mean_col3 = 1.0 / 5
-    want = 2.0 * 1.5 * (1.0 - mean_col3)
-    torch.testing.assert_close(g.adjacency[g.logit_start, :2], torch.tensor([0.0, want]))
+    want = 2.0 * 1.5 * (1.0 - 1.0 / 5)
+    if pos0:  # position 0's feature is its error node (nothing reaches the logit from there)
+        assert g.feature_table.tolist() == [[0, 1, 0]]
+        torch.testing.assert_close(g.adjacency[0, g.token_start : g.logit_start], torch.tensor([0.0, 2.0]))  # fmt: skip
+        torch.testing.assert_close(g.adjacency[g.logit_start, :1], torch.tensor([want]))
+    else:
+        assert g.feature_table.tolist() == [[0, 0, 0], [0, 1, 0]]
+        feat_in = g.adjacency[:2, g.token_start : g.logit_start]
+        torch.testing.assert_close(feat_in, torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+        torch.testing.assert_close(g.adjacency[g.logit_start, :2], torch.tensor([0.0, want]))
     assert float(g.adjacency[g.logit_start, g.error_start : g.token_start].abs().sum()) < 1e-6
 
 
@@ -231,6 +240,31 @@ def test_max_feature_nodes_caps_rows(tiny_model):
     )
 
 
+def test_position_0_is_an_error_node_whole(tiny_model):
+    """By default (as circuit-tracer's zero_bos) no feature node sits at position 0 and each
+    layer's error node there is the model's whole MLP output there; with the option off the
+    TopK transcoders have k features there. Exact either way; no edit can target position 0."""
+    from interp.circuits import FeatureEdit
+
+    tcs = {0: _tc(seed=1, skip=True), 1: _tc(seed=2)}
+    mlp: dict[str, torch.Tensor] = {}
+    outs = [OUTPUT_HOOK.format(layer=i) for i in range(2)]
+    with torch.no_grad(), hooks(tiny_model, fwd=[(o, lambda a, hook: mlp.update({hook.name: a[0]})) for o in outs]):  # fmt: skip
+        real = tiny_model(TOKENS)[0]
+    g = attribute(tiny_model, TOKENS, tcs, max_feature_nodes=None)
+    assert g.n_features > 0 and not (g.feature_table[:, 1] == 0).any()
+    rep = LocalReplacement.from_prompt(tiny_model, TOKENS, tcs)
+    for layer in range(2):
+        torch.testing.assert_close(rep.errors[layer][0], mlp[outs[layer]][0], atol=0, rtol=0)
+        assert not rep.acts[layer][0].any()
+        assert (rep.errors[layer][1:] - mlp[outs[layer]][1:]).abs().max() > 1e-3  # features there
+    torch.testing.assert_close(rep.logits_of(), real, atol=1e-4, rtol=0)
+    kept = attribute(tiny_model, TOKENS, tcs, max_feature_nodes=None, skip_position_0=False)
+    assert int((kept.feature_table[:, 1] == 0).sum()) == 2 * 5  # k = 5 at each of 2 layers
+    with pytest.raises(ValueError, match="position 0 is an error node"):
+        rep.logits_of([FeatureEdit(0, 0, 3, 1.0)])
+
+
 def test_interventions_match_prediction(tiny_model):
     from interp.circuits.validate import check_interventions, feature_interventions, feature_nodes
 
@@ -275,7 +309,8 @@ def _hooked_model(softcap: float | None = None):
     return HookedTransformer(cfg).eval()
 
 
-def test_every_edge_equals_a_finite_difference_of_the_frozen_model():
+@pytest.mark.parametrize("pos0", [False, True])
+def test_every_edge_equals_a_finite_difference_of_the_frozen_model(pos0):
     """Edge by edge, not only row sums: nudge one source (a feature's decoder write, an error, a
     token embedding) in an independent frozen forward and read each target's change. Skip
     transcoders with input_scale 1.7, so the scale and the skip path are in play."""
@@ -284,8 +319,8 @@ def test_every_edge_equals_a_finite_difference_of_the_frozen_model():
     tcs = {0: _tc(seed=1, skip=True), 1: _tc(seed=2, skip=True)}
     for tc in tcs.values():
         tc.input_scale.fill_(1.7)
-    g = attribute(model, TOKENS, tcs, max_feature_nodes=None, batch_size=8)
-    rep = LocalReplacement.from_prompt(model, TOKENS, tcs)
+    g = attribute(model, TOKENS, tcs, max_feature_nodes=None, batch_size=8, skip_position_0=pos0)
+    rep = LocalReplacement.from_prompt(model, TOKENS, tcs, skip_position_0=pos0)
     n_pos, d = TOKENS.shape[1], 16
     rec: dict[str, torch.Tensor] = {}
     frozen = [n for n in model.hook_dict if n.endswith(("hook_pattern", "hook_scale"))]
@@ -302,8 +337,9 @@ def test_every_edge_equals_a_finite_difference_of_the_frozen_model():
             fwd.append((ins[i], lambda a, hook, i=i: xs.update({i: a})))
 
             def out(a, hook, i=i):  # MLP output cut, but the skip path follows its input
-                tc = tcs[i]
+                tc = tcs[i]  # (not at a position frozen whole)
                 live = rec[hook.name] - tc.skip(rec[ins[i]]) + tc.skip(xs[i])
+                live[:, : int(pos0)] = rec[hook.name][:, : int(pos0)]
                 return live + add.get(hook.name, 0)
 
             fwd.append((OUTPUT_HOOK.format(layer=i), out))

@@ -145,12 +145,15 @@ def attribute(
     batch_size: int = 32,
     max_feature_nodes: int | None = 1024,
     update_interval: int = 4,
+    skip_position_0: bool = True,
 ) -> AttributionGraph:
     """The attribution graph of ``prompt`` with ``transcoders`` ``{layer: saes.Transcoder}``.
 
     ``targets``: logit nodes as token strings (one token each) or ids; by default the top logits
     up to ``desired_logit_prob`` (at most ``max_n_logits``). ``max_feature_nodes`` caps the
     feature rows (None: every active feature — memory then grows with its square).
+    ``skip_position_0``: no feature nodes at position 0 (the attention sink); each layer's MLP
+    output there is its error node whole, as in :class:`LocalReplacement`.
     """
     tokens = check_prompt(model, _tokens(model, prompt))
     transcoders = check_transcoders(model, transcoders)
@@ -158,7 +161,7 @@ def attribute(
     if batch_size < 1 or (max_feature_nodes is not None and max_feature_nodes < 0):
         raise ValueError("batch_size must be ≥ 1 and max_feature_nodes ≥ 0 (or None)")
     t_start = time.perf_counter()
-    rep = LocalReplacement.from_prompt(model, tokens, transcoders)
+    rep = LocalReplacement.from_prompt(model, tokens, transcoders, skip_position_0=skip_position_0)
     last = rep.logits[-1]
     probs = torch.softmax(last.float(), -1)
     if wanted is None:
@@ -179,7 +182,7 @@ def attribute(
         base = rep.errors[layer].clone()
         if layer in rep.acts:
             tc = transcoders[layer]
-            base = base + tc.decode(rep.acts[layer]).to(dtype)
+            base = base + (tc.decode(rep.acts[layer]) * rep.live_mask(dtype)).to(dtype)
         leaves[layer] = base.expand(batch_size, -1, -1).clone().requires_grad_(True)
     inputs: dict[int, Tensor] = {}
     fwd = [(EMBED_HOOK, lambda act, hook: embed_leaf.to(act.dtype))]

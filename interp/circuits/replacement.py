@@ -6,7 +6,10 @@ value; at each layer with a transcoder the MLP output is the transcoder's output
 input plus a frozen error term (real MLP output − transcoder output), and a layer without one is
 frozen whole (an error node per position). On the prompt the replacement's logits therefore equal
 the model's; away from it, the transcoders' features recompute and everything else stays fixed.
-All of it is hooks installed through :func:`interp.hooks.hooks`.
+By default position 0 is frozen whole at every layer (its error node is the whole MLP output; no
+feature there): many models keep an input-independent attention sink there, of huge norm, that
+transcoders are not trained on (``python -m saes.transcoders`` drops it) and circuit-tracer
+leaves out of its features too. All of it is hooks installed through :func:`interp.hooks.hooks`.
 """
 
 from __future__ import annotations
@@ -111,11 +114,20 @@ class LocalReplacement:
 
     Built by :meth:`from_prompt` (one forward pass). ``acts[layer]`` are the transcoder's
     activations ``[pos, d_sae]``, ``errors[layer]`` the error node vectors ``[pos, d_model]``
-    (the whole MLP output where there is no transcoder), ``embed`` the token nodes' vectors.
+    (the whole MLP output where there is no transcoder, and at position 0 unless
+    ``skip_position_0=False``), ``embed`` the token nodes' vectors.
     """
 
-    def __init__(self, model: Any, tokens: Tensor, transcoders: Mapping[int, Any]):
+    def __init__(
+        self,
+        model: Any,
+        tokens: Tensor,
+        transcoders: Mapping[int, Any],
+        *,
+        skip_position_0: bool = True,
+    ):
         self.model = model
+        self.first = 1 if skip_position_0 else 0  # the first position with feature nodes
         self.tokens = check_prompt(model, tokens)
         self.transcoders = check_transcoders(model, transcoders)
         self.spec = adapt(model).spec
@@ -139,10 +151,15 @@ class LocalReplacement:
     @classmethod
     @torch.no_grad()
     def from_prompt(
-        cls, model: Any, tokens: Tensor, transcoders: Mapping[int, Any]
+        cls,
+        model: Any,
+        tokens: Tensor,
+        transcoders: Mapping[int, Any],
+        *,
+        skip_position_0: bool = True,
     ) -> LocalReplacement:
         """Run the model once on ``tokens`` and freeze what the replacement keeps fixed."""
-        self = cls(model, tokens, transcoders)
+        self = cls(model, tokens, transcoders, skip_position_0=skip_position_0)
         rec: dict[str, Tensor] = {}
         keep = [*self.pattern_hooks, *self.scale_hooks, EMBED_HOOK]
         keep += [OUTPUT_HOOK.format(layer=i) for i in range(self.spec.n_layers)]
@@ -159,18 +176,39 @@ class LocalReplacement:
                 continue
             x = rec[self.input_hooks[layer]][0].detach()
             acts = tc.encode(x)
+            acts[: self.first] = 0
             recon = tc.decode(acts)
             skip = tc.skip(x)
             if skip is not None:
                 recon = recon + skip
                 self.skip[layer] = skip
             self.acts[layer] = acts
+            recon[: self.first] = 0  # a skipped position's MLP output is all error
             self.errors[layer] = (mlp_out - recon.to(mlp_out.dtype)).clone()
         return self
 
     @property
     def n_pos(self) -> int:
         return int(self.tokens.shape[1])
+
+    def live_mask(self, dtype: torch.dtype) -> Tensor:
+        """``[pos, 1]``: 0 at the positions frozen whole (position 0 when skipped), else 1."""
+        mask = torch.ones(self.n_pos, 1, dtype=dtype)
+        mask[: self.first] = 0
+        return mask
+
+    def _check_edits(self, edits: Sequence[FeatureEdit]) -> None:
+        for e in edits:
+            if e.layer not in self.transcoders:
+                raise ValueError(
+                    f"no transcoder at layer {e.layer} (layers with one: {sorted(self.transcoders)})"
+                )
+            if not self.first <= e.pos < self.n_pos:
+                raise ValueError(
+                    f"edit at position {e.pos}: features exist at positions {self.first}–"
+                    f"{self.n_pos - 1}"
+                    + (" (position 0 is an error node: skip_position_0=True)" if e.pos == 0 else "")
+                )
 
     # -- hooks ------------------------------------------------------------------------------
     def freeze_hooks(self) -> list[tuple[str, HookFn]]:
@@ -206,11 +244,8 @@ class LocalReplacement:
         live: dict[int, Tensor] = {} if inputs is None else inputs
         out: list[tuple[str, HookFn]] = []
         by_layer: dict[int, list[FeatureEdit]] = {}
+        self._check_edits(edits)
         for e in edits:
-            if e.layer not in self.transcoders:
-                raise ValueError(
-                    f"no transcoder at layer {e.layer} (layers with one: {sorted(self.transcoders)})"
-                )
             by_layer.setdefault(e.layer, []).append(e)
         for layer in self.transcoders:
             out.append((self.input_hooks[layer], keep_into_int(layer, live)))
@@ -232,13 +267,14 @@ class LocalReplacement:
     ) -> HookFn:
         tc = self.transcoders.get(layer)
         err = self.errors[layer]
+        mask = self.live_mask(err.dtype)
 
         def fn(act: Tensor, hook: Any) -> Tensor:
             x = live.get(layer)
             if leaves is not None:
                 out = leaves[layer]
                 if tc is not None and tc.cfg.skip_connection:
-                    out = out + tc.skip(x)
+                    out = out + tc.skip(x) * mask.to(x.dtype)
                 return out.to(act.dtype)
             if tc is None:
                 return err.to(act.dtype).expand_as(act)
@@ -249,7 +285,7 @@ class LocalReplacement:
                 for e in edits:
                     acts[:, e.pos, e.feature] = e.value
             y = tc._reconstruct(acts.reshape(-1, acts.shape[-1]), x.reshape(-1, x.shape[-1]))
-            return (y.reshape(act.shape) + err).to(act.dtype)
+            return (y.reshape(act.shape) * mask.to(y.dtype) + err).to(act.dtype)
 
         return fn
 
@@ -268,9 +304,8 @@ class LocalReplacement:
         """The real model's logits with each edit added through the transcoder's decoder
         direction: ``(value − activation) · W_dec[feature]`` at the MLP output."""
         by_hook: dict[str, list[FeatureEdit]] = {}
+        self._check_edits(edits)
         for e in edits:
-            if e.layer not in self.transcoders:
-                raise ValueError(f"no transcoder at layer {e.layer}")
             by_hook.setdefault(OUTPUT_HOOK.format(layer=e.layer), []).append(e)
 
         def make(group: list[FeatureEdit]) -> HookFn:

@@ -4,7 +4,8 @@
 Two graphs, "The capital of France is" → " Paris" and one IOI prompt (:func:`interp.ioi.ioi_prompts`,
 target the indirect object), with the transcoders found in ``DIR`` (a set written by
 ``python -m saes.transcoders``); every layer without one is frozen whole, an error node per
-position. Per graph: the replacement's logits against the model's, scores, node and edge counts
+position, and so is position 0 at every layer unless ``--keep-position-0`` (the attention sink:
+see :class:`~interp.circuits.replacement.LocalReplacement`). Per graph: the replacement's logits against the model's, scores, node and edge counts
 before and after pruning, backward passes and time, where the influence sits (by kind and by
 (layer, position)), and :func:`~interp.circuits.validate.check_interventions` for the most
 influential features. For IOI, the route of the name tokens: the share of their influence on the
@@ -140,26 +141,30 @@ def graph_report(
     batch_size: int = 32,
     n_interventions: int = 20,
     fraction: float = 0.1,
+    skip_position_0: bool = True,
 ) -> tuple[AttributionGraph, dict[str, Any]]:
     """Build, check, prune, save and export one graph; its numbers as a dict."""
     tcs = dict(transcoders)
     g = attribute(
         model, tokens, tcs, targets=[target], max_feature_nodes=max_feature_nodes,
-        batch_size=batch_size,
+        batch_size=batch_size, skip_position_0=skip_position_0,
     )  # fmt: skip
     with torch.no_grad():
         real = model(g.tokens[None])[0]
-    rep = LocalReplacement.from_prompt(model, g.tokens[None], tcs)
+    rep = LocalReplacement.from_prompt(model, g.tokens[None], tcs, skip_position_0=skip_position_0)
     exact = float((rep.logits_of() - real).abs().max())
     replacement, completeness = g.scores()
     pruned = g.prune()
     g.save(out / name, overwrite=True)
     export_json(g, out / f"{name}.json", slug=name)
     t0 = time.perf_counter()
-    chk = check_interventions(model, g, tcs, n=n_interventions, fraction=fraction)
+    chk = check_interventions(
+        model, g, tcs, n=n_interventions, fraction=fraction, skip_position_0=skip_position_0
+    )
     labels = _labels(g, None)
     report = {
         "prompt": g.prompt,
+        "skip_position_0": skip_position_0,
         "tokens": len(g.tokens),
         "token_strings": g.token_strings,
         "target": g.logit_strings[0] if g.logit_strings else int(g.logit_tokens[0]),
@@ -209,6 +214,7 @@ def run_study(
     out: str | os.PathLike[str],
     *,
     ioi_seed: int = 0,
+    skip_position_0: bool = True,
     **kw: Any,
 ) -> dict[str, Any]:
     """Both graphs (``kw`` goes to :func:`graph_report`); writes ``study.json`` and ``study.md``."""
@@ -223,8 +229,10 @@ def run_study(
     results: dict[str, Any] = {
         "transcoder_layers": sorted(transcoders),
         "error_only_layers": [i for i in range(model.cfg.n_layers) if i not in transcoders],
+        "skip_position_0": skip_position_0,
         "graphs": {},
     }
+    kw["skip_position_0"] = skip_position_0
     _, results["graphs"]["paris"] = graph_report(
         model, "paris", paris, paris_target, transcoders, out, **kw
     )
@@ -251,7 +259,8 @@ def markdown(results: dict[str, Any]) -> str:
     """The study's numbers as Markdown tables."""
     lines = [
         f"Transcoders at layers {results['transcoder_layers']}; layers "
-        f"{results['error_only_layers']} are whole-MLP error nodes.",
+        f"{results['error_only_layers']} are whole-MLP error nodes"
+        + (", and so is position 0 at every layer." if results.get("skip_position_0") else "."),
         "",
         "| graph | tokens | max abs logit diff | replacement | completeness | nodes → pruned | "
         "edges → pruned | feature nodes → pruned | backward passes | graph s | r (replacement) "
@@ -315,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fraction", type=float, default=0.1, help="ablate this share of a feature")
     p.add_argument("--ioi-seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--keep-position-0", action="store_true",
+                   help="feature nodes at position 0 too (default: it is an error node whole)")  # fmt: skip
     args = p.parse_args(argv)
     from interp.models import load_model
     from saes.checksums import SAELoadError
@@ -337,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run_study(
         model, tcs, args.out, ioi_seed=args.ioi_seed, max_feature_nodes=args.max_feature_nodes,
         batch_size=args.batch_size, n_interventions=args.n_interventions, fraction=args.fraction,
+        skip_position_0=not args.keep_position_0,
     )  # fmt: skip
     print(markdown(res))
     print(f"wrote {args.out}/study.json, study.md, paris/, ioi/ and their viewer JSON")

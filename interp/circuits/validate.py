@@ -113,10 +113,13 @@ def check_interventions(
     n: int = 20,
     fraction: float = 0.1,
     logit: int = 0,
+    skip_position_0: bool | None = None,
 ) -> InterventionCheck:
     """For the ``n`` feature nodes with the most influence on the logits, scale each one's
     activation by ``1 − fraction`` and compare the graph's predicted change of logit node
-    ``logit`` with the change measured in the replacement model and in the real model."""
+    ``logit`` with the change measured in the replacement model and in the real model.
+    ``skip_position_0``: as given to :func:`~interp.circuits.attribute`; None reads it off the
+    graph (no active feature at position 0: skipped)."""
     graph.check_model(model)
     cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0)
     if cap > 0:
@@ -125,7 +128,11 @@ def check_interventions(
             "are the logits before the cap, the measured ones after it, so they cannot be compared "
             "as they stand; not supported yet"
         )
-    rep = LocalReplacement.from_prompt(model, graph.tokens, transcoders)
+    if skip_position_0 is None:
+        skip_position_0 = not bool((graph.active_features[:, 1] == 0).any())
+    rep = LocalReplacement.from_prompt(
+        model, graph.tokens, transcoders, skip_position_0=skip_position_0
+    )
     from interp.circuits.influence import node_influence
 
     infl = node_influence(graph.adjacency, graph.logit_weights)[: graph.n_features]
