@@ -7,7 +7,11 @@ many layers per pass as ``--cache-gb`` holds (bfloat16; the forward stops after 
 layer). Then, layer by layer, the shared :class:`~saes.trainer.Trainer` trains a TopK transcoder
 on shuffled pairs of those rows, and :func:`saes.evals.ce_loss_recovered` and
 :func:`saes.evals.evaluate_reconstruction` measure it on held-out contexts (text after the
-training text). A layer's result does not depend on how many layers share its pass. Each layer
+training text). Position 0 of every context (the BOS, where SmolLM2 and many models keep an
+input-independent attention sink of huge norm) is left out of the training and evaluation rows
+and left unspliced in the CE loss, as SAE practice does; ``--keep-position-0`` keeps it. In an
+attribution graph that position is an error node (:func:`interp.circuits.attribute`'s
+``skip_position_0``). A layer's result does not depend on how many layers share its pass. Each layer
 is saved as ``OUT/layer_LL/`` (written beside, then renamed) and the quality table,
 ``quality.json`` and ``quality.md``, is rewritten after each layer, so a killed run keeps what it
 finished and a rerun skips finished layers. ``OUT`` defaults to
@@ -85,24 +89,28 @@ def plan_passes(
 
 
 def cache_pairs(
-    model: Any, layers: Sequence[int], tokens: Tensor, max_tokens: int
+    model: Any, layers: Sequence[int], tokens: Tensor, max_tokens: int, *, first: int = 0
 ) -> dict[int, tuple[Tensor, Tensor]]:
-    """Each layer's MLP input and output rows ``[n, d_model]`` (bfloat16), one pass for all
-    layers: a forward per chunk of ``max_tokens``, stopping after the last layer."""
+    """Each layer's MLP input and output rows ``[n, d_model]`` (bfloat16) at positions ``first``
+    onward of each context, one pass for all layers: a forward per chunk of ``max_tokens``,
+    stopping after the last layer."""
     from interp.cache import cache_activations
     from interp.core.forward import rows_for
 
     hooks = [h for layer in layers for h in mlp_hooks(layer)]
     rows: dict[str, Tensor] = {}
+    n_rows = len(tokens) * (tokens.shape[1] - first)
     at = 0
     for chunk in tokens.split(rows_for(max_tokens, tokens.shape[1])):
-        cache = cache_activations(model, chunk, hooks, dtype=torch.bfloat16, device="cpu")
+        cache = cache_activations(
+            model, chunk, hooks, positions=slice(first, None), dtype=torch.bfloat16, device="cpu"
+        )
         for h in hooks:  # filled in place: no second copy from concatenating the chunks
             act = cache[h].flatten(0, 1)
             if h not in rows:
-                rows[h] = torch.empty(tokens.numel(), act.shape[-1], dtype=act.dtype)
+                rows[h] = torch.empty(n_rows, act.shape[-1], dtype=act.dtype)
             rows[h][at : at + len(act)] = act
-        at += chunk.numel()
+        at += len(act)
     return {layer: (rows[mlp_hooks(layer)[0]], rows[mlp_hooks(layer)[1]]) for layer in layers}
 
 
@@ -137,10 +145,11 @@ def train_layer(
     from saes.trainer import Trainer
 
     start = time.perf_counter()
+    first = _first(args)
     if pairs is None:
         pairs = (
-            *cache_pairs(model, [layer], train_tokens, args.forward_tokens)[layer],
-            *cache_pairs(model, [layer], eval_tokens, args.forward_tokens)[layer],
+            *cache_pairs(model, [layer], train_tokens, args.forward_tokens, first=first)[layer],
+            *cache_pairs(model, [layer], eval_tokens, args.forward_tokens, first=first)[layer],
         )
     x, y, ex, ey = pairs
     cached = time.perf_counter()
@@ -160,9 +169,12 @@ def train_layer(
     rec = evaluate_reconstruction(
         tc, zip(ex.float().split(4096), ey.float().split(4096), strict=True)
     )
+    # Dropped from training, position 0 stays unspliced here too (its MLP output is kept), as it
+    # is an error node in a graph; kept, it is spliced unless it holds the BOS (the default).
     ce = ce_loss_recovered(
-        model, tc, mlp_hooks(layer)[1], eval_tokens, max_tokens=args.forward_tokens
-    )
+        model, tc, mlp_hooks(layer)[1], eval_tokens, max_tokens=args.forward_tokens,
+        skip_bos=True if first else None,
+    )  # fmt: skip
     row = {
         "layer": layer, "l0": rec.l0, "fvu": rec.fvu, "ce_loss_recovered": ce.loss_recovered,
         "kl": ce.kl_sae, "dead_fraction": rec.dead_fraction, "train_tokens": len(x),
@@ -172,6 +184,11 @@ def train_layer(
         "kl_zero_ablated": ce.kl_zero,
     }  # fmt: skip
     return cast(Transcoder, tc), row
+
+
+def _first(args: argparse.Namespace) -> int:
+    """The first position of each context in the rows: 1 unless ``--keep-position-0``."""
+    return 0 if getattr(args, "keep_position_0", False) else 1
 
 
 def markdown(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
@@ -207,7 +224,15 @@ def train_set(
     layer is saved and tabulated before the next starts."""
     settings = {k: getattr(args, k) for k in ("model", "d_sae", "k", "epochs", "batch_size", "lr",
                                                "context_size", "seed")}  # fmt: skip
-    table = read_json(out / QUALITY)["layers"] if (out / QUALITY).exists() else {}
+    settings["position_0"] = "kept" if _first(args) == 0 else "dropped"
+    old = read_json(out / QUALITY) if (out / QUALITY).exists() else {}
+    table = old.get("layers", {})
+    was = old.get("settings", {}).get("position_0", "kept")  # sets before the option kept it
+    if table and was != settings["position_0"]:
+        raise ConfigError(
+            f"{out} holds layers trained with position 0 {was}; this run has it "
+            f"{settings['position_0']}: use another --out (a set is one rule)"
+        )
     todo = []
     for layer in layers:
         if not args.redo and (out / layer_dirname(layer)).is_dir() and str(layer) in table:
@@ -221,8 +246,9 @@ def train_set(
     )
     for group in passes:
         start = time.perf_counter()
-        train = cache_pairs(model, group, train_tokens, args.forward_tokens)
-        held = cache_pairs(model, group, eval_tokens, args.forward_tokens)
+        first = _first(args)
+        train = cache_pairs(model, group, train_tokens, args.forward_tokens, first=first)
+        held = cache_pairs(model, group, eval_tokens, args.forward_tokens, first=first)
         cache_s = (time.perf_counter() - start) / len(group)  # each layer's share of the pass
         for layer in group:
             pairs = (*train.pop(layer), *held.pop(layer))  # popped: freed once trained
@@ -263,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="memory for the cached pairs of one pass (bfloat16)")  # fmt: skip
     p.add_argument("--layers-per-pass", type=int, help="at most this many layers per pass")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-position-0", action="store_true",
+                   help="train and evaluate on position 0 of each context too (default: dropped)")  # fmt: skip
     p.add_argument("--redo", action="store_true", help="retrain layers already in the folder")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)

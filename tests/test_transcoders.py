@@ -73,7 +73,50 @@ def test_many_layers_per_pass_train_the_same_transcoders_as_one(tmp_path, setup)
             k: v for k, v in many[str(layer)].items() if k not in timing
         }
         assert one[str(layer)]["layers_per_pass"] == 1 and many[str(layer)]["layers_per_pass"] == 3
-    assert many["1"]["train_tokens"] == 40 * CTX and many["1"]["eval_tokens"] == 8 * CTX
+    # position 0 of each context is dropped by default
+    assert many["1"]["train_tokens"] == 40 * (CTX - 1) and many["1"]["eval_tokens"] == 8 * (CTX - 1)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_no_position_0_row_reaches_the_trainer(tmp_path, setup, monkeypatch, keep) -> None:
+    """Every batch the trainer sees, checked against the model's rows at position 0 (cached
+    independently); the CE splice leaves position 0 out too. ``--keep-position-0`` keeps them."""
+    import saes.evals
+    import saes.transcoders as tcs
+    from saes.transcoder import mlp_hooks
+
+    model, train, held = setup
+    seen: list[torch.Tensor] = []
+    splice: list[Any] = []
+    real_shuffled, real_ce = tcs._shuffled, saes.evals.ce_loss_recovered
+
+    def shuffled(*a: Any) -> Any:
+        batches = real_shuffled(*a)
+
+        def recorded(skip: int) -> Any:
+            for x, y in batches(skip):
+                seen.append(x)
+                yield x, y
+
+        return recorded
+
+    def ce(*a: Any, **kw: Any) -> Any:
+        splice.append(kw["skip_bos"])
+        return real_ce(*a, **kw)
+
+    monkeypatch.setattr(tcs, "_shuffled", shuffled)
+    monkeypatch.setattr(saes.evals, "ce_loss_recovered", ce)
+    table = tcs.train_set(model, [1], train, held, tmp_path, set_args(keep_position_0=keep))
+    with torch.no_grad():
+        _, ref = model.run_with_cache(train)
+    first = ref[mlp_hooks(1)[0]][:, 0].bfloat16().float()  # [40, d]: position 0 of each context
+    rows = torch.cat(seen)
+    hits = (torch.cdist(rows, first) < 1e-6).any(0)  # each position-0 row: in some batch?
+    assert bool(hits.all()) if keep else not bool(hits.any())
+    assert splice == [None if keep else True]
+    assert table["1"]["eval_tokens"] == 8 * (CTX - (0 if keep else 1))
+    with pytest.raises(ConfigError, match="position 0 (kept|dropped).*another --out"):
+        tcs.train_set(model, [1], train, held, tmp_path, set_args(keep_position_0=not keep))
 
 
 def test_a_kill_mid_pass_keeps_finished_layers_and_a_rerun_trains_the_rest(

@@ -274,7 +274,7 @@ class LocalReplacement:
             if leaves is not None:
                 out = leaves[layer]
                 if tc is not None and tc.cfg.skip_connection:
-                    out = out + tc.skip(x) * mask.to(x.dtype)
+                    out = out + tc.skip(x) * mask.to(act.dtype)
                 return out.to(act.dtype)
             if tc is None:
                 return err.to(act.dtype).expand_as(act)
