@@ -116,6 +116,7 @@ def test_study_end_to_end_on_smollm2(smollm2, tmp_path, one_thread):
         assert r["feature_nodes"] == 48 and r["pruned_nodes"] <= r["nodes"]
         back = AttributionGraph.load(out / name, model=smollm2)
         assert back.n_features == 48 and back.transcoder_layers == [1, 3]
+        assert r["skip_position_0"] and not (back.active_features[:, 1] == 0).any()  # the sink
         viewer = json.loads((out / f"{name}.json").read_text())
         assert sum(n["is_target_logit"] for n in viewer["nodes"]) == 1
     assert res["graphs"]["paris"]["target"] == " Paris"
