@@ -388,13 +388,6 @@ class PartialForward:
         from transformers import DynamicCache
 
         model, base = self.model, self.base
-        cache = DynamicCache()
-        for i in range(len(base.keys)):
-            cache.update(
-                base.keys[i][:, :, :p0].repeat(k, 1, 1, 1),
-                base.values[i][:, :, :p0].repeat(k, 1, 1, 1),
-                i,
-            )
         if resid is None:
             resid = base.resid_pre[layer][:, p0:].repeat(k, 1, 1)
         pos = torch.arange(p0, self.n_pos, device=resid.device)[None]
@@ -406,10 +399,20 @@ class PartialForward:
         mask = mask.triu(p0 + 1).to(resid.dtype)[None, None]
         last = self.adapter.spec.n_layers - 1
         for i in range(layer, last + 1):
+            # A cache per block holding only its own layer (the others stay empty): each block's
+            # keys and values, grown by its new positions, are freed once it has run, so a
+            # restart's memory does not grow with the number of layers it runs.
+            cache = DynamicCache()
+            cache.update(
+                base.keys[i][:, :, :p0].repeat(k, 1, 1, 1),
+                base.values[i][:, :, :p0].repeat(k, 1, 1, 1),
+                i,
+            )
             with hooks(model, fwd=self._tail_hooks(tail) if tail and i == last else ()):
                 out = model.blocks[i](
                     resid, attention_mask=mask, position_ids=pos, layer_past=cache, **rotary
                 )
+            del cache
             resid = out[0] if isinstance(out, tuple) else out
         return resid
 
