@@ -315,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    train_set(model, layers, train_toks, eval_toks, out, args)
+    try:
+        train_set(model, layers, train_toks, eval_toks, out, args)
+    except ConfigError as err:  # a folder trained under the other position-0 rule
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"saved under {out}: load with saes.transcoder.load_transcoders(model, {str(out)!r})")
     return 0
 
