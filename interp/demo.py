@@ -267,7 +267,9 @@ def _demo_transcoders(model: Any, layers: tuple[int, ...]) -> tuple[Path, dict[i
     from saes import transcoders as script
     from saes.transcoder import load_transcoders
 
-    folder = cache_root() / "transcoders" / "smollm2-135m-demo"
+    # "-2": trained without position 0 (saes.transcoders default since 2026-12-07); a set made
+    # under the older rule stays where it is and is not mixed in.
+    folder = cache_root() / "transcoders" / "smollm2-135m-demo-2"
     quality = folder / script.QUALITY
     done = read_json(quality)["layers"] if quality.exists() else {}
     todo = [layer for layer in layers if str(layer) not in done]
