@@ -90,6 +90,86 @@ def test_every_sample_equals_a_dense_forward(tiny_model, layer):
     assert float((res.scrubbed - res.random).abs().max()) > 1e-4  # the feature changed something
 
 
+def _record(model, tokens, names):
+    got: dict = {}
+    with torch.no_grad(), intervene(model, [Record(h, got) for h in names]):
+        model(tokens)
+    return got
+
+
+def _feature_delta(model, tc, data, f, x, r):
+    """``(a_f(x) − a_f(r)) · W_dec[f]`` for one sample, computed from a plain forward."""
+    acts = feature_acts(tc, _record(model, data, [input_hook(model, 0)])[input_hook(model, 0)], [f])
+    return (acts[x, :, 0] - acts[r, :, 0])[:, None] * tc.W_dec[f].detach()
+
+
+@pytest.mark.parametrize("parent", ["MLP1", "L1H2"])
+def test_nested_feature_claims_equal_a_dense_forward(tiny_model, parent):
+    """logits <- {MLP1 | L1H2} <- F0.f: the parent is computed on its own random rows with only
+    F0.f's share of MLP0 taken from the reference row, everything else upstream frozen on those
+    rows; the logits read the parent's value and every other sender on the root's random row.
+    Each sample is rebuilt here with plain hooks, row by row, from the result's recorded draws."""
+    model = tiny_model
+    tc, f = _tc(1), 5
+    data = torch.randint(0, 50, (24, 6), generator=torch.Generator().manual_seed(3))
+    metric = next_token_loss()
+    hyp = Hypothesis("nested", claim("logits", None, claim(parent, None, claim(f"F0.{f}"))))
+    res = scrub(model, data, hyp, metric, n_samples=10, transcoders={0: tc})
+    assert res.rows is not None and res.random_from is not None and res.scrubbed_from is not None
+    n_parent_rows = 1 if parent == "MLP1" else 3  # one MLP1.in block, or one per q, k, v
+    assert res.scrubbed_from.shape[1] == 1 + n_parent_rows
+    cache = _record(model, data, ["blocks.1.attn.hook_z", "blocks.1.hook_mlp_out"])
+    want = []
+    for i, x in enumerate(res.rows.tolist()):
+        r0 = int(res.random_from[i, 0])
+        assert int(res.scrubbed_from[i, 0]) == r0  # the root's unclaimed inputs: its random row
+        parts = res.scrubbed_from[i, 1:].tolist()
+        edit = {r: _feature_delta(model, tc, data, f, x, r) for r in parts}
+        last = _parent_hooks(model, data, cache, parent, parts, edit, r0)
+        with torch.no_grad(), hooks(model, fwd=last):
+            want.append(metric(model(data[r0 : r0 + 1]), data[x : x + 1])[0])
+    torch.testing.assert_close(res.scrubbed, torch.stack(want), atol=1e-5, rtol=1e-5)
+    assert float((res.scrubbed - res.random).abs().max()) > 1e-4  # the claim changed something
+
+
+def _parent_hooks(model, data, cache, parent, parts, edit, r0, head=2):
+    """Hooks for the root's forward on row ``r0`` that put in the parent's scrubbed value."""
+
+    def mlp0(r):
+        return ("blocks.0.hook_mlp_out", lambda a, hook, d=edit[r]: a + d[None])
+
+    if parent == "MLP1":  # MLP1's output on row r1, MLP0 edited, layer-1 heads frozen on r1
+        (r1,) = parts
+        z1 = cache["blocks.1.attn.hook_z"][r1 : r1 + 1]
+        fwd = [mlp0(r1), ("blocks.1.attn.hook_z", lambda a, hook: z1)]
+        value = _record_with(model, data[r1 : r1 + 1], fwd, "blocks.1.hook_mlp_out")
+        return [("blocks.1.hook_mlp_out", lambda a, hook: value)]
+    qkv = {}  # q, k and v of the head, each from its own row with MLP0 edited there
+    for kind, r in zip("qkv", parts, strict=True):
+        name = f"blocks.1.attn.hook_{kind}"
+        qkv[name] = _record_with(model, data[r : r + 1], [mlp0(r)], name)[:, :, head]
+
+    def put(values):
+        def fn(a, hook):
+            a = a.clone()
+            a[:, :, head] = values[hook.name]
+            return a
+
+        return fn
+
+    z_name = "blocks.1.attn.hook_z"
+    z = _record_with(model, data[r0 : r0 + 1], [(n, put(qkv)) for n in qkv], z_name)[:, :, head]
+    frozen_mlp = cache["blocks.1.hook_mlp_out"][r0 : r0 + 1]
+    return [(z_name, put({z_name: z})), ("blocks.1.hook_mlp_out", lambda a, hook: frozen_mlp)]
+
+
+def _record_with(model, tokens, fwd, name):
+    got: dict = {}
+    with torch.no_grad(), hooks(model, fwd=fwd), intervene(model, [Record(name, got)]):
+        model(tokens)
+    return got[name]
+
+
 def test_bad_feature_hypotheses_fail_before_any_run(tiny_model):
     model = tiny_model
     calls = []
