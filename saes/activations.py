@@ -280,8 +280,9 @@ class _L0Fn(torch.autograd.Function):
 class JumpReLU(Activation):
     """z·H(z − θ) with a learned per-latent threshold θ (Rajamanoharan et al. 2024).
 
-    ``jumprelu_threshold_param`` picks what Adam trains: ``log_threshold`` (θ = exp of it) or
-    ``threshold_param`` (θ itself, projected to θ ≥ 0 before each training forward, as SAELens 6).
+    ``jumprelu_threshold_param`` picks what Adam trains: ``threshold_param`` (θ itself, projected
+    to θ ≥ 0 before each training forward, as SAELens 6; the default) or ``log_threshold``
+    (θ = exp of it).
     """
 
     def __init__(self, cfg: Any):
@@ -297,6 +298,17 @@ class JumpReLU(Activation):
     @property
     def threshold(self) -> Tensor:
         return self.threshold_param if self.direct else self.log_threshold.exp()
+
+    @torch.no_grad()
+    def set_threshold_(self, theta: Float[Tensor, " d_sae"]) -> None:
+        """Set θ, whichever parameter Adam trains. θ ≤ 0 becomes the smallest θ that parameter
+        holds (0 direct, the smallest positive float as log θ): z·[z > θ] is then a ReLU, as
+        SAELens's relu(z)·[z > θ] is for any θ ≤ 0."""
+        if self.direct:
+            self.threshold_param.copy_(theta.clamp_min(0.0))
+        else:
+            tiny = torch.finfo(theta.dtype).tiny
+            self.log_threshold.copy_(theta.clamp_min(tiny).log())
 
     def forward(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
         if self.direct and self.training:

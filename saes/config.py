@@ -49,10 +49,11 @@ class SAEConfig:
     """Initial threshold of every JumpReLU latent."""
     jumprelu_bandwidth: float = 0.001
     """Width of the rectangle kernel of the straight-through estimator for JumpReLU thresholds."""
-    jumprelu_threshold_param: Literal["log", "direct"] = "log"
-    """How Adam sees a JumpReLU threshold θ: ``log`` trains log θ (DeepMind's; Adam's ~lr steps
-    move θ by a factor, so a short run barely moves a small θ), ``direct`` trains θ itself,
-    projected to θ ≥ 0 (SAELens 6's, its issue #494)."""
+    jumprelu_threshold_param: Literal["log", "direct"] = "direct"
+    """How Adam sees a JumpReLU threshold θ: ``direct`` trains θ itself, projected to θ ≥ 0
+    (SAELens 6's, its issue #494), ``log`` trains log θ (DeepMind's; Adam's ~lr steps move θ by
+    a factor, so a short run barely moves a small θ). A saved ``cfg.json`` without the field
+    (written before 2026-12-07, when ``log`` was the default) loads as ``log``."""
     encoder_init_norm: float | None = None
     """Norm of each encoder column at initialisation (the encoder starts as this times the
     decoder's transpose; decoder rows have norm 1). None: 0.01 where decoder rows are kept at

@@ -3,7 +3,8 @@
 - ``topk`` ↔ ``topk`` (``TopKSAE``, exported with ``rescale_acts_by_decoder_norm=False``)
 - ``batchtopk`` → ``jumprelu`` with every threshold = the BatchTopK inference threshold (how SAELens
   saves its own BatchTopK SAEs); metadata ``training_architecture="batchtopk"`` + ``k`` bring it back
-- ``jumprelu`` ↔ ``jumprelu`` (``threshold = exp(log_threshold)``); ``relu`` ↔ ``standard``
+- ``jumprelu`` ↔ ``jumprelu`` (θ copied as it is; imports train θ directly, the default, and a
+  ``log`` SAE exports ``exp(log_threshold)``); ``relu`` ↔ ``standard``
 - ``matryoshka_batchtopk`` ↔ ``matryoshka_batchtopk`` (SAELens's training class
   ``MatryoshkaBatchTopKTrainingSAE``, the only one that carries the prefix widths; exported through
   sae_lens, so not under TransformerLens 4); SAELens's inference save of one (``jumprelu`` with
@@ -644,9 +645,7 @@ def _set_threshold(out: SAE, threshold: Tensor | None) -> None:
     act: Any = out.act
     if out.cfg.activation == "jumprelu":
         assert threshold is not None
-        # Ours needs θ > 0; SAELens's relu(z)·[z > θ] with θ ≤ 0 is relu(z) ≈ z·[z > tiny].
-        tiny = torch.finfo(threshold.dtype).tiny
-        act.log_threshold.copy_(threshold.clamp_min(tiny).log())
+        act.set_threshold_(threshold)  # θ ≤ 0 (SAELens's relu(z)·[z > θ] = relu(z)) becomes 0
     elif out.cfg.activation in ("batchtopk", "matryoshka_batchtopk"):
         assert threshold is not None
         act.threshold.fill_(float(threshold.flatten()[0]))

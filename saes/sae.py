@@ -63,7 +63,9 @@ NODE_HOOKS: dict[str, str] = {
     "output": "hook_sae_output",
 }
 """A dictionary's nodes for a site registry: node kind -> the hook point that carries it."""
-# cfg.json keys left out at their defaults, so the saved format of the earlier kinds is unchanged.
+# cfg.json keys left out at these values, so the saved format of the earlier kinds is unchanged;
+# a key missing from a file means its value here (the meaning before the field existed: JumpReLU
+# thresholds were log θ, though the config's default is now direct θ).
 _TRANSCODER_DEFAULTS: dict[str, Any] = {"d_out": None, "skip_connection": False}
 _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "matryoshka_widths": None,
@@ -451,7 +453,7 @@ class SAE(nn.Module):
             raise SAELoadError(
                 f"{cfg_path} is not a mechscope SAE config (for SAELens SAEs use saes.interop)"
             )
-        cfg = config_from_dict(SAEConfig, raw)
+        cfg = config_from_dict(SAEConfig, {**_OPTIONAL_DEFAULTS, **raw})
         kind = dictionary_class(cfg)
         if not issubclass(kind, cls):
             raise SAELoadError(

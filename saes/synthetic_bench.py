@@ -9,9 +9,10 @@ feature activations are drawn once (``saes.synthetic.Replay``) and both trainers
 batches through SAELens's ``SyntheticActivationIterator`` (mechscope's ``Trainer``) and
 ``train_toy_sae`` (SAELens): same samples, batch, lr, k, initial JumpReLU threshold and bandwidth;
 each library's defaults otherwise (initialisation, aux-k, decoder norms, BatchTopK threshold
-rule). JumpReLU differs on purpose: mechscope trains θ directly (``jumprelu_threshold_param=
-"direct"``, as SAELens 6) with its own L0 coefficient (``--mechscope-l0-coefficient``, set for
-L0 ≈ k on a development world), since the two coefficients act on differently scaled codes.
+rule). JumpReLU differs on purpose: mechscope trains θ directly (its default
+``jumprelu_threshold_param="direct"``, as SAELens 6) with its own L0 coefficient
+(``--mechscope-l0-coefficient``, set for L0 ≈ k on a development world), since the two
+coefficients act on differently scaled codes.
 Seeds set the SAE initialisation and the data order; which trainer runs first alternates. Wall
 time is the training call alone, at one torch thread by default; ``data_s`` is the time the same
 batches take to produce alone (inside both walls), so the ratio is also given without it. Both
@@ -170,7 +171,7 @@ def _mechscope(arch: str, model: Any, replay: Any, args: argparse.Namespace, see
         SAEConfig(
             d_in=args.d, d_sae=info["d_sae"], activation=arch, k=info["k"],  # type: ignore[arg-type]
             jumprelu_init_threshold=args.jumprelu_threshold,
-            jumprelu_bandwidth=args.jumprelu_bandwidth, jumprelu_threshold_param="direct",
+            jumprelu_bandwidth=args.jumprelu_bandwidth,
             **extra,
         ),
         seed=seed,

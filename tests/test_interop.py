@@ -50,7 +50,7 @@ def _ours(activation: str, **cfg: object) -> SAE:
         sae.b_enc.copy_(0.5 * torch.randn(D_SAE, generator=g))
         sae.b_dec.copy_(torch.randn(D_IN, generator=g))
         if activation == "jumprelu":
-            sae.act.log_threshold.copy_(torch.empty(D_SAE).uniform_(-1.0, 1.0, generator=g))
+            sae.act.set_threshold_(torch.empty(D_SAE).uniform_(-1.0, 1.0, generator=g).exp())
         if activation == "batchtopk":
             sae.act.threshold.fill_(1.5)
     return sae.eval()
@@ -104,6 +104,36 @@ def test_export_loads_in_saelens_with_same_outputs(tmp_path, activation, cls_nam
     back = import_from_saelens(out)
     assert back.cfg.activation == activation
     _assert_same(back, ours, x)
+
+
+@pytest.mark.parametrize("param", ["direct", "log"])
+def test_jumprelu_round_trip_through_saelens_is_bit_identical(tmp_path, param):
+    # Imports train θ directly (the default): SAELens's θ is copied as it is, no log/exp.
+    ours = _ours("jumprelu", jumprelu_threshold_param=param)
+    x = _inputs()
+    for back in (
+        import_from_saelens(export_to_saelens(ours, tmp_path / "sl")),
+        from_saelens(to_saelens(ours)),
+    ):
+        assert back.cfg.jumprelu_threshold_param == "direct"
+        assert torch.equal(back.act.threshold, ours.act.threshold)
+        codes = ours.encode(x)
+        assert torch.equal(back.encode(x), codes)
+        assert torch.equal(back.decode(codes), ours.decode(codes))
+
+
+def test_saelens_thresholds_at_or_below_zero_import_as_zero():
+    jr = sae_lens.JumpReLUSAE(sae_lens.JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE))
+    _randomise_saelens(jr)
+    theta = torch.linspace(-0.5, 1.5, D_SAE)
+    with torch.no_grad():
+        jr.threshold.copy_(theta)
+    ours = import_from_saelens(jr)
+    # SAELens gates relu(z)·[z > θ]: with θ ≤ 0 that is z·[z > 0], ours at θ = 0
+    assert torch.equal(ours.act.threshold, theta.clamp_min(0.0))
+    x = _inputs()
+    low = theta <= 0
+    torch.testing.assert_close(ours.encode(x)[:, low], ours.pre_acts(x)[:, low].relu())
 
 
 def test_export_folds_expected_norm_input_scale(tmp_path):
@@ -279,7 +309,7 @@ def test_transcoder_round_trip_is_exact(tmp_path, activation, skip):
         for p in tc.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g))
         if activation == "jumprelu":
-            tc.act.log_threshold.copy_(torch.empty(D_SAE).uniform_(-2.0, 0.5, generator=g))
+            tc.act.set_threshold_(torch.empty(D_SAE).uniform_(-2.0, 0.5, generator=g).exp())
         if activation == "batchtopk":
             tc.act.threshold.fill_(0.4)
     tc.eval()

@@ -1,5 +1,8 @@
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from saes.config import ConfigError, SAEConfig, TrainConfig, config_from_dict
 from saes.losses import aux_k_loss, sae_loss
@@ -64,7 +67,10 @@ def test_forward_matches_dense_formula(act):
 
 
 def test_jumprelu_threshold_gradient_is_the_rectangle_kernel_estimate():
-    sae = make("jumprelu", jumprelu_bandwidth=0.5, jumprelu_init_threshold=0.2)
+    sae = make(
+        "jumprelu", jumprelu_bandwidth=0.5, jumprelu_init_threshold=0.2,
+        jumprelu_threshold_param="log",
+    )  # fmt: skip
     pre = torch.tensor([[0.1, 0.3, 0.05, 2.0]]).repeat(1, 8)
     acts = sae.act(pre)
     acts.sum().backward()
@@ -91,7 +97,7 @@ def test_jumprelu_direct_threshold_gradient_is_the_log_one_without_the_chain_rul
 
 
 def test_jumprelu_direct_threshold_is_projected_to_nonnegative_and_saved(tmp_path):
-    sae = make("jumprelu", jumprelu_threshold_param="direct")
+    sae = make("jumprelu")  # direct is the default
     with torch.no_grad():
         sae.act.threshold_param[:4] = -1.0
     sae(torch.randn(3, 8))  # a training forward projects θ ≥ 0
@@ -101,6 +107,65 @@ def test_jumprelu_direct_threshold_is_projected_to_nonnegative_and_saved(tmp_pat
     torch.testing.assert_close(loaded.act.threshold, sae.act.threshold)
     with pytest.raises(ConfigError, match="jumprelu_threshold_param"):
         make("jumprelu", jumprelu_threshold_param="exp")
+
+
+def _random_jumprelu(param):
+    sae = make("jumprelu", jumprelu_threshold_param=param)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        sae.b_enc.normal_(generator=g)
+        sae.act.set_threshold_(torch.rand(32, generator=g))
+    return sae.eval()
+
+
+def test_jumprelu_trains_its_threshold_directly_by_default():
+    cfg = SAEConfig(d_in=8, d_sae=32, activation="jumprelu")
+    assert cfg.jumprelu_threshold_param == "direct"
+    names = [n for n, _ in SAE(cfg).named_parameters() if n.startswith("act.")]
+    assert names == ["act.threshold_param"]
+
+
+@pytest.mark.parametrize("param", ["direct", "log"])
+def test_jumprelu_save_load_is_bit_identical(tmp_path, param):
+    sae = _random_jumprelu(param)
+    path = sae.save(tmp_path / "s")
+    saved = json.loads((path / "cfg.json").read_text())
+    # "log" is left out, as every file written before the field existed did
+    assert saved.get("jumprelu_threshold_param") == (None if param == "log" else "direct")
+    loaded = SAE.load(path)
+    assert loaded.cfg == sae.cfg
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(2))
+    codes = sae.encode(x)
+    assert 0 < int((codes != 0).sum()) < codes.numel()
+    assert torch.equal(loaded.encode(x), codes)
+    assert torch.equal(loaded.decode(codes), sae.decode(codes))
+
+
+def test_a_jumprelu_saved_before_direct_was_the_default_loads_as_it_was(tmp_path):
+    # The old format: no jumprelu_threshold_param in cfg.json, the weights hold log θ.
+    old = _random_jumprelu("log")
+    path = old.save(tmp_path / "old")
+    raw = json.loads((path / "cfg.json").read_text())
+    raw.pop("jumprelu_threshold_param", None)
+    (path / "cfg.json").write_text(json.dumps(raw))
+    assert "act.log_threshold" in load_file(path / "sae.safetensors")
+    loaded = SAE.load(path)
+    assert loaded.cfg.jumprelu_threshold_param == "log"
+    assert torch.equal(loaded.act.log_threshold, old.act.log_threshold)
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(loaded.encode(x), old.encode(x))
+
+
+@pytest.mark.parametrize("param", ["direct", "log"])
+def test_set_threshold_writes_theta_into_either_parameter(param):
+    sae = make("jumprelu", jumprelu_threshold_param=param)
+    theta = torch.linspace(-0.5, 2.0, 32)
+    sae.act.set_threshold_(theta)
+    got = sae.act.threshold.detach()
+    # θ ≤ 0 gates z·[z > θ] like a ReLU only at the smallest threshold ours can hold
+    floor = 0.0 if param == "direct" else torch.finfo(torch.float32).tiny
+    torch.testing.assert_close(got, theta.clamp_min(floor), rtol=1e-5, atol=0)  # exp(log θ)
+    assert param == "log" or torch.equal(got, theta.clamp_min(0.0))  # direct: θ as given
 
 
 def test_batchtopk_calibration_keeps_k_per_row_on_the_rows_given():

@@ -26,7 +26,7 @@ def _sae(activation: str, input_scale: float = 1.0) -> SAE:
         sae.b_dec.copy_(torch.randn(D_IN, generator=g))
         sae.input_scale.fill_(input_scale)
         if activation == "jumprelu":
-            sae.act.log_threshold.copy_(torch.empty(D_SAE).uniform_(-1.0, 1.0, generator=g))
+            sae.act.set_threshold_(torch.empty(D_SAE).uniform_(-1.0, 1.0, generator=g).exp())
         if activation == "batchtopk":
             sae.act.threshold.fill_(1.5)
     return sae.eval()
@@ -46,6 +46,24 @@ def test_export_then_read_by_format_computes_the_same(tmp_path, activation):
     torch.testing.assert_close(back.encode(x), codes, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(back.decode(codes), ours.decode(codes), atol=2e-5, rtol=1e-5)
     assert back.cfg.activation == activation  # batchtopk comes back from its JumpReLU form
+
+
+@pytest.mark.parametrize("param", ["direct", "log"])
+def test_jumprelu_round_trip_by_format_is_bit_identical(tmp_path, param):
+    ours = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, activation="jumprelu",
+                         jumprelu_threshold_param=param), seed=2)  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        ours.b_enc.copy_(0.5 * torch.randn(D_SAE, generator=g))
+        ours.act.set_threshold_(torch.rand(D_SAE, generator=g))
+    ours.eval()
+    back = read_saelens_folder(export_to_saelens(ours, tmp_path / "sl"))
+    assert back.cfg.jumprelu_threshold_param == "direct"  # SAELens's θ, copied as it is
+    assert torch.equal(back.act.threshold, ours.act.threshold)
+    x = _x()
+    codes = ours.encode(x)
+    assert 0 < int((codes != 0).sum()) < codes.numel()
+    assert torch.equal(back.encode(x), codes)
 
 
 def test_a_folder_that_is_not_saelens_is_refused_clearly(tmp_path):

@@ -95,10 +95,13 @@ def killed_at(step):
     return data
 
 
-def test_resume_is_bit_exact_on_cpu(tmp_path):
-    whole = Trainer(cfg(), sae(), synthetic, run_dir=tmp_path / "a", progress=False).fit()
+@pytest.mark.parametrize("act", ["topk", "jumprelu"])  # jumprelu: θ trained directly
+def test_resume_is_bit_exact_on_cpu(tmp_path, act):
+    c = cfg(sparsity_coefficient=0.01 if act == "jumprelu" else 0.0)
+    whole = Trainer(c, sae(act), synthetic, run_dir=tmp_path / "a", progress=False).fit()
+    assert act != "jumprelu" or "act.threshold_param" in whole.state_dict()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg(), sae(), killed_at(23), run_dir=tmp_path / "b", progress=False).fit()
+        Trainer(c, sae(act), killed_at(23), run_dir=tmp_path / "b", progress=False).fit()
     assert (tmp_path / "b" / "checkpoints" / "latest").read_text() == "step_0000020"
     resumed = Trainer.resume(tmp_path / "b", synthetic, progress=False)
     assert resumed.step == 20
