@@ -18,7 +18,13 @@ browser per layer and links each feature node to its dashboard)::
 Hover a node: its id, token, activation, influence on the logits and edge counts, and (given
 feature data) the feature's dashboard: top activating contexts and logit effects. Click: pin its
 incoming and outgoing edges (the rest dim). Shift-click or box-select nodes, name them, "group
-selected": a supernode; "export groups" writes them as JSON (circuit-tracer's ``supernodes``).
+selected": a supernode, drawn as one node at its members' mean position, its edges the sums of
+its members' edges (edges among members not drawn); "expand" draws the members again. Groups
+export and import as JSON (circuit-tracer's ``qParams.supernodes``), or come with the view:
+
+>>> ids = view.data()["nodes"]["id"]
+>>> AttributionView(graph, pruned=pruned, supernodes=[["early", *ids[:3]]]).data()["supernodes"]
+[['early', '0_71_0', '0_99_0', '0_79_0']]
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from interp.viz.attribution_assets import ATTRIBUTION_CSS, ATTRIBUTION_JS
-from interp.viz.attribution_data import EDGE_BINS, attribution_data, check_dashboard_url
+from interp.viz.attribution_data import (
+    EDGE_BINS,
+    attribution_data,
+    check_dashboard_url,
+    check_supernodes,
+)
 from interp.viz.page import Page
 from interp.viz.views import View
 
@@ -42,7 +53,9 @@ class AttributionView(View):
 
     ``features``: ``{layer: FeatureData}`` of the transcoders' latents (hover shows their
     dashboards); ``dashboard_url``: a link per feature node, ``{layer}`` and ``{feature}`` filled
-    in; ``webgl``: draw with ``scattergl`` (faster with a GPU; software WebGL is slower).
+    in; ``webgl``: draw with ``scattergl`` (faster with a GPU; software WebGL is slower);
+    ``supernodes``: groups drawn merged at open (see
+    :func:`~interp.viz.attribution_data.check_supernodes`).
     """
 
     def __init__(
@@ -56,6 +69,7 @@ class AttributionView(View):
         pruned: Any = None,
         webgl: bool = False,
         title: str | None = None,
+        supernodes: Any = None,
     ):
         from interp.circuits.graph import AttributionGraph
 
@@ -75,6 +89,12 @@ class AttributionView(View):
         self.graph, self.features = graph, features
         self.dashboard_url = None if dashboard_url is None else check_dashboard_url(dashboard_url)
         self.pruned = pruned if pruned is not None else graph.prune(node_threshold, edge_threshold)
+        self.supernodes: list[list[str]] = []
+        if supernodes is not None:
+            from interp.circuits.export import node_id
+
+            ids = [node_id(graph, i) for i in self.pruned.node_mask.nonzero()[:, 0].tolist()]
+            self.supernodes = check_supernodes(supernodes, ids)
         self.webgl = bool(webgl)
         self.title = title if title is not None else f"Attribution graph · {graph.prompt!r}"
 
@@ -83,7 +103,11 @@ class AttributionView(View):
         d = attribution_data(
             self.graph, self.pruned, features=self.features, dashboard_url=self.dashboard_url
         )
-        return d | {"edge_bins": list(EDGE_BINS), "webgl": self.webgl}
+        return d | {
+            "edge_bins": list(EDGE_BINS),
+            "webgl": self.webgl,
+            "supernodes": self.supernodes,
+        }
 
     def render(self, page: Page) -> str:
         from interp.viz.assets import FEATURE_JS
@@ -127,7 +151,7 @@ def attribution_view(
     :class:`AttributionView` (thresholds, ``dashboard_url``, ``title``), which go to it."""
     from interp.viz.feature_data import collect
 
-    own = {"dashboard_url", "node_threshold", "edge_threshold", "webgl", "title"}
+    own = {"dashboard_url", "node_threshold", "edge_threshold", "webgl", "title", "supernodes"}
     view_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
     view = AttributionView(graph, **view_kw)  # checks the graph and prunes it, before any pass
     missing = [layer for layer in graph.transcoder_layers if layer not in transcoders]

@@ -12,6 +12,7 @@ same nodes as the viewer JSON.
 
 from __future__ import annotations
 
+import difflib
 import math
 import unicodedata
 from collections.abc import Mapping
@@ -20,7 +21,14 @@ from urllib.parse import urlsplit
 
 import torch
 
-__all__ = ["EDGE_BINS", "KINDS", "attribution_data", "check_dashboard_url", "token_label"]
+__all__ = [
+    "EDGE_BINS",
+    "KINDS",
+    "attribution_data",
+    "check_dashboard_url",
+    "check_supernodes",
+    "token_label",
+]
 
 KINDS = ("embedding", "feature", "error", "logit")
 EDGE_BINS = (1 / 32, 1 / 8, 1 / 2)
@@ -62,6 +70,49 @@ def check_dashboard_url(template: str) -> str:
             "file:, http: or https: URL"
         )
     return template
+
+
+def check_supernodes(groups: Any, ids: list[str]) -> list[list[str]]:
+    """``groups`` (circuit-tracer's ``[[name, node_id, ...], ...]``, or a mapping holding it as
+    ``supernodes`` or ``qParams.supernodes``: an exported groups file or viewer JSON) checked
+    against the drawn node ``ids``: names unique and non-empty, each node known and in one group.
+
+    >>> check_supernodes({"supernodes": [["France", "0_5_3", "1_9_3"]]}, ["0_5_3", "1_9_3"])
+    [['France', '0_5_3', '1_9_3']]
+    >>> check_supernodes([["x", "0_5_4"]], ["0_5_3", "1_9_3"])
+    Traceback (most recent call last):
+    ValueError: supernode 'x': node '0_5_4' is not in the pruned graph (close: '0_5_3')
+    """
+    if isinstance(groups, Mapping):
+        groups = groups.get("supernodes", (groups.get("qParams") or {}).get("supernodes"))
+    shape = "[[name, node_id, ...], ...] (or {'supernodes': ...}, or a viewer JSON's qParams)"
+    if not isinstance(groups, (list, tuple)):
+        raise ValueError(f"supernodes: expected {shape}; got {type(groups).__name__}")
+    known, owner = set(ids), dict[str, str]()
+    out: list[list[str]] = []
+    for g in groups:
+        if (not isinstance(g, (list, tuple)) or len(g) < 2 or not isinstance(g[0], str)
+                or not g[0].strip()):  # fmt: skip
+            raise ValueError(
+                f"supernode {g!r}: expected [name, node_id, ...] with a non-empty name"
+            )
+        name, members = g[0].strip(), [str(m) for m in g[1:]]
+        for m in members:
+            if m not in known:
+                close = ", ".join(repr(c) for c in difflib.get_close_matches(m, ids, n=3))
+                raise ValueError(
+                    f"supernode {name!r}: node {m!r} is not in the pruned graph"
+                    + (f" (close: {close})" if close else "")
+                )
+            if m in owner:
+                raise ValueError(
+                    f"node {m!r} is in supernodes {owner[m]!r} and {name!r}: a node joins one only"
+                )
+            owner[m] = name
+        if any(o[0] == name for o in out):
+            raise ValueError(f"two supernodes are named {name!r}: names must be unique")
+        out.append([name, *members])
+    return out
 
 
 def _node_rows(graph: Any, keep: list[int]) -> dict[str, list[Any]]:
