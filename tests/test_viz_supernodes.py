@@ -244,7 +244,7 @@ def test_groups_export_and_import_recreate_the_merge(browser, toy, groups, tmp_p
     viewer["qParams"]["supernodes"] = [["say", groups[1][1], "3_999_1"]]
     assert browser.evaluate(f"{API}.importGroups({json.dumps(viewer)})") == 1
     msg = browser.evaluate("document.querySelector('#attribution .ms-msg').textContent")
-    assert msg == "imported 1 supernodes; 1 node ids not in this graph skipped: 3_999_1"
+    assert msg == "imported 1 supernode; 1 node ids not in this graph skipped: 3_999_1"
     assert norm(browser.evaluate(f"{API}.groups()")) == norm(
         [groups[0], ["tokens 1–2", groups[1][2]], ["say", groups[1][1]]]
     )  # a node joins one supernode: the newest

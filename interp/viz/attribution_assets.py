@@ -176,7 +176,7 @@ ATTRIBUTION_JS = r"""
                  opacity: idx.map(() => 1), line: {color: '#111', width: idx.map(() => 0)}}});
     }
     const sp0 = superPoints(), superTrace = traces.length;
-    traces.push({type: 'scatter', mode: 'markers+text', name: 'supernodes', x: sp0.x, y: sp0.y, customdata: sp0.customdata,
+    traces.push({type: 'scatter', mode: 'markers+text', name: 'supernodes', cliponaxis: false, x: sp0.x, y: sp0.y, customdata: sp0.customdata,
       text: sp0.text, textposition: 'top center', textfont: {color: SUPER, size: 12}, hovertext: sp0.hovertext, hoverinfo: 'text',
       marker: {symbol: 'circle', color: SUPER, size: sp0.size, opacity: sp0.x.map(() => 1),
                line: {color: '#111', width: sp0.x.map(() => 1)}}});
@@ -386,7 +386,7 @@ ATTRIBUTION_JS = r"""
         if (idx.length) { addGroup(label.trim(), idx); added.push(label); }
       }
       regroup();
-      msg.textContent = 'imported ' + added.length + ' supernodes' + (missing.length ? '; ' + missing.length +
+      msg.textContent = 'imported ' + added.length + (added.length === 1 ? ' supernode' : ' supernodes') + (missing.length ? '; ' + missing.length +
         ' node ids not in this graph skipped: ' + missing.slice(0, 5).join(', ') + (missing.length > 5 ? ', \u2026' : '') : '');
       return added.length;
     }

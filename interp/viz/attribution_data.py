@@ -88,7 +88,8 @@ def check_supernodes(groups: Any, ids: list[str]) -> list[list[str]]:
     shape = "[[name, node_id, ...], ...] (or {'supernodes': ...}, or a viewer JSON's qParams)"
     if not isinstance(groups, (list, tuple)):
         raise ValueError(f"supernodes: expected {shape}; got {type(groups).__name__}")
-    known, owner = set(ids), dict[str, str]()
+    known = set(ids)
+    owner: dict[str, str] = {}  # node id -> its supernode
     out: list[list[str]] = []
     for g in groups:
         if (not isinstance(g, (list, tuple)) or len(g) < 2 or not isinstance(g[0], str)

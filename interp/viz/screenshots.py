@@ -3,7 +3,8 @@
 Writes ``feature_browser.png``, ``feature_dashboard.png`` and ``attention.png`` into ``--out``
 (default ``docs/img``) and the HTML pages they show into ``--pages``; with ``--circuits
 runs/demo/circuits.html``, only ``circuit_dashboard.png``; with ``--attribution``, only
-``attribution_graph.png``. Features come from ``--sae`` over
+``attribution_graph.png`` and ``attribution_supernode.png`` (add ``--transcoders DIR`` for
+SmolLM2's Paris graph with a trained set; the default is the toy model with random transcoders). Features come from ``--sae`` over
 ``--store`` (a trained SAE reads best; default: the demo's); attention from SmolLM2-135M on a
 sentence said twice, at the head with the highest induction score.
 """
@@ -11,6 +12,7 @@ sentence said twice, at the head with the highest induction score.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -93,16 +95,85 @@ def circuits(html: Path, out: Path) -> Path:
     return out / "circuit_dashboard.png"
 
 
-def attribution(out: Path, pages: Path) -> Path:
-    """The attribution-graph view of a real graph from the 2-layer toy model with random TopK
-    transcoders (no trained SmolLM2 set exists yet), hovering its busiest feature, which is
-    pinned. Dashboards come from a small store of random contexts."""
+def paris_graph(model: Any, transcoders: Any) -> Any:
+    """The study's Paris graph (:mod:`interp.circuits.study`): "The capital of France is" →
+    " Paris", at most 512 feature rows, position 0 an error node whole."""
+    from interp.circuits.attribute import attribute, target_tokens
+    from interp.circuits.study import PARIS
+
+    (target,) = target_tokens(model, [PARIS[1]])
+    return attribute(
+        model, model.to_tokens(PARIS[0])[0], transcoders, targets=[target],
+        max_feature_nodes=512, batch_size=32, skip_position_0=True,
+    )  # fmt: skip
+
+
+def screenshot_groups(view: Any) -> list[list[str]]:
+    """Two supernodes by a fixed rule (not by meaning): the pruned features of the first
+    transcoder layer at the next-to-last position, and of the last layer at the last position."""
+    from interp.viz.attribution_data import token_label
+
+    d = view.data()
+    n, layers, last = d["nodes"], d["transcoder_layers"], len(d["tokens"]) - 1
+    groups = []
+    for layer, pos in ((min(layers), last - 1), (max(layers), last)):
+        ids = [i for i, k, lay, p in zip(n["id"], n["kind"], n["layer"], n["pos"], strict=True)
+               if k == 1 and lay == layer and p == pos]  # fmt: skip
+        if ids:
+            groups.append([f"L{layer} features at '{token_label(d['tokens'][pos])}'", *ids])
+    return groups
+
+
+def attribution(out: Path, pages: Path, transcoders: str | None = None) -> list[Path]:
+    """``attribution_graph.png``, the view hovering and pinning its most influential feature, and
+    ``attribution_supernode.png``, the :func:`screenshot_groups` merged, the first pinned.
+
+    With ``transcoders`` (a set folder, ``python -m saes.transcoders``): the Paris graph of
+    SmolLM2-135M, pruned at the defaults (0.8 / 0.98), without dashboards. Without: a real graph of
+    the 2-layer toy model with random TopK transcoders (CI has no trained set), with dashboards
+    from a small store of random contexts."""
+    from interp.viz.attribution import AttributionView, save_with_dashboards
+    from interp.viz.chromium import Browser
+
+    if transcoders is None:
+        view = _toy_view()
+        html = save_with_dashboards(view, pages / "attribution")
+    else:
+        from interp.models import load_model
+        from saes.transcoder import load_transcoders
+
+        model: Any = load_model("smollm2-135m")
+        graph = paris_graph(model, load_transcoders(model, transcoders))
+        view = AttributionView(graph)
+        view.title = f"Attribution graph · {graph.prompt!r} → ' Paris' · SmolLM2-135M, transcoders"
+        html = view.save(pages / "attribution" / "graph.html")
+    n = view.data()["nodes"]
+    top = max((i for i, k in enumerate(n["kind"]) if k == 1), key=lambda i: n["infl"][i])
+    groups = screenshot_groups(view)
+    log.info("supernodes for the screenshot: %s", [(g[0], len(g) - 1) for g in groups])
+    api = "document.getElementById('attribution').mechscope"
+    shots = [(out / "attribution_graph.png", f"{api}.pin({n['id'][top]!r})")]
+    if groups:
+        setup = f"{api}.importGroups({json.dumps(groups)}); {api}.pin({json.dumps(groups[0][0])})"
+        shots.append((out / "attribution_supernode.png", setup))
+    rows = view.graph.n_layers + 2  # the page's plot height, as attribution_assets sets it
+    with Browser(width=1400, height=min(1200, max(520, 190 + 36 * rows)) + 180) as b:
+        for png, script in shots:
+            page = b.load(html)
+            if page.console_errors or page.ready_ms is None:
+                raise RuntimeError(f"{html} did not render cleanly: {page}")
+            b.evaluate(script)
+            b.evaluate("new Promise(r => setTimeout(r, 300))")
+            b.screenshot(png)
+    return [png for png, _ in shots]
+
+
+def _toy_view() -> Any:
     import tempfile
 
     from interp.store import ActivationStore
-    from interp.viz.attribution import attribution_view, save_with_dashboards
+    from interp.viz.attribution import attribution_view
     from interp.viz.attribution_sample import toy_graph, toy_transcoders
-    from interp.viz.chromium import Browser
     from interp.viz.sample import ToyTokenizer, toy_model
 
     model = toy_model()
@@ -116,20 +187,7 @@ def attribution(out: Path, pages: Path) -> Path:
         view = attribution_view(graph, tcs, store, model=model, tokenizer=ToyTokenizer(),
                                 batch_size=128, progress=False)  # fmt: skip
     view.title = "Attribution graph (toy model, random transcoders)"
-    html = save_with_dashboards(view, pages / "attribution")
-    n = view.data()["nodes"]
-    busiest = max(
-        (i for i, k in enumerate(n["kind"]) if k == 1), key=lambda i: n["n_in"][i] + n["n_out"][i]
-    )
-    png = out / "attribution_graph.png"
-    with Browser(width=1400, height=1000) as b:
-        page = b.load(html)
-        if page.console_errors or page.ready_ms is None:
-            raise RuntimeError(f"{html} did not render cleanly: {page}")
-        b.evaluate(f"document.getElementById('attribution').mechscope.pin({n['id'][busiest]!r})")
-        b.evaluate("new Promise(r => setTimeout(r, 300))")
-        b.screenshot(png)
-    return png
+    return view
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,12 +203,27 @@ def main(argv: list[str] | None = None) -> None:
         "--circuits", default=None, help="only screenshot this circuit dashboard (circuits.html)"
     )
     parser.add_argument(
-        "--attribution", action="store_true", help="only the attribution-graph view's screenshot"
+        "--attribution", action="store_true", help="only the attribution-graph view's screenshots"
     )
+    parser.add_argument(
+        "--transcoders", default=None,
+        help="with --attribution: a transcoder set folder; draws SmolLM2's Paris graph (default: "
+        "the toy model with random transcoders)",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.transcoders is not None and not args.attribution:
+        parser.error("--transcoders goes with --attribution")
+    if args.transcoders is not None and not Path(args.transcoders).is_dir():
+        parser.error(
+            f"--transcoders {args.transcoders}: no such folder (python -m saes.transcoders)"
+        )
     if args.attribution:
-        print(attribution(Path(args.out), Path(args.pages)))
+        for path in attribution(Path(args.out), Path(args.pages), args.transcoders):
+            print(path)
         return
     if args.circuits:
         print(circuits(Path(args.circuits), Path(args.out)))
