@@ -345,6 +345,7 @@ def _feature_circuits(model: Any, out: Path, layers: tuple[int, ...] = CIRCUIT_L
     print(
         f"10% ablations of the 10 most influential features, predicted vs measured change of the "
         f"logit: r = {chk.correlation_replacement:.3f} (replacement model), "
+        f"{chk.correlation_frozen:.3f} (real model, attention and norms frozen), "
         f"{chk.correlation_real:.3f} (real model)"
     )
     # Cells: the graph's 5 most influential features from the first position where the prompts

@@ -284,6 +284,44 @@ def test_interventions_match_prediction(tiny_model):
     assert iv.hook == f"blocks.{layer}.hook_mlp_out"
 
 
+def _mlps_as_transcoders():
+    """A 2-layer ReLU model and transcoders that are its MLPs (W_enc = W_in, ...): error nodes
+    are zero, so the frozen real model *is* the replacement model."""
+    from interp.random_models import random_model
+
+    model = random_model(
+        None, n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4, d_mlp=32, d_vocab=50,
+        act_fn="relu", seed=3,
+    )  # fmt: skip
+    tcs = {}
+    for layer in range(2):
+        tc = Transcoder(SAEConfig(d_in=16, d_sae=32, d_out=16, activation="relu"), seed=0)
+        with torch.no_grad():
+            for mine, theirs in (("W_enc", "W_in"), ("b_enc", "b_in"), ("W_dec", "W_out"), ("b_dec", "b_out")):  # fmt: skip
+                getattr(tc, mine).copy_(getattr(model, theirs)[layer])
+        tcs[layer] = tc
+    return model, tcs
+
+
+def test_frozen_real_model_is_the_replacement_when_transcoders_are_exact():
+    """Known answer: with exact transcoders the frozen real model equals the replacement (and the
+    prediction, for an edit small enough that no ReLU flips); the live real model differs
+    through attention and norms, which the graph freezes by construction."""
+    from interp.circuits.validate import check_interventions
+
+    model, tcs = _mlps_as_transcoders()
+    rep = LocalReplacement.from_prompt(model, TOKENS, tcs)
+    assert max(float(rep.errors[layer][1:].abs().max()) for layer in range(2)) < 1e-5
+    g = attribute(model, TOKENS, tcs, max_feature_nodes=None)
+    chk = check_interventions(model, g, tcs, n=10, fraction=0.1)  # effects 3e-5 to 4e-4
+    torch.testing.assert_close(chk.frozen, chk.replacement, atol=1e-7, rtol=1e-4)
+    torch.testing.assert_close(chk.frozen, chk.predicted, atol=2e-7, rtol=1e-2)
+    assert chk.correlation_frozen > 0.99
+    assert float((chk.real - chk.frozen).abs().max()) > 0.5 * float(chk.frozen.abs().max())
+    whole = check_interventions(model, g, tcs, n=10, fraction=1.0)  # ReLUs flip: not linear
+    torch.testing.assert_close(whole.frozen, whole.replacement, atol=1e-7, rtol=1e-4)
+
+
 def test_bad_inputs(tiny_model):
     with pytest.raises(ValueError, match="d_model = 16"):
         attribute(tiny_model, TOKENS, {0: _tc(d=8)})

@@ -112,7 +112,7 @@ def test_study_end_to_end_on_smollm2(smollm2, tmp_path, one_thread):
         assert r["max_abs_logit_diff_replacement_vs_model"] < 1e-4, name
         assert 0 <= r["replacement_score"] <= 1 and 0 <= r["completeness_score"] <= 1
         rows = r["interventions"]["rows"]
-        assert len(rows) == 20 and all(math.isfinite(x["real"]) for x in rows)
+        assert len(rows) == 20 and all(math.isfinite(x["real"] + x["frozen"]) for x in rows)
         assert r["feature_nodes"] == 48 and r["pruned_nodes"] <= r["nodes"]
         back = AttributionGraph.load(out / name, model=smollm2)
         assert back.n_features == 48 and back.transcoder_layers == [1, 3]

@@ -19,6 +19,7 @@ Writes ``OUT/<name>/`` (the graph), ``OUT/<name>.json`` (viewer JSON), ``OUT/stu
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -188,18 +189,21 @@ def graph_report(
             "fraction": fraction,
             "correlation_replacement": chk.correlation_replacement,
             "correlation_real": chk.correlation_real,
+            "correlation_frozen": chk.correlation_frozen,
             "rows": [
                 {
                     "feature": f"F{lay}.{f}@{labels[p] if labels else p}",
                     "predicted": a,
                     "replacement": b,
                     "real": c,
+                    "frozen": d,
                 }
-                for (lay, p, f), a, b, c in zip(
+                for (lay, p, f), a, b, c, d in zip(
                     chk.features,
                     chk.predicted.tolist(),
                     chk.replacement.tolist(),
                     chk.real.tolist(),
+                    chk.frozen.tolist(),
                     strict=True,
                 )
             ],  # fmt: skip
@@ -264,8 +268,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "| graph | tokens | max abs logit diff | replacement | completeness | nodes → pruned | "
         "edges → pruned | feature nodes → pruned | backward passes | graph s | r (replacement) "
-        "| r (model) |",
-        "|" + "---|" * 12,
+        "| r (model, attention and norms frozen) | r (model) |",
+        "|" + "---|" * 13,
     ]
     for name, r in results["graphs"].items():
         iv = r["interventions"]
@@ -275,7 +279,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['nodes']:,} → {r['pruned_nodes']:,} | {r['edges']:,} → {r['pruned_edges']:,} "
             f"| {r['feature_nodes']} → {r['pruned_features']} | {r['backward_passes']} "
             f"| {r['graph_seconds']:.0f} | {iv['correlation_replacement']:.3f} "
-            f"| {iv['correlation_real']:.3f} |"
+            f"| {iv.get('correlation_frozen', math.nan):.3f} | {iv['correlation_real']:.3f} |"
         )
     for name, r in results["graphs"].items():
         words = r.get("roles") or [repr(t) for t in r["token_strings"]]

@@ -84,20 +84,39 @@ def predicted_effect(graph: AttributionGraph, deltas: Tensor, logit: int = 0) ->
 
 @dataclass
 class InterventionCheck:
-    """Per feature: predicted change, measured in the replacement model, measured in the model."""
+    """Per feature: the graph's predicted change of the target logit and the change measured in
+    the replacement model, in the real model with attention patterns and norm scales frozen at the
+    prompt (its MLPs live), and in the real model.
+
+    The three measurements separate what the graph leaves out. The replacement model differs from
+    the prediction only where a downstream transcoder's active set changes (TopK's latent swaps
+    are jumps, so this one does not shrink with the edit). The frozen real model differs from the
+    replacement only through the MLPs: the transcoders' response to the edit against the MLPs'.
+    The real model adds what the graph freezes by construction: attention patterns (QK paths)
+    and normalisation scales.
+    """
 
     features: list[tuple[int, int, int]]
     predicted: Tensor
     replacement: Tensor
     real: Tensor
+    frozen: Tensor
 
     @property
     def correlation_replacement(self) -> float:
-        return float(torch.corrcoef(torch.stack([self.predicted, self.replacement]))[0, 1])
+        return _corr(self.predicted, self.replacement)
 
     @property
     def correlation_real(self) -> float:
-        return float(torch.corrcoef(torch.stack([self.predicted, self.real]))[0, 1])
+        return _corr(self.predicted, self.real)
+
+    @property
+    def correlation_frozen(self) -> float:
+        return _corr(self.predicted, self.frozen)
+
+
+def _corr(a: Tensor, b: Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
 
 def _target(logits: Tensor, token: int) -> float:
@@ -117,7 +136,8 @@ def check_interventions(
 ) -> InterventionCheck:
     """For the ``n`` feature nodes with the most influence on the logits, scale each one's
     activation by ``1 − fraction`` and compare the graph's predicted change of logit node
-    ``logit`` with the change measured in the replacement model and in the real model.
+    ``logit`` with the change measured in the replacement model, in the real model with
+    attention and norms frozen, and in the real model (:class:`InterventionCheck`).
     ``skip_position_0``: as given to :func:`~interp.circuits.attribute`; None reads it off the
     graph (no active feature at position 0: skipped)."""
     graph.check_model(model)
@@ -142,8 +162,11 @@ def check_interventions(
     with torch.no_grad():
         base_real = _target(model(rep.tokens)[0], token)
     from interp.core.interventions import intervene
+    from interp.hooks import hooks
 
-    feats, pred, meas_rep, meas_real = [], [], [], []
+    with torch.no_grad(), hooks(model, fwd=rep.freeze_hooks()):
+        base_frozen = _target(model(rep.tokens)[0], token)
+    feats, pred, meas_rep, meas_real, meas_frozen = [], [], [], [], []
     acts = graph.activation_values[graph.selected_features]
     for i in order:
         layer, pos, f = graph.feature_table[i].tolist()
@@ -156,6 +179,8 @@ def check_interventions(
         meas_rep.append(_target(rep.logits_of([edit]), token) - base_rep)
         with torch.no_grad(), intervene(model, feature_interventions(rep, [edit])):
             meas_real.append(_target(model(rep.tokens)[0], token) - base_real)
+            with hooks(model, fwd=rep.freeze_hooks()):
+                meas_frozen.append(_target(model(rep.tokens)[0], token) - base_frozen)
     return InterventionCheck(
-        feats, torch.tensor(pred), torch.tensor(meas_rep), torch.tensor(meas_real)
+        feats, *(torch.tensor(v) for v in (pred, meas_rep, meas_real, meas_frozen))
     )
