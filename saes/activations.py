@@ -170,6 +170,23 @@ class TopK(_AuxK):
         return torch.zeros_like(pre).scatter_(-1, indices, values)
 
 
+class _KeptCodes(torch.autograd.Function):
+    """Codes from BatchTopK's kept entries (flat ``indices``, rectified ``values``, no grad):
+    zeros elsewhere. The gradient to ``pre`` is the code's gradient at kept positive entries,
+    what autograd gives through relu, top-k and scatter, without their full-size passes."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, values: Tensor, indices: Tensor) -> Tensor:
+        ctx.save_for_backward(indices, (values > 0).to(values.dtype))
+        return torch.zeros_like(pre).view(-1).scatter_(0, indices, values).view_as(pre)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        indices, positive = ctx.saved_tensors
+        kept = grad.reshape(-1).gather(0, indices) * positive
+        return torch.zeros_like(grad).view(-1).scatter_(0, indices, kept).view_as(grad), None, None
+
+
 @register_activation("batchtopk")
 class BatchTopK(_AuxK):
     """Training: keep the k·batch largest rectified pre-activations over the whole batch.
@@ -198,8 +215,9 @@ class BatchTopK(_AuxK):
                     "BatchTopK has no inference threshold yet: train it first (or use .train())"
                 )
             return pre * (pre > self.threshold)
-        values, indices = self._kept(pre)
-        acts = torch.zeros_like(pre).flatten().scatter_(0, indices, values).view_as(pre)
+        with torch.no_grad():
+            values, indices = self._kept(pre)
+        acts = _KeptCodes.apply(pre, values, indices)
         with torch.no_grad():
             positive = values[values > 0]
             if positive.numel():
@@ -210,20 +228,21 @@ class BatchTopK(_AuxK):
 
     def _kept(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         """The k·rows largest rectified values of ``pre`` and their flat indices."""
-        flat = pre.relu().flatten()
+        flat = pre.flatten()
         n = min(self.k * pre.shape[0], flat.numel())
         bound = (
             0.8 * self._last_low
         )  # the previous batch's smallest kept value: weights move little
         if bound > 0:
             # When at least n values exceed a bound, the n largest all do: select among those
-            # only. Exact, and about twice as fast as a top-k over every value on CPU.
+            # only (all positive: no rectifying pass). Exact, and about twice as fast as a top-k
+            # over every value on CPU.
             idx = (flat > bound).nonzero().squeeze(1)
             if idx.numel() >= n:
                 values, i = flat[idx].topk(n, sorted=False)
                 self._last_low = float(values.detach().min())
                 return values, idx[i]
-        values, indices = flat.topk(n, sorted=False)
+        values, indices = flat.relu().topk(n, sorted=False)
         self._last_low = float(values.detach().min())
         return values, indices
 
@@ -236,44 +255,44 @@ class BatchTopK(_AuxK):
             self.threshold.copy_(positive.min().to(self.threshold.dtype))
 
 
-def _window(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-    """Where the rectangle kernel of the straight-through estimator is non-zero: |z − θ| < ε/2."""
-    return (pre - threshold).abs_() < bandwidth / 2
+def _step(d: Tensor) -> Tensor:
+    """H(d) as floats, 1 where d > 0 (sign then clamp: 2.5x faster on CPU than ``(d > 0).to``)."""
+    return d.sign().clamp_min_(0)
+
+
+def _masks(pre: Tensor, threshold: Tensor, bandwidth: float) -> tuple[Tensor, Tensor]:
+    """H(z − θ) and the rectangle kernel's support |z − θ| < ε/2, as floats. Exact: the sign of
+    a float difference is that of the comparison."""
+    d = pre - threshold
+    above = _step(d)
+    return above, _step(d.abs_().neg_().add_(bandwidth / 2))
 
 
 class _JumpReLUFn(torch.autograd.Function):
-    """z·H(z − θ); gradient to z as if H were constant, to θ by a rectangle-kernel estimate.
-    Saves the two masks (as floats: multiplying by them is the cheapest backward on CPU), not z."""
+    """(z·H(z − θ), per row Σᵢ H(zᵢ − θᵢ)): the codes and their L0 from one pair of masks.
+    Gradient to z as if H were constant; to θ by the rectangle kernel, for both outputs:
+    ∂/∂θᵢ = −(θᵢ/ε) Σ_rows g_acts·[|z − θᵢ| < ε/2] − (1/ε) Σ_rows g_l0·[|z − θᵢ| < ε/2].
+    Saves the two masks as floats (multiplying by them is the cheapest backward on CPU)."""
 
     @staticmethod
-    def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        above = (pre > threshold).to(pre.dtype)
-        window = _window(pre, threshold, bandwidth).to(pre.dtype)
+    def forward(
+        ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float
+    ) -> tuple[Tensor, Tensor]:
+        above, window = _masks(pre, threshold, bandwidth)
         ctx.save_for_backward(above, window, threshold)
         ctx.bandwidth = bandwidth
-        return pre * above
+        return pre * above, above.sum(-1)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx: Any, grad: Tensor | None, grad_l0: Tensor | None) -> tuple[Any, ...]:
         above, window, threshold = ctx.saved_tensors
-        near = (grad * window).sum(0)
-        return grad * above, -(threshold / ctx.bandwidth) * near, None
-
-
-class _L0Fn(torch.autograd.Function):
-    """Per row, Σᵢ H(zᵢ − θᵢ), for the L0 penalty; gradient to θ only, by the same rectangle
-    kernel: ∂/∂θᵢ = −(1/ε) Σ_rows g_row · [|z − θᵢ| < ε/2] (one matrix-vector product)."""
-
-    @staticmethod
-    def forward(ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(_window(pre, threshold, bandwidth).to(pre.dtype))
-        ctx.bandwidth = bandwidth
-        return (pre > threshold).sum(-1).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
-        (window,) = ctx.saved_tensors
-        return None, (grad @ window) / -ctx.bandwidth, None
+        d_pre = None if grad is None else grad * above
+        d_theta = torch.zeros_like(threshold)
+        if grad is not None:
+            d_theta = -(threshold / ctx.bandwidth) * (grad * window).sum(0)
+        if grad_l0 is not None:
+            d_theta = d_theta + (grad_l0 @ window) / -ctx.bandwidth
+        return d_pre, d_theta, None
 
 
 @register_activation("jumprelu")
@@ -314,11 +333,17 @@ class JumpReLU(Activation):
         if self.direct and self.training:
             with torch.no_grad():  # a projection, not a clamp in the graph (θ keeps its gradient)
                 self.threshold_param.clamp_(min=0.0)
-        return _JumpReLUFn.apply(pre, self.threshold, self.bandwidth)  # type: ignore[no-any-return]
+        acts, l0 = _JumpReLUFn.apply(pre, self.threshold, self.bandwidth)
+        # The training step's L0 penalty reads the same masks: kept for one l0(pre) call.
+        self._l0_of = (pre, l0) if torch.is_grad_enabled() else None
+        return acts  # type: ignore[no-any-return]
 
     def l0(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, ""]:
         """Mean number of active latents per row, differentiable in the threshold."""
-        return _L0Fn.apply(pre, self.threshold, self.bandwidth).mean()  # type: ignore[union-attr]
+        kept, self._l0_of = getattr(self, "_l0_of", None), None
+        if kept is not None and kept[0] is pre:
+            return kept[1].mean()  # type: ignore[no-any-return]
+        return _JumpReLUFn.apply(pre, self.threshold, self.bandwidth)[1].mean()  # type: ignore[no-any-return]
 
     def sparsity_loss(self, sae: Any, out: Any, coefficient: float) -> Float[Tensor, ""] | None:
         """λ · mean over rows of Σᵢ H(zᵢ − θᵢ) (L0, straight-through in θ)."""

@@ -168,6 +168,33 @@ def test_set_threshold_writes_theta_into_either_parameter(param):
     assert param == "log" or torch.equal(got, theta.clamp_min(0.0))  # direct: θ as given
 
 
+@pytest.mark.parametrize("shift", [0.0, -2.5])  # -2.5: fewer positives than k·rows (zeros kept)
+def test_batchtopk_codes_and_gradient_equal_plain_autograd(shift):
+    sae = make("batchtopk")
+    g = torch.Generator().manual_seed(3)
+    for first in (True, False):  # the first batch searches everything, the next within a bound
+        pre = (torch.randn(64, 32, generator=g) + shift).requires_grad_()
+        up = torch.randn(64, 32, generator=g)
+        flat = pre.relu().flatten()
+        values, indices = flat.topk(4 * 64)
+        ref = torch.zeros(64 * 32).scatter(0, indices, values).view(64, 32)
+        (want,) = torch.autograd.grad((ref * up).sum(), pre)
+        acts = sae.act(pre)
+        (got,) = torch.autograd.grad((acts * up).sum(), pre)
+        assert torch.equal(acts, ref) and torch.equal(got, want), first
+        assert int((got != 0).sum()) == int((values > 0).sum()) > 0
+
+
+def test_jumprelu_l0_reads_the_forward_masks_only_for_the_same_pre_activations():
+    sae = make("jumprelu", jumprelu_init_threshold=0.3)
+    a, b = torch.randn(16, 32), torch.randn(16, 32) + 1.0
+    sae.act(a)
+    assert float(sae.act.l0(b).detach()) == float((b > 0.3).sum(-1).float().mean())
+    sae.act(b)
+    assert float(sae.act.l0(b).detach()) == float((b > 0.3).sum(-1).float().mean())
+    assert float(sae.act.l0(a).detach()) == float((a > 0.3).sum(-1).float().mean())
+
+
 def test_batchtopk_calibration_keeps_k_per_row_on_the_rows_given():
     sae = make("batchtopk")
     pre = torch.randn(50, 32)
