@@ -16,9 +16,10 @@ import torch
 from interp.circuits.export import node_id, to_viewer_json
 from interp.viz.attribution import AttributionView
 from interp.viz.attribution_data import EDGE_BINS, check_supernodes
-from interp.viz.attribution_sample import toy_graph, toy_transcoders
+from interp.viz.attribution_sample import synthetic_graph, toy_graph, toy_transcoders
 from interp.viz.chromium import Browser, find_chromium
 from interp.viz.sample import toy_model
+from tests.conftest import HOOKED, NEEDS_HOOKED
 
 HOSTILE_NAME = "<img src=x onerror=alert(1)>"
 API = "document.getElementById('attribution').mechscope"
@@ -29,8 +30,18 @@ no_chromium = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def toy():
+@pytest.fixture(scope="module", params=["synthetic", "toy"])
+def toy(request):
+    """A synthetic graph (runs without HookedTransformer) and a real one of the toy model."""
+    if request.param == "synthetic":
+        return synthetic_graph(90, 500, n_layers=4, n_pos=6, n_errors=8)
+    if not HOOKED:
+        pytest.skip(NEEDS_HOOKED)
+    return real_graph()
+
+
+def real_graph():
+    """Out of the fixture's body, so that the synthetic case is not marked ``hooked``."""
     model = toy_model()
     graph = toy_graph([1, 7, 8, 9, 3, 7, 8, 2], model=model, transcoders=toy_transcoders(model))
     return graph, graph.prune()
@@ -254,3 +265,35 @@ def test_groups_export_and_import_recreate_the_merge(browser, toy, groups, tmp_p
     assert msg.startswith("not JSON")
     assert browser.evaluate(f"{API}.importGroups({{supernodes: [['no members']]}})") is False
     still_clean(browser)
+
+
+def test_screenshot_groups_follow_their_rule(toy):
+    from interp.viz.screenshots import screenshot_groups
+
+    graph, pruned = toy
+    view = AttributionView(graph, pruned=pruned)
+    got = screenshot_groups(view)
+    n, last = view.data()["nodes"], graph.n_pos - 1
+    want = []
+    layers = graph.transcoder_layers  # the first at the next-to-last token, the last at the last
+    for layer, pos in ((min(layers), last - 1), (max(layers), last)):
+        ids = [
+            i for i, k, lay, p in zip(n["id"], n["kind"], n["layer"], n["pos"], strict=True)
+            if k == 1 and lay == layer and p == pos
+        ]  # fmt: skip
+        if ids:
+            want.append(ids)
+    assert [g[1:] for g in got] == want and want
+    assert all(g[0].startswith(f"L{g[1].split('_')[0]} features at '") for g in got)
+    AttributionView(graph, pruned=pruned, supernodes=got)  # valid groups
+
+
+def test_screenshot_cli_refuses_a_missing_transcoder_folder(tmp_path, capsys):
+    from interp.viz.screenshots import main
+
+    with pytest.raises(SystemExit):
+        main(["--attribution", "--transcoders", str(tmp_path / "nope")])
+    assert "no such folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--transcoders", str(tmp_path)])
+    assert "--transcoders goes with --attribution" in capsys.readouterr().err
