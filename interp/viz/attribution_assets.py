@@ -110,11 +110,12 @@ ATTRIBUTION_JS = r"""
       a.src.forEach((s, j) => { a.outs[s].push(j); a.ins[a.dst[j]].push(j); });
       a.nInner = groups.map(() => 0);  // per supernode: its edges among members, not drawn
       for (const e of a.inner) a.nInner[owner[E.src[e]] - n]++;
+      const mean = (g, v) => g.members.reduce((s, i) => s + v[i], 0) / g.members.length;
+      a.gx = groups.map(g => mean(g, N.x)); a.gy = groups.map(g => mean(g, N.y));  // where a supernode sits
       return a;
     }
     let G = layoutOf();
-    const X = i => i < n ? N.x[i] : groups[i - n].members.reduce((s, m) => s + N.x[m], 0) / groups[i - n].members.length;
-    const Y = i => i < n ? N.y[i] : groups[i - n].members.reduce((s, m) => s + N.y[m], 0) / groups[i - n].members.length;
+    const X = i => i < n ? N.x[i] : G.gx[i - n], Y = i => i < n ? N.y[i] : G.gy[i - n];
     function segments(list) {
       const x = [], y = [];
       for (const j of list) { const s = G.src[j], t = G.dst[j]; x.push(X(s), X(t), null); y.push(Y(s), Y(t), null); }
@@ -255,7 +256,14 @@ ATTRIBUTION_JS = r"""
     // One restyle per interaction: each restyle redraws every trace (~0.2-0.5 s at 10k edges).
     // Only what changed gets new data: styles always, a pin's highlight edges, and after a merge
     // the x/y of the edge bins and node kinds whose points changed and the supernode trace.
-    let lastPin = null, binsNow = bins0.map(l => l.map(j => [G.src[j], G.dst[j], G.w[j]]));
+    let lastPin = null;
+    const same = (a, b) => a.length === b.length && a.every((v, j) => v === b[j]);
+    const drawnXY = traces.map(t => [t.x, t.y]);  // the points each trace was last given
+    function putXY(put, t, xy) {
+      if (same(xy.x, drawnXY[t][0]) && same(xy.y, drawnXY[t][1])) return;
+      put('x', t, xy.x); put('y', t, xy.y);
+      drawnXY[t] = [xy.x, xy.y];
+    }
     function restyle(changed) {
       const T = traces.length, upd = {};
       const put = (key, t, v) => { (upd[key] = upd[key] || new Array(T).fill(undefined))[t] = v; };
@@ -269,27 +277,17 @@ ATTRIBUTION_JS = r"""
       nodeTraces.forEach((t, k) => { const s = style(members[k]); put('marker.opacity', t, s.op); put('marker.line.width', t, s.lw); });
       const sp = superPoints(), ss = style(sp.customdata);
       put('marker.opacity', superTrace, ss.op); put('marker.line.width', superTrace, ss.lw);
-      if (changed && changed.groups) {
-        for (const [key, v] of [['x', sp.x], ['y', sp.y], ['customdata', sp.customdata], ['text', sp.text], ['hovertext', sp.hovertext], ['marker.size', sp.size]]) put(key, superTrace, v);
-        nodeTraces.forEach((t, k) => {
-          if (members[k].some(i => changed.groups.owner[i] !== G.owner[i])) {
-            put('x', t, members[k].map(i => shown(i) ? N.x[i] : null)); put('y', t, members[k].map(i => shown(i) ? N.y[i] : null));
-          }
-        });
-        const lists = byBin(), now = lists.map(l => l.map(j => [G.src[j], G.dst[j], G.w[j]]));
-        now.forEach((l, b) => {
-          const was = binsNow[b];
-          if (l.length === was.length && l.every((e, j) => e[0] === was[j][0] && e[1] === was[j][1] && e[2] === was[j][2])) return;
-          const sg = segments(lists[b]);
-          put('x', edgeTraces[b], sg.x); put('y', edgeTraces[b], sg.y);
-        });
-        binsNow = now;
+      if (changed && changed.groups) {  // new points only for the traces whose points differ
+        for (const [key, v] of [['customdata', sp.customdata], ['text', sp.text], ['hovertext', sp.hovertext], ['marker.size', sp.size]]) put(key, superTrace, v);
+        putXY(put, superTrace, sp);
+        nodeTraces.forEach((t, k) => putXY(put, t, {x: members[k].map(i => shown(i) ? N.x[i] : null), y: members[k].map(i => shown(i) ? N.y[i] : null)}));
+        byBin().forEach((list, b) => putXY(put, edgeTraces[b], segments(list)));
       }
       if (changed && (changed.pin || pinned !== lastPin)) edgeTraces.forEach((t, b) => put('opacity', t, pinned === null ? alpha[b] : 0.06));
-      if (changed && (pinned !== null || lastPin !== null)) {
+      if (changed) {
         const mine = pinned === null ? [] : G.ins[pinned].concat(G.outs[pinned]);
         const pos = segments(mine.filter(j => G.w[j] >= 0)), neg = segments(mine.filter(j => G.w[j] < 0));
-        put('x', hi[0], pos.x); put('y', hi[0], pos.y); put('x', hi[1], neg.x); put('y', hi[1], neg.y);
+        putXY(put, hi[0], pos); putXY(put, hi[1], neg);
       }
       if (changed) lastPin = pinned;
       const which = traces.map((_, t) => t);
@@ -320,12 +318,12 @@ ATTRIBUTION_JS = r"""
       for (const j of idx) { if (on) selected.add(j); else selected.delete(j); }
     }
     function regroup() {  // after the groups changed: the drawn graph again, then one restyle
-      const pg = pinned !== null && pinned >= n ? groupsBefore[pinned - n] : null, was = G;
+      const pg = pinned !== null && pinned >= n ? groupsBefore[pinned - n] : null;
       G = layoutOf();
       if (pg) pinned = groups.indexOf(pg) >= 0 && pg.merged ? n + groups.indexOf(pg) : null;
       else if (pinned !== null && G.owner[pinned] !== pinned) pinned = null;
       groupsBefore = groups.slice();
-      restyle({groups: was});
+      restyle({groups: true});
       renderGroups();
       if (pinned === null) { status.textContent = ''; show(null); } else show(pinned);
       mergeBtn.textContent = groups.some(g => g.merged) ? 'expand all' : 'merge all';
