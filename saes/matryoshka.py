@@ -60,9 +60,9 @@ class MatryoshkaBatchTopK(BatchTopK):
     ) -> dict[int, Float[Tensor, ""]]:
         """Inner width m -> mean over rows of ‖x̂ₘ − x‖² (normalised space)."""
         t = target.to(out.acts.dtype) * sae.out_scale.to(out.acts.dtype)
-        return {
-            m: (r - t).pow(2).sum(-1).mean() for m, r in self.inner_reconstructions(sae, out.acts)
-        }
+        widths = self.widths[:-1]
+        losses = _PrefixLosses.apply(out.acts, sae.W_dec, sae.b_dec, t, widths)
+        return dict(zip(widths, losses.unbind(), strict=True))
 
     def extra_loss(
         self, sae: Any, target: Float[Tensor, "batch d_out"], out: Any
@@ -70,6 +70,42 @@ class MatryoshkaBatchTopK(BatchTopK):
         """Σ over the inner widths of their reconstruction losses (each weighted 1)."""
         losses = list(self.prefix_losses(sae, target, out).values())
         return torch.stack(losses).sum() if losses else None
+
+
+class _PrefixLosses(torch.autograd.Function):
+    """The inner widths' losses, forward as ``inner_reconstructions`` sums them. Backward in one
+    pass over the prefixes, outermost first: with Gⱼ = Σ_{m ≥ mⱼ} ∂L/∂x̂ₘ, the codes and decoder
+    rows of block j get Gⱼ W_dec[j]ᵀ and acts[:, j]ᵀ Gⱼ, written once (autograd's slices
+    each add a full-size zero-padded gradient)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, acts: Tensor, W_dec: Tensor, b_dec: Tensor, t: Tensor, widths: tuple[int, ...]
+    ) -> Tensor:
+        recon, prev, errs, losses = b_dec, 0, [], []
+        for m in widths:
+            recon = acts[:, prev:m] @ W_dec[prev:m] + recon  # SAELens's order of sums
+            err = recon - t
+            errs.append(err)
+            losses.append(err.pow(2).sum(-1).mean())
+            prev = m
+        ctx.save_for_backward(acts, W_dec, *errs)
+        ctx.widths = widths
+        return torch.stack(losses)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        acts, W_dec, *errs = ctx.saved_tensors
+        starts = (0, *ctx.widths[:-1])
+        d_acts, d_w = torch.zeros_like(acts), torch.zeros_like(W_dec)
+        g = torch.zeros_like(errs[0])
+        for j in reversed(range(len(errs))):
+            g = g + errs[j] * (2 * grad[j] / acts.shape[0])
+            a, b = starts[j], ctx.widths[j]
+            d_acts[:, a:b] = g @ W_dec[a:b].T
+            d_w[a:b] = acts[:, a:b].T @ g
+        d_t = -g if ctx.needs_input_grad[3] else None
+        return d_acts, d_w, g.sum(0), d_t, None
 
 
 def prefix_decode(

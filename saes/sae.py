@@ -162,6 +162,12 @@ class SAE(nn.Module):
     def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         self._check_width(x)
         x = x.to(self.W_enc.dtype) * self.input_scale.to(self.W_enc.dtype)
+        if (
+            x.dim() == 2
+            and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            return _Encode.apply(x, self.W_enc, self.b_enc, self.b_dec)  # type: ignore[no-any-return]
         return F.linear(x - self.b_dec, self.W_enc.T, self.b_enc)  # bias added in the GEMM
 
     def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
@@ -478,6 +484,25 @@ class SAE(nn.Module):
         # A recipe records the SAE as this call (and checks its weights by fingerprint on replay).
         set_source(sae, SAE.load, str(directory))
         return sae.to(device) if device is not None else sae
+
+
+class _Encode(torch.autograd.Function):
+    """(x − b_dec) W_enc + b_enc, the same GEMM as ``F.linear``; its backward gives b_dec's
+    gradient as −W_enc Σ_rows ∂pre (a matrix-vector product) and computes ∂x, a GEMM as large
+    as the encoder's, only when x needs it (training data does not: 0.4 ms of a 8 ms step)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor) -> Tensor:
+        xc = x - b_dec
+        ctx.save_for_backward(xc, W_enc)
+        return torch.addmm(b_enc, xc, W_enc)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        xc, W_enc = ctx.saved_tensors
+        d_b_enc = grad.sum(0)
+        d_x = grad @ W_enc.T if ctx.needs_input_grad[0] else None
+        return d_x, xc.T @ grad, d_b_enc, -(W_enc @ d_b_enc)
 
 
 def _encoder_init_norm(cfg: SAEConfig) -> float:

@@ -66,6 +66,26 @@ def test_forward_matches_dense_formula(act):
     torch.testing.assert_close(out.recon, out.acts @ sae.W_dec + sae.b_dec)
 
 
+def test_encoder_gradients_equal_plain_autograd():
+    sae = make("relu")
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        sae.b_enc.normal_(generator=g)
+        sae.b_dec.normal_(generator=g)
+    x = torch.randn(16, 8, generator=g).requires_grad_()
+    up = torch.randn(16, 32, generator=g)
+    params = [x, sae.W_enc, sae.b_enc, sae.b_dec]
+    want = torch.autograd.grad(
+        (torch.nn.functional.linear(x - sae.b_dec, sae.W_enc.T, sae.b_enc) * up).sum(), params
+    )
+    got = torch.autograd.grad((sae.pre_acts(x) * up).sum(), params)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    # training data needs no ∂x: the b_dec gradient comes without it
+    (no_x,) = torch.autograd.grad((sae.pre_acts(x.detach()) * up).sum(), [sae.b_dec])
+    torch.testing.assert_close(no_x, want[3])
+
+
 def test_jumprelu_threshold_gradient_is_the_rectangle_kernel_estimate():
     sae = make(
         "jumprelu", jumprelu_bandwidth=0.5, jumprelu_init_threshold=0.2,
