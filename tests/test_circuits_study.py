@@ -76,7 +76,13 @@ def test_bad_input_before_model_load(tmp_path, capsys):
     assert e.value.code == 2 and "no such folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--transcoders", str(tmp_path), "--out", str(tmp_path), "--fraction", "1.5"])
-    assert "--fraction" in capsys.readouterr().err
+    assert "must be in (0, 1], got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--transcoders", str(tmp_path), "--out", str(tmp_path), "--also-fractions", "0.01,x"])
+    assert "numbers separated by commas, got '0.01,x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--transcoders", str(tmp_path), "--out", str(tmp_path), "--also-fractions", "0,0.1"])
+    assert "got 0.0" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -106,13 +112,18 @@ def test_study_end_to_end_on_smollm2(smollm2, tmp_path, one_thread):
         save_to_set(tc, tmp_path / "set", layer)
     tcs = load_transcoders(smollm2, tmp_path / "set")
     out = tmp_path / "study"
-    res = run_study(smollm2, tcs, out, max_feature_nodes=48, n_interventions=20)
+    res = run_study(
+        smollm2, tcs, out, max_feature_nodes=48, n_interventions=20, also_fractions=(0.01,)
+    )
     assert res["error_only_layers"] == [i for i in range(30) if i not in (1, 3)]
     for name, r in res["graphs"].items():
         assert r["max_abs_logit_diff_replacement_vs_model"] < 1e-4, name
         assert 0 <= r["replacement_score"] <= 1 and 0 <= r["completeness_score"] <= 1
         rows = r["interventions"]["rows"]
         assert len(rows) == 20 and all(math.isfinite(x["real"] + x["frozen"]) for x in rows)
+        sweep = r["interventions"]["by_fraction"]
+        assert [b["fraction"] for b in sweep] == [0.1, 0.01]
+        assert sweep[0]["correlation_real"] == r["interventions"]["correlation_real"]
         assert r["feature_nodes"] == 48 and r["pruned_nodes"] <= r["nodes"]
         back = AttributionGraph.load(out / name, model=smollm2)
         assert back.n_features == 48 and back.transcoder_layers == [1, 3]
@@ -126,3 +137,4 @@ def test_study_end_to_end_on_smollm2(smollm2, tmp_path, one_thread):
     assert all(x == 0 for i, x in enumerate(ioi["route"]["by_layer"]) if i not in (1, 3))
     assert json.loads((out / "study.json").read_text())["graphs"]["ioi"]["target"] == ioi["target"]
     assert "| paris |" in (out / "study.md").read_text()
+    assert "by ablated share: 0.1: " in (out / "study.md").read_text()

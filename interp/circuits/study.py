@@ -142,9 +142,12 @@ def graph_report(
     batch_size: int = 32,
     n_interventions: int = 20,
     fraction: float = 0.1,
+    also_fractions: Sequence[float] = (),
     skip_position_0: bool = True,
 ) -> tuple[AttributionGraph, dict[str, Any]]:
-    """Build, check, prune, save and export one graph; its numbers as a dict."""
+    """Build, check, prune, save and export one graph; its numbers as a dict. The interventions
+    are reported per feature at ``fraction``, and as correlations only at ``also_fractions``
+    (how they move with the size of the edit)."""
     tcs = dict(transcoders)
     g = attribute(
         model, tokens, tcs, targets=[target], max_feature_nodes=max_feature_nodes,
@@ -162,6 +165,12 @@ def graph_report(
     chk = check_interventions(
         model, g, tcs, n=n_interventions, fraction=fraction, skip_position_0=skip_position_0
     )
+    sweep = [chk] + [
+        check_interventions(
+            model, g, tcs, n=n_interventions, fraction=fr, skip_position_0=skip_position_0
+        )
+        for fr in also_fractions
+    ]
     labels = _labels(g, None)
     report = {
         "prompt": g.prompt,
@@ -190,6 +199,15 @@ def graph_report(
             "correlation_replacement": chk.correlation_replacement,
             "correlation_real": chk.correlation_real,
             "correlation_frozen": chk.correlation_frozen,
+            "by_fraction": [
+                {
+                    "fraction": fr,
+                    "correlation_replacement": c.correlation_replacement,
+                    "correlation_frozen": c.correlation_frozen,
+                    "correlation_real": c.correlation_real,
+                }
+                for fr, c in zip([fraction, *also_fractions], sweep, strict=True)
+            ],
             "rows": [
                 {
                     "feature": f"F{lay}.{f}@{labels[p] if labels else p}",
@@ -295,6 +313,17 @@ def markdown(results: dict[str, Any]) -> str:
                 for c in r["influence"]["top_cells"][:6]
             ),
         ]
+        sweep = r["interventions"].get("by_fraction", [])
+        if len(sweep) > 1:
+            lines[-1] += (
+                " Interventions, r (replacement / attention and norms frozen / model) by ablated "
+                "share: "
+                + "; ".join(
+                    f"{b['fraction']:g}: {b['correlation_replacement']:.3f} / "
+                    f"{b['correlation_frozen']:.3f} / {b['correlation_real']:.3f}"
+                    for b in sweep
+                )
+            )
         if "route" in r:
             rt = r["route"]
             lines += [
@@ -326,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--n-interventions", type=int, default=20)
     p.add_argument("--fraction", type=float, default=0.1, help="ablate this share of a feature")
+    p.add_argument("--also-fractions", default="",
+                   help="comma-separated other shares, reported as correlations only")  # fmt: skip
     p.add_argument("--ioi-seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--keep-position-0", action="store_true",
@@ -335,8 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     from saes.checksums import SAELoadError
     from saes.transcoder import load_transcoders
 
-    if not 0 < args.fraction <= 1:
-        p.error(f"--fraction must be in (0, 1], got {args.fraction}")
+    try:
+        also = [float(x) for x in args.also_fractions.split(",") if x.strip()]
+    except ValueError:
+        p.error(
+            f"--also-fractions must be numbers separated by commas, got {args.also_fractions!r}"
+        )
+    for fr in (args.fraction, *also):
+        if not 0 < fr <= 1:
+            p.error(f"--fraction and --also-fractions must be in (0, 1], got {fr}")
     if not Path(args.transcoders).is_dir():
         p.error(f"--transcoders {args.transcoders}: no such folder (python -m saes.transcoders)")
     try:
@@ -352,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run_study(
         model, tcs, args.out, ioi_seed=args.ioi_seed, max_feature_nodes=args.max_feature_nodes,
         batch_size=args.batch_size, n_interventions=args.n_interventions, fraction=args.fraction,
+        also_fractions=also,
         skip_position_0=not args.keep_position_0,
     )  # fmt: skip
     print(markdown(res))
