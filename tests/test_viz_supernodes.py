@@ -21,7 +21,7 @@ from interp.viz.chromium import Browser, find_chromium
 from interp.viz.sample import toy_model
 from tests.conftest import HOOKED, NEEDS_HOOKED
 
-HOSTILE_NAME = "<img src=x onerror=alert(1)>"
+HOSTILE_NAME = "<img src=x onerror=alert(1)> &amp; <b>bold</b>"  # plotly would read <b>, &amp;
 API = "document.getElementById('attribution').mechscope"
 PLOT = "document.querySelector('#attribution .js-plotly-plot')"
 no_chromium = pytest.mark.skipif(
@@ -128,7 +128,8 @@ def open_clean(browser, path):
     # errors raised by later interactions, and anything fetched after the load
     browser.evaluate(
         "window.__errs = []; window.addEventListener('error', e => __errs.push(String(e.message)));"
-        "const ce = console.error; console.error = (...a) => { __errs.push(a.join(' ')); ce(...a); }"
+        "const ce = console.error; console.error = (...a) => { __errs.push(a.join(' ')); ce(...a); };"
+        "window.alert = m => __errs.push('alert: ' + m)"  # a name run as markup would call it
     )
     return page
 
