@@ -103,6 +103,8 @@ def test_bad_groups_are_refused_with_close_matches(toy, groups):
         AttributionView(graph, pruned=pruned, supernodes=[["x", typo]])
     with pytest.raises(ValueError, match="is in supernodes 'a' and 'b': a node joins one only"):
         check_supernodes([["a", ids[0]], ["b", ids[0]]], ids)
+    with pytest.raises(ValueError, match="listed twice in supernode 'a'"):
+        check_supernodes([["a", ids[0], ids[0]]], ids)
     with pytest.raises(ValueError, match="two supernodes are named 'a'"):
         check_supernodes([["a", ids[0]], ["a", ids[1]]], ids)
     with pytest.raises(ValueError, match=r"expected \[name, node_id, ...\]"):

@@ -105,6 +105,8 @@ def check_supernodes(groups: Any, ids: list[str]) -> list[list[str]]:
                     f"supernode {name!r}: node {m!r} is not in the pruned graph"
                     + (f" (close: {close})" if close else "")
                 )
+            if m in owner and owner[m] == name:
+                raise ValueError(f"node {m!r} is listed twice in supernode {name!r}")
             if m in owner:
                 raise ValueError(
                     f"node {m!r} is in supernodes {owner[m]!r} and {name!r}: a node joins one only"
