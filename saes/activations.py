@@ -308,6 +308,7 @@ class JumpReLU(Activation):
         super().__init__()
         self.bandwidth = cfg.jumprelu_bandwidth
         self.direct = cfg.jumprelu_threshold_param == "direct"
+        self._l0_of: tuple[Tensor, Tensor] | None = None  # (pre, per-row L0) of the last forward
         init = torch.full((cfg.d_sae,), float(cfg.jumprelu_init_threshold))
         if self.direct:
             self.threshold_param = nn.Parameter(init)
@@ -335,12 +336,15 @@ class JumpReLU(Activation):
                 self.threshold_param.clamp_(min=0.0)
         acts, l0 = _JumpReLUFn.apply(pre, self.threshold, self.bandwidth)
         # The training step's L0 penalty reads the same masks: kept for one l0(pre) call.
-        self._l0_of = (pre, l0) if torch.is_grad_enabled() else None
+        self._l0_of = (pre, l0) if self.training and torch.is_grad_enabled() else None
         return acts  # type: ignore[no-any-return]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_l0_of": None}  # copies and pickles leave the graph behind
 
     def l0(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, ""]:
         """Mean number of active latents per row, differentiable in the threshold."""
-        kept, self._l0_of = getattr(self, "_l0_of", None), None
+        kept, self._l0_of = self._l0_of, None
         if kept is not None and kept[0] is pre:
             return kept[1].mean()  # type: ignore[no-any-return]
         return _JumpReLUFn.apply(pre, self.threshold, self.bandwidth)[1].mean()  # type: ignore[no-any-return]

@@ -99,3 +99,18 @@ def test_jumprelu_loss_and_gradients_match_saelens_direct_threshold() -> None:
         torch.testing.assert_close(getattr(ours, name).grad, getattr(theirs, name).grad)
     torch.testing.assert_close(ours.act.threshold_param.grad, theirs.threshold.grad)
     assert ours.act.threshold_param.grad.abs().sum() > 0
+
+
+def test_sparse_step_stats_equal_the_dense_ones() -> None:
+    from saes.losses import step_loss
+
+    sae = make_sae()
+    with torch.no_grad():
+        sae.b_enc[:40] = -5.0  # most rows leave these latents out (or keep them at 0)
+    x = torch.randn(32, 16, generator=torch.Generator().manual_seed(2))
+    _, sparse = step_loss(sae, x, sparse=True)
+    _, dense = step_loss(sae, x, sparse=False)
+    assert torch.equal(sparse.fired, dense.fired)
+    assert 0 < int(sparse.fired.sum()) < 64
+    assert sparse.l0 is not None and dense.l0 is not None
+    torch.testing.assert_close(sparse.l0, dense.l0)

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -213,6 +214,8 @@ def test_jumprelu_l0_reads_the_forward_masks_only_for_the_same_pre_activations()
     sae.act(b)
     assert float(sae.act.l0(b).detach()) == float((b > 0.3).sum(-1).float().mean())
     assert float(sae.act.l0(a).detach()) == float((a > 0.3).sum(-1).float().mean())
+    sae(torch.randn(4, 8))  # a training forward, its L0 never read: the module still copies
+    copy.deepcopy(sae)
 
 
 def test_batchtopk_calibration_keeps_k_per_row_on_the_rows_given():
