@@ -207,7 +207,7 @@ def test_export_to_saelens_computes_the_same_transcoder(
         if skip_connection:
             tc.W_skip.normal_(generator=g)
         if activation == "jumprelu":
-            tc.act.log_threshold.uniform_(-2.0, 0.0, generator=g)  # type: ignore[operator]
+            tc.act.set_threshold_(torch.empty(32).uniform_(-2.0, 0.0, generator=g).exp())  # type: ignore[operator]
         if activation == "batchtopk":
             tc.act.threshold.fill_(0.4)  # type: ignore[operator]
     tc.eval()
