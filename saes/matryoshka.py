@@ -49,11 +49,7 @@ class MatryoshkaBatchTopK(BatchTopK):
         self, sae: Any, acts: Float[Tensor, "batch d_sae"]
     ) -> Iterator[tuple[int, Float[Tensor, "batch d_in"]]]:
         """(m, b_dec + acts[:, :m] W_dec[:m]) for each inner width m, normalised space."""
-        recon, prev = sae.b_dec, 0
-        for m in self.widths[:-1]:
-            recon = acts[..., prev:m] @ sae.W_dec[prev:m] + recon  # SAELens's order of sums
-            prev = m
-            yield m, recon
+        return _prefix_reconstructions(acts, sae.W_dec, sae.b_dec, self.widths[:-1])
 
     def prefix_losses(
         self, sae: Any, target: Float[Tensor, "batch d_in"], out: Any
@@ -72,8 +68,19 @@ class MatryoshkaBatchTopK(BatchTopK):
         return torch.stack(losses).sum() if losses else None
 
 
+def _prefix_reconstructions(
+    acts: Tensor, W_dec: Tensor, b_dec: Tensor, widths: tuple[int, ...]
+) -> Iterator[tuple[int, Tensor]]:
+    """(m, b_dec + acts[:, :m] W_dec[:m]) for each width m, each from the previous one."""
+    recon, prev = b_dec, 0
+    for m in widths:
+        recon = acts[..., prev:m] @ W_dec[prev:m] + recon  # SAELens's order of sums
+        prev = m
+        yield m, recon
+
+
 class _PrefixLosses(torch.autograd.Function):
-    """The inner widths' losses, forward as ``inner_reconstructions`` sums them. Backward in one
+    """The inner widths' losses, from :func:`_prefix_reconstructions`. Backward in one
     pass over the prefixes, outermost first: with Gⱼ = Σ_{m ≥ mⱼ} ∂L/∂x̂ₘ, the codes and decoder
     rows of block j get Gⱼ W_dec[j]ᵀ and acts[:, j]ᵀ Gⱼ, written once (autograd's slices
     each add a full-size zero-padded gradient)."""
@@ -82,13 +89,11 @@ class _PrefixLosses(torch.autograd.Function):
     def forward(
         ctx: Any, acts: Tensor, W_dec: Tensor, b_dec: Tensor, t: Tensor, widths: tuple[int, ...]
     ) -> Tensor:
-        recon, prev, errs, losses = b_dec, 0, [], []
-        for m in widths:
-            recon = acts[:, prev:m] @ W_dec[prev:m] + recon  # SAELens's order of sums
+        errs, losses = [], []
+        for _, recon in _prefix_reconstructions(acts, W_dec, b_dec, widths):
             err = recon - t
             errs.append(err)
             losses.append(err.pow(2).sum(-1).mean())
-            prev = m
         ctx.save_for_backward(acts, W_dec, *errs)
         ctx.widths = widths
         return torch.stack(losses)
