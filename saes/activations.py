@@ -69,6 +69,9 @@ class Activation(nn.Module):
     sparse_kernel: ClassVar[str | None] = None
     """The ``activation`` of ``kernels.autograd.sparse_sae_loss`` that trains this SAE sparsely
     (None: only the dense path)."""
+    nonnegative: ClassVar[bool] = False
+    """Every latent is ≥ 0 (the built-ins): a latent has fired where its column maximum is
+    positive, and the trainer skips the column minimum (a full pass over the codes)."""
 
     def activate(self, sae: Any, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
         """The latents from the pre-activations; an architecture that also reads the
@@ -140,6 +143,8 @@ def aux_k_term(
 
 class _AuxK(Activation):
     """TopK-style architectures: no sparsity penalty (the rule fixes L0); aux-k on dead latents."""
+
+    nonnegative = True
 
     def aux_loss(
         self,
@@ -261,37 +266,38 @@ def _step(d: Tensor) -> Tensor:
 
 
 def _masks(pre: Tensor, threshold: Tensor, bandwidth: float) -> tuple[Tensor, Tensor]:
-    """H(z − θ) and the rectangle kernel's support |z − θ| < ε/2, as floats. Exact: the sign of
-    a float difference is that of the comparison."""
+    """H(z − θ) and minus the rectangle kernel's support, −[|z − θ| < ε/2], as floats. Exact: the
+    sign of a float difference is that of the comparison. The window is built in place in the
+    difference's buffer and kept negated (one pass fewer); the backward folds the sign in."""
     d = pre - threshold
     above = _step(d)
-    return above, _step(d.abs_().neg_().add_(bandwidth / 2))
+    return above, d.abs_().sub_(bandwidth / 2).sign_().clamp_max_(0)
 
 
 class _JumpReLUFn(torch.autograd.Function):
     """(z·H(z − θ), per row Σᵢ H(zᵢ − θᵢ)): the codes and their L0 from one pair of masks.
     Gradient to z as if H were constant; to θ by the rectangle kernel, for both outputs:
     ∂/∂θᵢ = −(θᵢ/ε) Σ_rows g_acts·[|z − θᵢ| < ε/2] − (1/ε) Σ_rows g_l0·[|z − θᵢ| < ε/2].
-    Saves the two masks as floats (multiplying by them is the cheapest backward on CPU)."""
+    Saves H and the negated window as floats (multiplying by them is the cheapest backward on CPU)."""
 
     @staticmethod
     def forward(
         ctx: Any, pre: Tensor, threshold: Tensor, bandwidth: float
     ) -> tuple[Tensor, Tensor]:
-        above, window = _masks(pre, threshold, bandwidth)
-        ctx.save_for_backward(above, window, threshold)
+        above, neg_window = _masks(pre, threshold, bandwidth)
+        ctx.save_for_backward(above, neg_window, threshold)
         ctx.bandwidth = bandwidth
         return pre * above, above.sum(-1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor | None, grad_l0: Tensor | None) -> tuple[Any, ...]:
-        above, window, threshold = ctx.saved_tensors
+        above, neg_window, threshold = ctx.saved_tensors
         d_pre = None if grad is None else grad * above
         d_theta = torch.zeros_like(threshold)
         if grad is not None:
-            d_theta = -(threshold / ctx.bandwidth) * (grad * window).sum(0)
+            d_theta = (threshold / ctx.bandwidth) * (grad * neg_window).sum(0)
         if grad_l0 is not None:
-            d_theta = d_theta + (grad_l0 @ window) / -ctx.bandwidth
+            d_theta = d_theta + (grad_l0 @ neg_window) / ctx.bandwidth
         return d_pre, d_theta, None
 
 
@@ -303,6 +309,8 @@ class JumpReLU(Activation):
     to θ ≥ 0 before each training forward, as SAELens 6; the default) or ``log_threshold``
     (θ = exp of it).
     """
+
+    nonnegative = True  # θ ≥ 0 (projected in training, or exp of log θ): z > θ means z > 0
 
     def __init__(self, cfg: Any):
         super().__init__()
@@ -359,6 +367,7 @@ class ReLU(Activation):
     """max(z, 0), trained with an L1 penalty weighted by decoder norms (which are left free)."""
 
     unit_norm_decoder = False
+    nonnegative = True
 
     def __init__(self, cfg: Any):
         super().__init__()

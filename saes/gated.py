@@ -40,6 +40,7 @@ class Gated(Activation):
     """The gated encoder's second half: r_mag and b_mag (per latent); b_gate is the SAE's b_enc."""
 
     unit_norm_decoder = False
+    nonnegative = True  # H(gate) · ReLU(magnitude)
 
     def __init__(self, cfg: Any):
         super().__init__()

@@ -114,3 +114,50 @@ def test_sparse_step_stats_equal_the_dense_ones() -> None:
     assert 0 < int(sparse.fired.sum()) < 64
     assert sparse.l0 is not None and dense.l0 is not None
     torch.testing.assert_close(sparse.l0, dense.l0)
+
+
+def _each_registered_sae(param: str = "direct") -> list[SAE]:
+    from saes.activations import ACTIVATIONS
+
+    saes = []
+    for name in sorted(ACTIVATIONS):
+        extra = {"matryoshka_widths": [16, 64]} if name.startswith("matryoshka") else {}
+        cfg = SAEConfig(d_in=16, d_sae=64, k=4, activation=name, jumprelu_init_threshold=0.05,
+                        jumprelu_threshold_param=param, **extra)  # fmt: skip
+        saes.append(SAE(cfg, seed=0))
+    return saes
+
+
+@pytest.mark.parametrize("param", ["direct", "log"])
+def test_activations_marked_nonnegative_never_give_a_negative_code(param: str) -> None:
+    """The flag lets the trainer count firing from the column maximum alone; it must be true of
+    the codes, even with the activation's own parameters pushed below zero (a JumpReLU θ < 0
+    would pass codes in (θ, 0) if the training forward did not project it)."""
+    from saes.activations import architecture
+    from saes.losses import sae_loss
+
+    x = torch.randn(256, 16) * 3
+    for sae in _each_registered_sae(param):
+        sae.train()
+        opt = torch.optim.SGD(sae.parameters(), lr=5.0)  # large steps: θ and biases go negative
+        with torch.no_grad():
+            for p in sae.act.parameters():
+                p.sub_(2.0)
+        for _ in range(3):
+            loss, out = sae_loss(sae, x, sparsity_coefficient=1.0)
+            opt.zero_grad()
+            loss.total.backward()
+            opt.step()
+            if architecture(sae.act).nonnegative:
+                assert out.acts.min() >= 0, sae.cfg.activation
+
+
+def test_dense_stats_counts_a_latent_that_fires_only_negatively_unless_codes_are_nonnegative():
+    from saes.losses import dense_stats
+    from saes.sae import SAEOutput
+
+    acts = torch.zeros(4, 3)
+    acts[1, 0], acts[2, 2] = 2.0, -1.0
+    out = SAEOutput(torch.zeros(4, 2), acts, acts)
+    assert dense_stats(out).fired.tolist() == [True, False, True]
+    assert dense_stats(out, nonnegative=True).fired.tolist() == [True, False, False]
