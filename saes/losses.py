@@ -52,9 +52,7 @@ class StepStats(NamedTuple):
     l0: Float[Tensor, ""] | None  # mean active latents per row (None: not asked for)
 
 
-def dense_stats(
-    out: SAEOutput, *, with_l0: bool = True, nonnegative: bool = False
-) -> StepStats:
+def dense_stats(out: SAEOutput, *, with_l0: bool = True, nonnegative: bool = False) -> StepStats:
     # Column max/min: 3x faster on CPU than reductions of a boolean copy; codes known to be
     # ≥ 0 need the max only. The count for L0 is a full pass (up to 1 ms a step at d_sae 512), so
     # only logging steps ask for it.
