@@ -12,7 +12,6 @@ same nodes as the viewer JSON.
 
 from __future__ import annotations
 
-import difflib
 import math
 import unicodedata
 from collections.abc import Mapping
@@ -20,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import torch
+
+from interp.validate import did_you_mean
 
 __all__ = [
     "EDGE_BINS",
@@ -81,7 +82,7 @@ def check_supernodes(groups: Any, ids: list[str]) -> list[list[str]]:
     [['France', '0_5_3', '1_9_3']]
     >>> check_supernodes([["x", "0_5_4"]], ["0_5_3", "1_9_3"])
     Traceback (most recent call last):
-    ValueError: supernode 'x': node '0_5_4' is not in the pruned graph (close: '0_5_3')
+    ValueError: supernode 'x': node '0_5_4' is not in the pruned graph; did you mean '0_5_3'?
     """
     if isinstance(groups, Mapping):
         groups = groups.get("supernodes", (groups.get("qParams") or {}).get("supernodes"))
@@ -100,10 +101,9 @@ def check_supernodes(groups: Any, ids: list[str]) -> list[list[str]]:
         name, members = g[0].strip(), [str(m) for m in g[1:]]
         for m in members:
             if m not in known:
-                close = ", ".join(repr(c) for c in difflib.get_close_matches(m, ids, n=3))
                 raise ValueError(
                     f"supernode {name!r}: node {m!r} is not in the pruned graph"
-                    + (f" (close: {close})" if close else "")
+                    + did_you_mean(m, ids)
                 )
             if m in owner and owner[m] == name:
                 raise ValueError(f"node {m!r} is listed twice in supernode {name!r}")
