@@ -99,7 +99,9 @@ def test_bad_groups_are_refused_with_close_matches(toy, groups):
     ids = [node_id(graph, i) for i in pruned.node_mask.nonzero()[:, 0].tolist()]
     assert check_supernodes({"qParams": {"supernodes": groups}}, ids) == groups
     typo = groups[0][1][:-1] + "9"
-    with pytest.raises(ValueError, match=rf"node '{typo}' is not in the pruned graph; did you mean '"):
+    with pytest.raises(
+        ValueError, match=rf"node '{typo}' is not in the pruned graph; did you mean '"
+    ):
         AttributionView(graph, pruned=pruned, supernodes=[["x", typo]])
     with pytest.raises(ValueError, match="is in supernodes 'a' and 'b': a node joins one only"):
         check_supernodes([["a", ids[0]], ["b", ids[0]]], ids)
