@@ -56,10 +56,11 @@ class SAEConfig:
     (written before 2026-12-07, when ``log`` was the default) loads as ``log``."""
     encoder_init_norm: float | None = None
     """Norm of each encoder column at initialisation (the encoder starts as this times the
-    decoder's transpose; decoder rows have norm 1). None: 0.01 where decoder rows are kept at
-    unit norm (SAELens's default initial function: decoder rows of norm 0.1, encoder = decoder
-    transpose; Anthropic's April 2024 update), 1 for relu and gated, whose penalties read the
-    free decoder norms."""
+    decoder's transpose; decoder rows have norm 1). None: the architecture's default, 0.01 where
+    decoder rows are kept at unit norm (SAELens's default initial function: decoder rows of norm
+    0.1, encoder = decoder transpose; Anthropic's April 2024 update), 0.1 for jumprelu (better
+    feature recovery on synthetic data), 1 for relu and gated, whose penalties read the free
+    decoder norms."""
     normalize_activations: Literal["none", "expected_norm"] = "none"
     """``expected_norm``: scale inputs by a fixed factor so their mean norm is sqrt(d_in); the
     factor is estimated before training and folded into the weights at save time."""

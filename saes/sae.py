@@ -508,7 +508,11 @@ class _Encode(torch.autograd.Function):
 def _encoder_init_norm(cfg: SAEConfig) -> float:
     if cfg.encoder_init_norm is not None:
         return cfg.encoder_init_norm
-    return 0.01 if getattr(ACTIVATIONS[cfg.activation], "unit_norm_decoder", True) else 1.0
+    act = ACTIVATIONS[cfg.activation]
+    default = getattr(act, "default_encoder_init_norm", None)
+    if default is not None:
+        return float(default)
+    return 0.01 if getattr(act, "unit_norm_decoder", True) else 1.0
 
 
 def _no_hook(name: str, t: Tensor) -> Tensor:

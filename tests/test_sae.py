@@ -23,6 +23,9 @@ def test_init_encoder_is_scaled_decoder_transpose_with_unit_rows():
     torch.testing.assert_close(make(encoder_init_norm=1.0).W_enc, sae.W_dec.T)
     relu = make("relu")  # free decoder norms: the penalty reads them; unscaled as before
     torch.testing.assert_close(relu.W_enc, relu.W_dec.T)
+    jump = make("jumprelu")  # its own default, chosen for synthetic feature recovery
+    torch.testing.assert_close(jump.W_enc, 0.1 * jump.W_dec.T)
+    torch.testing.assert_close(make("jumprelu", encoder_init_norm=0.01).W_enc, 0.01 * jump.W_dec.T)
     with pytest.raises(ConfigError, match="encoder_init_norm"):
         make(encoder_init_norm=0.0)
 
